@@ -1,0 +1,34 @@
+"""Refusals as types: each carries a message fit to show the person who caused it."""
+from __future__ import annotations
+
+
+class InboxCRMError(Exception):
+    """Base for errors shown to a user as one line, without a traceback."""
+
+
+class ConfigError(InboxCRMError):
+    """A configuration file, key or value is wrong: names all three and what was expected."""
+
+    def __init__(self, path: str, key: str, found: object, expected: str):
+        self.path, self.key, self.found, self.expected = path, key, found, expected
+        super().__init__(f"{path}: {key}: found {found!r}, expected {expected}")
+
+
+class SecretError(InboxCRMError):
+    """A secret could not be read from where the configuration says it is."""
+
+
+class NotFound(InboxCRMError):
+    """A name or reference that does not exist; the message lists what does."""
+
+
+class Invalid(InboxCRMError):
+    """A value that is not allowed; the message says what would be valid."""
+
+
+class ParseError(Exception):
+    """A message that cannot be interpreted: ``reason`` is the quarantine reason code."""
+
+    def __init__(self, reason: str, detail: str):
+        self.reason, self.detail = reason, detail
+        super().__init__(f"{reason}: {detail}")

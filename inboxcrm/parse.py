@@ -1,0 +1,154 @@
+"""Bytes -> Email. The only module that imports mail-parser.
+
+Two entry points, on purpose: ``identify`` reads just enough (the Message-ID) with the
+standard library to store the raw message before anything can go wrong, and ``parse`` does
+the full interpretation, raising ParseError with a reason code for quarantine.
+"""
+from __future__ import annotations
+
+import hashlib
+import html
+import re
+from datetime import datetime, timezone
+from email.header import decode_header, make_header
+from email.parser import BytesHeaderParser
+from email.utils import getaddresses, parsedate_to_datetime
+
+import mailparser
+
+from .errors import ParseError
+from .values import Address, Attachment, Email
+
+_MSGID = re.compile(r"<([^<>\s]+)>")
+_HEADER_PARSER = BytesHeaderParser()
+_TAG = re.compile(r"<(script|style)\b.*?</\1>|<[^>]+>", re.S | re.I)
+_BLANK_LINES = re.compile(r"\n\s*\n\s*(\n\s*)+")
+SYNTHETIC_DOMAIN = "inboxcrm.invalid"
+
+
+def content_hash(raw: bytes) -> str:
+    return hashlib.sha256(raw).hexdigest()
+
+
+def synthetic_message_id(raw: bytes) -> str:
+    """A stable id for mail without one, so re-importing the same bytes deduplicates."""
+    return f"sha256-{content_hash(raw)[:40]}@{SYNTHETIC_DOMAIN}"
+
+
+def normalize_ids(value: str | None) -> tuple[str, ...]:
+    """All ``<id>`` tokens in a header, brackets stripped; bare ids tolerated."""
+    if not value:
+        return ()
+    found = _MSGID.findall(value)
+    if not found:
+        found = [tok for tok in value.split() if "@" in tok]
+    return tuple(dict.fromkeys(tok.strip() for tok in found if tok.strip()))
+
+
+def identify(raw: bytes) -> tuple[str, bool]:
+    """(message_id, synthetic) from the headers alone; never raises."""
+    try:
+        headers = _HEADER_PARSER.parsebytes(raw[:65536])
+        ids = normalize_ids(str(headers.get("Message-ID", "") or ""))
+    except Exception:  # noqa: BLE001 - any failure just means "no usable id"
+        ids = ()
+    if ids and len(ids[0]) <= 900:
+        return ids[0], False
+    return synthetic_message_id(raw), True
+
+
+def _decode(value: object) -> str:
+    if value is None:
+        return ""
+    text = str(value)
+    if "=?" not in text:
+        return text.strip()
+    try:
+        return str(make_header(decode_header(text))).strip()
+    except Exception:  # noqa: BLE001 - undecodable words are kept as written
+        return text.strip()
+
+
+def _addresses(values: list[str]) -> tuple[Address, ...]:
+    result = []
+    for name, email in getaddresses([_decode(v) for v in values]):
+        email = email.strip().strip("<>").lower()
+        if "@" not in email or email.startswith("@") or email.endswith("@"):
+            continue
+        result.append(Address(email=email, name=name.strip().strip('"')))
+    return tuple(result)
+
+
+def _date(value: str | None) -> datetime | None:
+    if not value:
+        return None
+    try:
+        parsed = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if parsed is None:
+        return None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=timezone.utc)
+    return parsed.astimezone(timezone.utc)
+
+
+def html_to_text(markup: str) -> str:
+    text = _TAG.sub(" ", markup.replace("<br>", "\n").replace("</p>", "\n"))
+    text = html.unescape(text)
+    return _BLANK_LINES.sub("\n\n", "\n".join(line.strip() for line in text.splitlines()))
+
+
+def parse(raw: bytes, message_id: str | None = None) -> Email:
+    """Interpret raw bytes. Raises ParseError(reason, detail) when they cannot be used."""
+    if not raw.strip():
+        raise ParseError("empty", "the message has no bytes")
+    try:
+        parsed = mailparser.parse_from_bytes(raw)
+        msg = parsed.message
+        headers = tuple((k.lower(), _decode(v)) for k, v in msg.items())
+        text = "\n".join(parsed.text_plain).strip()
+        if not text and parsed.text_html:
+            text = html_to_text("\n".join(parsed.text_html)).strip()
+        attachments = tuple(
+            Attachment(
+                filename=_decode(a.get("filename") or ""),
+                content_type=a.get("mail_content_type") or "application/octet-stream",
+                size=len(a.get("payload") or "") * 3 // 4 if a.get("binary") else len(a.get("payload") or ""),
+            )
+            for a in parsed.attachments
+        )
+        defects = tuple(parsed.defects_categories or ())
+        content_type = msg.get_content_type()
+        report_type = str(msg.get_param("report-type") or "").lower()
+    except ParseError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - broken MIME must quarantine, not crash
+        raise ParseError("unparseable", f"{type(exc).__name__}: {exc}") from exc
+
+    def all_of(name: str) -> list[str]:
+        return [v for k, v in headers if k == name]
+
+    senders = _addresses(all_of("from")) or _addresses(all_of("sender"))
+    if not senders:
+        raise ParseError("no-sender", "no usable From or Sender address")
+    if message_id is None:
+        message_id = identify(raw)[0]
+    return Email(
+        message_id=message_id,
+        subject=" ".join(_decode(msg.get("Subject", "")).split()),
+        from_=senders[0],
+        to=_addresses(all_of("to")),
+        cc=_addresses(all_of("cc")),
+        reply_to=_addresses(all_of("reply-to")),
+        date=_date(msg.get("Date")),
+        in_reply_to=normalize_ids(msg.get("In-Reply-To")),
+        references=normalize_ids(msg.get("References")),
+        headers=headers,
+        text=text,
+        content_type=content_type,
+        report_type=report_type,
+        attachments=attachments,
+        defects=defects,
+        size=len(raw),
+    )

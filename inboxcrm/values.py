@@ -1,0 +1,121 @@
+"""Typed values that cross module boundaries.
+
+Every step of the pipeline hands the next one a frozen value instead of a dict, so a
+field that is missing or misspelt fails where it is made, not three modules later.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+
+@dataclass(frozen=True)
+class Address:
+    """One mailbox address; ``email`` is always lower-case so it can be compared."""
+
+    email: str
+    name: str = ""
+
+    @property
+    def domain(self) -> str:
+        return self.email.rpartition("@")[2]
+
+    def __str__(self) -> str:
+        return f"{self.name} <{self.email}>" if self.name else self.email
+
+
+@dataclass(frozen=True)
+class Attachment:
+    filename: str
+    content_type: str
+    size: int
+
+
+@dataclass(frozen=True)
+class Email:
+    """A parsed message: what the rest of the pipeline may know about it.
+
+    ``headers`` keeps every header (lower-cased name, decoded value) in order, because
+    classification rules look at headers that no other field carries.
+    """
+
+    message_id: str
+    subject: str
+    from_: Address | None
+    to: tuple[Address, ...] = ()
+    cc: tuple[Address, ...] = ()
+    reply_to: tuple[Address, ...] = ()
+    date: datetime | None = None
+    in_reply_to: tuple[str, ...] = ()
+    references: tuple[str, ...] = ()
+    headers: tuple[tuple[str, str], ...] = ()
+    text: str = ""
+    content_type: str = "text/plain"
+    report_type: str = ""
+    attachments: tuple[Attachment, ...] = ()
+    defects: tuple[str, ...] = ()
+    size: int = 0
+
+    def header(self, name: str) -> str | None:
+        """The first value of header ``name`` (case-insensitive), or None."""
+        name = name.lower()
+        for key, value in self.headers:
+            if key == name:
+                return value
+        return None
+
+    def header_all(self, name: str) -> tuple[str, ...]:
+        name = name.lower()
+        return tuple(value for key, value in self.headers if key == name)
+
+    @property
+    def recipients(self) -> tuple[Address, ...]:
+        return self.to + self.cc
+
+    @property
+    def thread_ids(self) -> tuple[str, ...]:
+        """Message-IDs this message answers, nearest first."""
+        seen: list[str] = []
+        for mid in self.in_reply_to + tuple(reversed(self.references)):
+            if mid not in seen:
+                seen.append(mid)
+        return tuple(seen)
+
+
+@dataclass(frozen=True)
+class RawMessage:
+    """Bytes as they came from a source, with where they came from.
+
+    ``location`` names the copy (an IMAP folder and UID, a file and offset) so that the same
+    message seen in two mailboxes is stored once with two copies.
+    """
+
+    data: bytes
+    location: str
+    folder: str = ""
+
+
+@dataclass(frozen=True)
+class Classification:
+    """What kind of message this is, and the rule that said so."""
+
+    kind: str  # see classify.KINDS
+    reason: str  # the rule's name: a stable reason code
+    detail: str = ""
+
+    @property
+    def is_noise(self) -> bool:
+        return self.kind in NOISE_KINDS
+
+
+NOISE_KINDS = frozenset({"auto-reply", "bounce", "list", "spam", "robot", "own"})
+
+
+@dataclass(frozen=True)
+class Explanation:
+    """One line of ``rule explain``: a rule, whether it fired, and why."""
+
+    stage: str
+    rule: str
+    fired: bool
+    detail: str = ""
