@@ -1,0 +1,13 @@
+"""Alembic environment: the engine is handed in by inboxcrm.db, never read from a file."""
+from alembic import context
+
+from inboxcrm.models import Base
+
+engine = context.config.attributes["engine"]
+with engine.begin() as connection:
+    context.configure(
+        connection=connection,
+        target_metadata=Base.metadata,
+        render_as_batch=connection.dialect.name == "sqlite",
+    )
+    context.run_migrations()

@@ -1,0 +1,289 @@
+"""SQLAlchemy 2 tables. One schema for SQLite and PostgreSQL; Alembic owns its history.
+
+Models hold data only: no session, no connection, no business rule lives here.
+"""
+from __future__ import annotations
+
+from datetime import date, datetime, timezone
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Date,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    Numeric,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+
+class UTCDateTime(TypeDecorator):
+    """Timestamps stored as UTC and always returned timezone-aware, on both backends."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value, dialect):
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        value = value.astimezone(timezone.utc)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value, dialect):
+        if value is None:
+            return None
+        return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
+class Rep(Base):
+    __tablename__ = "reps"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    timezone: Mapped[str] = mapped_column(String(64), default="UTC")
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    addresses: Mapped[list[RepAddress]] = relationship(
+        back_populates="rep", cascade="all, delete-orphan", order_by="RepAddress.id"
+    )
+
+
+class RepAddress(Base):
+    __tablename__ = "rep_addresses"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    rep_id: Mapped[int] = mapped_column(ForeignKey("reps.id", ondelete="CASCADE"), index=True)
+    address: Mapped[str] = mapped_column(String(320), unique=True)
+    rep: Mapped[Rep] = relationship(back_populates="addresses")
+
+
+class Mailbox(Base):
+    __tablename__ = "mailboxes"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    owner_rep_id: Mapped[int | None] = mapped_column(ForeignKey("reps.id"), index=True)
+    role: Mapped[str] = mapped_column(String(20))  # capture | rep
+    default_source: Mapped[str] = mapped_column(String(100), default="email")
+    new_sender_policy: Mapped[str] = mapped_column(String(20), default="create")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    owner: Mapped[Rep | None] = relationship()
+
+
+class FolderPosition(Base):
+    """Where a sync stopped in one folder: UIDVALIDITY + last UID (+ MODSEQ), never \\Seen."""
+
+    __tablename__ = "folder_positions"
+    __table_args__ = (UniqueConstraint("mailbox_id", "folder"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    mailbox_id: Mapped[int] = mapped_column(ForeignKey("mailboxes.id", ondelete="CASCADE"))
+    folder: Mapped[str] = mapped_column(String(500))
+    uidvalidity: Mapped[int | None] = mapped_column(BigInteger)
+    last_uid: Mapped[int] = mapped_column(BigInteger, default=0)
+    highest_modseq: Mapped[int | None] = mapped_column(BigInteger)
+    updated_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class Company(Base):
+    __tablename__ = "companies"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    domain: Mapped[str] = mapped_column(String(253), unique=True)
+    name: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class Contact(Base):
+    __tablename__ = "contacts"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), default="")
+    company_id: Mapped[int | None] = mapped_column(ForeignKey("companies.id"), index=True)
+    owner_rep_id: Mapped[int | None] = mapped_column(ForeignKey("reps.id"), index=True)
+    source: Mapped[str] = mapped_column(String(100), default="")
+    first_seen: Mapped[datetime] = mapped_column(UTCDateTime)
+    addresses: Mapped[list[ContactAddress]] = relationship(
+        back_populates="contact", cascade="all, delete-orphan", order_by="ContactAddress.id"
+    )
+    company: Mapped[Company | None] = relationship()
+    owner: Mapped[Rep | None] = relationship()
+
+
+class ContactAddress(Base):
+    __tablename__ = "contact_addresses"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    contact_id: Mapped[int] = mapped_column(ForeignKey("contacts.id", ondelete="CASCADE"), index=True)
+    address: Mapped[str] = mapped_column(String(320), unique=True)
+    contact: Mapped[Contact] = relationship(back_populates="addresses")
+
+
+class Stage(Base):
+    __tablename__ = "stages"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(60), unique=True)
+    position: Mapped[int] = mapped_column(Integer)
+    kind: Mapped[str] = mapped_column(String(10), default="open")  # open | won | lost
+
+
+class Deal(Base):
+    __tablename__ = "deals"
+    __table_args__ = (Index("ix_deals_contact_open", "contact_id", "closed_at"),)
+    id: Mapped[int] = mapped_column(primary_key=True)  # the number in its reference D-<id>
+    title: Mapped[str] = mapped_column(String(300), default="")
+    contact_id: Mapped[int] = mapped_column(ForeignKey("contacts.id"))
+    company_id: Mapped[int | None] = mapped_column(ForeignKey("companies.id"), index=True)
+    stage_id: Mapped[int] = mapped_column(ForeignKey("stages.id"), index=True)
+    owner_rep_id: Mapped[int | None] = mapped_column(ForeignKey("reps.id"), index=True)
+    value: Mapped[float | None] = mapped_column(Numeric(14, 2))
+    source: Mapped[str] = mapped_column(String(100), default="")
+    fit_score: Mapped[int] = mapped_column(Integer, default=0)
+    score: Mapped[int] = mapped_column(Integer, default=0)
+    inbound_count: Mapped[int] = mapped_column(Integer, default=0)
+    outbound_count: Mapped[int] = mapped_column(Integer, default=0)
+    next_step: Mapped[str | None] = mapped_column(String(500))
+    next_step_due: Mapped[date | None] = mapped_column(Date)
+    next_step_owner_id: Mapped[int | None] = mapped_column(ForeignKey("reps.id"))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    last_activity_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    last_inbound_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_outbound_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_stage_change_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    first_response_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    first_response_seconds: Mapped[int | None] = mapped_column(Integer)
+    closed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    lost_reason: Mapped[str | None] = mapped_column(String(500))
+    contact: Mapped[Contact] = relationship()
+    company: Mapped[Company | None] = relationship()
+    stage: Mapped[Stage] = relationship()
+    owner: Mapped[Rep | None] = relationship(foreign_keys=[owner_rep_id])
+    next_step_owner: Mapped[Rep | None] = relationship(foreign_keys=[next_step_owner_id])
+
+    @property
+    def ref(self) -> str:
+        return f"D-{self.id}"
+
+
+class DealFlag(Base):
+    """Something a rep should look at: ambiguous match, duplicate outreach."""
+
+    __tablename__ = "deal_flags"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    deal_id: Mapped[int] = mapped_column(ForeignKey("deals.id", ondelete="CASCADE"), index=True)
+    kind: Mapped[str] = mapped_column(String(40))
+    detail: Mapped[str] = mapped_column(Text)
+    message_id: Mapped[int | None] = mapped_column(ForeignKey("messages.id"))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class Message(Base):
+    """Stored once per Message-ID; ``status`` says what the pipeline made of it."""
+
+    __tablename__ = "messages"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    message_id: Mapped[str] = mapped_column(String(1000), unique=True)
+    synthetic_id: Mapped[bool] = mapped_column(Boolean, default=False)
+    sha256: Mapped[str] = mapped_column(String(64), index=True)
+    raw: Mapped[bytes | None] = mapped_column(LargeBinary)
+    size: Mapped[int] = mapped_column(Integer)
+    subject: Mapped[str] = mapped_column(Text, default="")
+    from_address: Mapped[str] = mapped_column(String(320), default="", index=True)
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # pending | processed | noise | internal | held | ignored | rejected | quarantined
+    status: Mapped[str] = mapped_column(String(20), default="pending", index=True)
+    direction: Mapped[str | None] = mapped_column(String(10))  # inbound | outbound
+    kind: Mapped[str | None] = mapped_column(String(20))
+    reason: Mapped[str | None] = mapped_column(String(100))
+    detail: Mapped[str | None] = mapped_column(Text)
+    deal_id: Mapped[int | None] = mapped_column(ForeignKey("deals.id"), index=True)
+    contact_id: Mapped[int | None] = mapped_column(ForeignKey("contacts.id"), index=True)
+    processed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    copies: Mapped[list[MessageCopy]] = relationship(back_populates="message", order_by="MessageCopy.id")
+
+
+class MessageCopy(Base):
+    """Where a message was seen: one row per mailbox and location."""
+
+    __tablename__ = "message_copies"
+    __table_args__ = (UniqueConstraint("mailbox_id", "location"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    message_id: Mapped[int] = mapped_column(ForeignKey("messages.id", ondelete="CASCADE"), index=True)
+    mailbox_id: Mapped[int] = mapped_column(ForeignKey("mailboxes.id"))
+    folder: Mapped[str] = mapped_column(String(500), default="")
+    location: Mapped[str] = mapped_column(String(1500))
+    seen_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    message: Mapped[Message] = relationship(back_populates="copies")
+    mailbox: Mapped[Mailbox] = relationship()
+
+
+class StageChange(Base):
+    __tablename__ = "stage_history"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    deal_id: Mapped[int] = mapped_column(ForeignKey("deals.id", ondelete="CASCADE"), index=True)
+    from_stage: Mapped[str | None] = mapped_column(String(60))
+    to_stage: Mapped[str] = mapped_column(String(60))
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
+    actor: Mapped[str] = mapped_column(String(200))
+    reason: Mapped[str] = mapped_column(String(500), default="")
+
+
+class RoutingRule(Base):
+    __tablename__ = "rules"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    position: Mapped[int] = mapped_column(Integer)
+    conditions: Mapped[list] = mapped_column(JSON)
+    actions: Mapped[list] = mapped_column(JSON)
+    round_robin_next: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class RejectedSender(Base):
+    """A sender a rep rejected in review: later mail from them is ignored, not held again."""
+
+    __tablename__ = "rejected_senders"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    address: Mapped[str] = mapped_column(String(320), unique=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
+    actor: Mapped[str] = mapped_column(String(200))
+
+
+class Note(Base):
+    __tablename__ = "notes"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    deal_id: Mapped[int] = mapped_column(ForeignKey("deals.id", ondelete="CASCADE"), index=True)
+    text: Mapped[str] = mapped_column(Text)
+    actor: Mapped[str] = mapped_column(String(200))
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class AuditEntry(Base):
+    """Every change, with who made it and why (a rule name, a CLI user, a Message-ID)."""
+
+    __tablename__ = "audit_log"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    actor: Mapped[str] = mapped_column(String(200))
+    action: Mapped[str] = mapped_column(String(60))
+    entity: Mapped[str] = mapped_column(String(40))
+    entity_id: Mapped[int | None] = mapped_column(Integer)
+    detail: Mapped[dict] = mapped_column(JSON, default=dict)
+    reason: Mapped[str] = mapped_column(String(500), default="")
