@@ -1,0 +1,106 @@
+"""Shared fixtures: the same test cases run on SQLite and on PostgreSQL.
+
+PostgreSQL is the server on 127.0.0.1:5432 (trust auth, user postgres). Where it is not
+running the PostgreSQL cases skip with the reason, unless INBOXCRM_REQUIRE_SERVERS=1 (set by
+.ci/run), which turns that skip into a failure.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+
+from inboxcrm.db import make_engine, session_factory, upgrade
+from inboxcrm.models import Base
+
+MAIL = Path(__file__).parent / "mail"
+PG_ADMIN_URL = os.environ.get("INBOXCRM_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
+REQUIRE_SERVERS = os.environ.get("INBOXCRM_REQUIRE_SERVERS") == "1"
+
+
+def server_missing(what: str, why: str) -> None:
+    """Skip on a user's machine; fail in CI, where every server must be there."""
+    message = f"{what} not available: {why}"
+    if REQUIRE_SERVERS:
+        pytest.fail(message + " (INBOXCRM_REQUIRE_SERVERS=1 makes this a failure)")
+    pytest.skip(message)
+
+
+def mail(name: str) -> bytes:
+    """The bytes of a fixture under tests/mail/."""
+    return (MAIL / name).read_bytes()
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("sqlite") / "template.db"
+    engine = make_engine(f"sqlite:///{path}")
+    upgrade(engine)
+    engine.dispose()
+    return path
+
+
+@pytest.fixture(scope="session")
+def pg_database():
+    """One throw-away database per test session, migrated once; tables emptied per test."""
+    try:
+        admin = make_engine(PG_ADMIN_URL)
+        with admin.connect() as conn:
+            conn.execute(text("select 1"))
+    except Exception as exc:  # noqa: BLE001 - any failure to connect means "not available"
+        yield exc
+        return
+    name = f"inboxcrm_test_{uuid.uuid4().hex[:10]}"
+    with admin.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    url = admin.url.set(database=name)
+    engine = make_engine(url)
+    upgrade(engine)
+    with engine.connect() as conn:
+        stages = [dict(r._mapping) for r in conn.execute(text("select * from stages"))]
+    yield engine, stages
+    engine.dispose()
+    with admin.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+def _reset_postgres(engine, stages) -> None:
+    tables = ", ".join(t.name for t in Base.metadata.sorted_tables)
+    with engine.begin() as conn:
+        conn.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
+        conn.execute(Base.metadata.tables["stages"].insert(), stages)
+        conn.execute(text("SELECT setval(pg_get_serial_sequence('stages', 'id'), (SELECT max(id) FROM stages))"))
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def engine(request, tmp_path, sqlite_template):
+    """A migrated, empty database (default stages only) on each backend."""
+    if request.param == "sqlite":
+        path = tmp_path / "inboxcrm.db"
+        shutil.copy(sqlite_template, path)
+        eng = make_engine(f"sqlite:///{path}")
+        yield eng
+        eng.dispose()
+        return
+    pg = request.getfixturevalue("pg_database")
+    if isinstance(pg, Exception):
+        server_missing("PostgreSQL at 127.0.0.1:5432", str(pg).splitlines()[0])
+    eng, stages = pg
+    _reset_postgres(eng, stages)
+    yield eng
+
+
+@pytest.fixture
+def factory(engine):
+    return session_factory(engine)
+
+
+@pytest.fixture
+def db_url(engine) -> str:
+    """The test database's URL as a string, for CLI tests that take --database-url."""
+    return engine.url.render_as_string(hide_password=False)
