@@ -36,6 +36,13 @@ def make_engine(url: URL | str) -> Engine:
             cur.execute("PRAGMA foreign_keys=ON")
             cur.execute("PRAGMA busy_timeout=10000")
             cur.close()
+            # Let SQLAlchemy, not the sqlite3 module, decide when transactions begin, so that
+            # SAVEPOINTs (one per message, for quarantine on failure) behave as documented.
+            dbapi_conn.isolation_level = None
+
+        @event.listens_for(engine, "begin")
+        def _sqlite_begin(conn):  # pragma: no cover - exercised by every test
+            conn.exec_driver_sql("BEGIN")
 
     return engine
 

@@ -1,0 +1,138 @@
+"""The pure heart of the pipeline: given a parsed message and what the records say, decide.
+
+``decide`` takes values and a lookup, and returns a ``Decision`` with one reason code. It
+never writes: the store applies the decision, so the same decision can be explained
+(``rule explain``) without changing anything.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from . import classify as classify_mod
+from .forms import form_prospect
+from .match import Lookup, Match, match
+from .rules import Routing, RuleSpec, evaluate
+from .values import Address, Classification, Email, Explanation
+
+
+@dataclass(frozen=True)
+class MailboxInfo:
+    id: int
+    name: str
+    role: str
+    owner: str | None
+    default_source: str
+    policy: str  # create | review | ignore
+
+
+@dataclass(frozen=True)
+class Context:
+    """Everything a decision depends on besides the message and the records."""
+
+    team: classify_mod.TeamContext
+    rep_by_address: dict[str, str] = field(hash=False)
+    rules: tuple[RuleSpec, ...] = ()
+    freemail: frozenset[str] = frozenset()
+
+
+class DecisionLookup(Lookup, Protocol):
+    def is_rejected_sender(self, address: str) -> bool: ...
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What to do with one message. ``status`` is what the message becomes in the store:
+    processed | noise | internal | held | ignored | unmatched | quarantined."""
+
+    status: str
+    reason: str
+    detail: str = ""
+    classification: Classification | None = None
+    direction: str | None = None  # inbound | outbound
+    match: Match | None = None
+    routing: Routing = Routing()
+    sender_rep: str | None = None  # the rep who wrote an outbound message
+    owner: str | None = None  # owner of a deal created by this message
+    create_deal: bool = False
+    explanations: tuple[Explanation, ...] = ()
+
+
+def _first_external(addresses: tuple[Address, ...], team_domains: frozenset[str]) -> Address | None:
+    return next((a for a in addresses if a.domain not in team_domains), None)
+
+
+def decide(email: Email, mailbox: MailboxInfo, ctx: Context, lookup: DecisionLookup,
+           force_create: bool = False) -> Decision:
+    routing = evaluate(ctx.rules, email, mailbox.name)
+    notes = list(routing.explanations)
+
+    def result(status: str, reason: str, detail: str = "", **kw) -> Decision:
+        return Decision(status, reason, detail, routing=routing, explanations=tuple(notes), **kw)
+
+    if routing.ignore:
+        return result("ignored", "rule-ignore", f"rule {routing.ignore} says ignore")
+    if routing.form:
+        cls = Classification("prospect", "form", f"rule {routing.form} marks {email.from_.email} as a web form")
+        prospect = form_prospect(email, ctx.team.team_domains)
+        notes.append(Explanation("classify", "form", True, cls.detail))
+        if prospect is None:
+            return result("held", "form-without-prospect",
+                          "a form notification naming no prospect address (Reply-To or an Email: field)",
+                          classification=cls, direction="inbound")
+    else:
+        cls = classify_mod.classify(email, ctx.team)
+        notes.extend(classify_mod.explain(email, ctx.team))
+        prospect = None
+    if cls.is_noise:
+        return result("noise", cls.reason, cls.detail, classification=cls)
+    if cls.kind == "internal":
+        return result("internal", cls.reason, cls.detail, classification=cls)
+
+    if cls.kind == "outbound":
+        direction = "outbound"
+        sender_rep = ctx.rep_by_address.get(email.from_.email)
+        prospect = _first_external(email.to, ctx.team.team_domains) or _first_external(email.cc, ctx.team.team_domains)
+        if prospect is None:  # classify guarantees an external recipient; stay safe anyway
+            return result("internal", "no-external-recipient", classification=cls)
+    else:
+        direction, sender_rep = "inbound", None
+        prospect = prospect or email.from_
+
+    found = match(email, prospect, lookup, ctx.team.team_domains, ctx.freemail)
+    notes.append(Explanation("match", found.reason, True, _describe(found)))
+    common = dict(classification=cls, direction=direction, match=found, sender_rep=sender_rep)
+    if found.deal_id is not None:
+        return result("processed", found.reason, _describe(found), **common)
+    if direction == "outbound":
+        return result("unmatched", "outbound-unmatched",
+                      f"{sender_rep or email.from_.email} wrote to {prospect.email}, who has no open deal", **common)
+    if found.contact is not None:
+        owner = found.contact.owner  # the first rep to own a contact keeps it
+        return result("processed", "returning-contact", "a known contact with no open deal: new deal",
+                      owner=owner, create_deal=True, **common)
+    if lookup.is_rejected_sender(prospect.email):
+        return result("ignored", "sender-rejected", f"{prospect.email} was rejected in review", **common)
+    policy = "create" if force_create else ("review" if routing.review else mailbox.policy)
+    if policy == "ignore":
+        return result("ignored", "policy-ignore", f"mailbox {mailbox.name} ignores new senders", **common)
+    if policy == "review":
+        why = f"rule {routing.review}" if routing.review and not force_create else f"mailbox {mailbox.name} policy"
+        return result("held", "policy-review", f"new sender {prospect.email} held for review by {why}", **common)
+    owner = routing.owner or mailbox.owner
+    return result("processed", found.reason, _describe(found), owner=owner, create_deal=True, **common)
+
+
+def _describe(found: Match) -> str:
+    if found.via == "thread":
+        return f"reply in the thread of D-{found.deal_id}"
+    if found.ambiguous:
+        others = ", ".join(f"D-{d}" for d in found.other_open_deals)
+        return f"{found.prospect.email} has several open deals; attached to the most recent D-{found.deal_id}, also {others}"
+    if found.deal_id is not None:
+        return f"{found.prospect.email} is a contact with open deal D-{found.deal_id}"
+    if found.via == "company":
+        return f"new contact at known company {found.company_domain}"
+    if found.via == "contact":
+        return f"{found.prospect.email} is a known contact without an open deal"
+    return f"new lead {found.prospect.email}" + ("" if found.company_domain else " (no company: freemail or team domain)")

@@ -1,0 +1,146 @@
+"""process(raw) = store raw -> parse -> decide (classify, rules, match) -> apply.
+
+The caller owns the transaction, so an importer or an IMAP poll can commit a message's
+records together with its own position (exactly once). Interpretation runs inside a
+savepoint: whatever goes wrong, the raw message stays, quarantined with its reason.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Callable
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from .db import transaction
+from .decide import Context, MailboxInfo, decide
+from .errors import Invalid, NotFound, ParseError
+from .models import AuditEntry, Mailbox, Message, MessageCopy, RejectedSender
+from .parse import content_hash, identify, parse
+from .store import Store, load_context, mailbox_info
+from .values import Explanation, RawMessage
+
+log = logging.getLogger("inboxcrm.pipeline")
+Clock = Callable[[], datetime]
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    status: str  # a Decision status, "quarantined", or "duplicate" for a copy already stored
+    reason: str
+    detail: str
+    message_pk: int
+    deal_ref: str | None = None
+
+
+def process(session: Session, raw: RawMessage, mailbox: MailboxInfo, ctx: Context, now: datetime,
+            keep_raw: bool = True) -> Outcome:
+    store = Store(session, now)
+    message_id, synthetic = identify(raw.data)
+    row, is_new = store.save_raw(raw, mailbox.id, message_id, synthetic, content_hash(raw.data), keep_raw)
+    if not is_new:
+        return Outcome("duplicate", "already-stored", f"copy of message {row.id} ({row.status})", row.id,
+                       f"D-{row.deal_id}" if row.deal_id else None)
+    return interpret(store, row, raw.data, mailbox, ctx)
+
+
+def interpret(store: Store, row: Message, data: bytes, mailbox: MailboxInfo, ctx: Context,
+              force_create: bool = False) -> Outcome:
+    session = store.session
+    try:
+        with session.begin_nested():
+            email = parse(data, row.message_id)
+            decision = decide(email, mailbox, ctx, store, force_create=force_create)
+            deal = store.apply(row, email, decision, mailbox)
+            session.flush()
+    except ParseError as exc:
+        store.quarantine(row, exc.reason, exc.detail)
+        return Outcome("quarantined", exc.reason, exc.detail, row.id)
+    except Exception as exc:  # noqa: BLE001 - a bug must quarantine one message, not stop the run
+        log.exception("message=%s mailbox=%s event=internal-error", row.message_id, mailbox.name)
+        store.quarantine(row, "internal-error", f"{type(exc).__name__}: {exc}")
+        return Outcome("quarantined", "internal-error", f"{type(exc).__name__}: {exc}", row.id)
+    return Outcome(decision.status, decision.reason, decision.detail, row.id, deal.ref if deal else None)
+
+
+def _row_mailbox(session: Session, row: Message) -> MailboxInfo:
+    """The mailbox a stored message is re-run as: the first one it was seen in."""
+    copy = session.scalars(select(MessageCopy).where(MessageCopy.message_id == row.id)
+                           .order_by(MessageCopy.id)).first()
+    if copy is None:
+        raise Invalid(f"message {row.id} has no recorded mailbox copy to re-run it from")
+    return mailbox_info(session, copy.mailbox.name)
+
+
+def _stored(session: Session, pk: int, statuses: tuple[str, ...]) -> Message:
+    row = session.get(Message, pk)
+    if row is None or row.status not in statuses:
+        raise NotFound(f"no message {pk} with status {' or '.join(statuses)}")
+    if row.raw is None:
+        raise Invalid(f"message {pk} was stored without its raw bytes (pipeline.store_raw = false)")
+    return row
+
+
+def _rerun(factory: sessionmaker[Session], config, pk: int, statuses: tuple[str, ...],
+           now: Clock, force_create: bool, actor: str, action: str) -> Outcome:
+    with transaction(factory) as session:
+        row = _stored(session, pk, statuses)
+        ctx = load_context(session, config.team.domains, config.team.freemail_domains)
+        row.status = "pending"
+        session.flush()
+        outcome = interpret(Store(session, now()), row, row.raw, _row_mailbox(session, row), ctx, force_create)
+        session.add(AuditEntry(at=now(), actor=actor, action=action, entity="message", entity_id=pk,
+                               detail={"status": outcome.status, "reason": outcome.reason},
+                               reason=f"message <{row.message_id}>"))
+        return outcome
+
+
+def reprocess(factory: sessionmaker[Session], config, message_pk: int, actor: str = "cli",
+              now: Clock = utcnow) -> Outcome:
+    """Re-run a quarantined message (after a fix) through the whole pipeline."""
+    return _rerun(factory, config, message_pk, ("quarantined",), now, False, actor, "retry")
+
+
+def accept_review(factory: sessionmaker[Session], config, message_pk: int, actor: str = "cli",
+                  now: Clock = utcnow) -> Outcome:
+    """A rep accepts a held sender: the message is re-run as if the mailbox created leads."""
+    return _rerun(factory, config, message_pk, ("held",), now, True, actor, "review-accept")
+
+
+def reject_review(factory: sessionmaker[Session], config, message_pk: int, actor: str = "cli",
+                  now: Clock = utcnow) -> Outcome:
+    """Reject a held sender: the message stays stored, later mail from them is ignored."""
+    with transaction(factory) as session:
+        row = _stored(session, message_pk, ("held",))
+        row.status, row.reason = "rejected", "review-rejected"
+        if session.scalar(select(RejectedSender).where(RejectedSender.address == row.from_address)) is None:
+            session.add(RejectedSender(address=row.from_address, at=now(), actor=actor))
+        session.add(AuditEntry(at=now(), actor=actor, action="review-reject", entity="message",
+                               entity_id=message_pk, detail={"sender": row.from_address},
+                               reason=f"message <{row.message_id}>"))
+        return Outcome("rejected", "review-rejected", f"later mail from {row.from_address} is ignored", row.id)
+
+
+def explain(factory: sessionmaker[Session], config, raw: bytes, mailbox: str | None = None,
+            now: Clock = utcnow) -> list[Explanation]:
+    """Why a message went (or would go) where it did: every rule, fired or not. Writes nothing."""
+    with factory() as session:
+        if mailbox is None:
+            first = session.scalar(select(Mailbox.name).order_by(Mailbox.id))
+            mailbox = first or ""
+        info = mailbox_info(session, mailbox) or MailboxInfo(0, mailbox or "(none)", "capture", None, "email", "create")
+        ctx = load_context(session, config.team.domains, config.team.freemail_domains)
+        try:
+            email = parse(raw, identify(raw)[0])
+        except ParseError as exc:
+            return [Explanation("parse", exc.reason, True, f"would be quarantined: {exc.detail}")]
+        decision = decide(email, info, ctx, Store(session, now()))
+        session.rollback()
+    return [*decision.explanations,
+            Explanation("outcome", decision.status, True, f"{decision.reason}: {decision.detail}")]

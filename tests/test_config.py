@@ -1,0 +1,230 @@
+"""Configuration loading and secret sources: every refusal names file, key, found and expected."""
+from __future__ import annotations
+
+import re
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from inboxcrm.config import (KEYS, Config, DatabaseConfig, PipelineConfig, TeamConfig, build_config,
+                             database_url, default_data_dir, load_config, resolve_config_path)
+from inboxcrm.errors import ConfigError, SecretError
+from inboxcrm.secret import SecretRef, secret_from_table
+
+SECRET = "s3cr3t-Pa55"
+PRINT_PW = f"{sys.executable} -c 'import os, sys; print(os.environ[\"PW\"])"  # the caller closes the quote
+EXAMPLE = Path(__file__).parent.parent / "config.example.toml"
+
+
+@pytest.fixture
+def env(tmp_path) -> dict[str, str]:
+    """A fake environment, so no test reads or changes the real one."""
+    return {"HOME": str(tmp_path / "home")}
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "config.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def refused(path: Path, key: str, found: object, expected: str, env) -> str:
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, True, env)
+    message = str(caught.value)
+    assert message.startswith(f"{path}: {key}: found {found!r}, expected "), message
+    assert expected in message
+    return message
+
+
+# --- where things are -------------------------------------------------------------------------
+
+def test_config_path_order(env):
+    env |= {"INBOXCRM_CONFIG": "/etc/inboxcrm.toml", "XDG_CONFIG_HOME": "/xdg"}
+    assert resolve_config_path("/opt/c.toml", env) == (Path("/opt/c.toml"), True)
+    assert resolve_config_path(None, env) == (Path("/etc/inboxcrm.toml"), True)
+    del env["INBOXCRM_CONFIG"]
+    assert resolve_config_path(None, env) == (Path("/xdg/inboxcrm/config.toml"), False)
+
+
+@pytest.mark.parametrize("xdg", [None, "", "relative/dir"])  # XDG: relative values are ignored
+def test_config_path_falls_back_to_home(env, xdg):
+    if xdg is not None:
+        env["XDG_CONFIG_HOME"] = xdg
+    assert resolve_config_path(None, env) == (Path(env["HOME"]) / ".config/inboxcrm/config.toml", False)
+
+
+def test_data_dir(env):
+    assert default_data_dir(env) == Path(env["HOME"]) / ".local/share/inboxcrm"
+    env["XDG_DATA_HOME"] = "/data"
+    assert default_data_dir(env) == Path("/data/inboxcrm")
+    env["STATE_DIRECTORY"] = "/var/lib/inboxcrm:/var/lib/other"
+    assert default_data_dir(env) == Path("/var/lib/inboxcrm")
+
+
+def test_defaults_when_default_file_missing(env):
+    env["XDG_DATA_HOME"] = "/data"
+    path, named = resolve_config_path(None, env)
+    cfg = load_config(path, named, env)
+    assert cfg == Config(None, DatabaseConfig("sqlite:////data/inboxcrm/inboxcrm.db"), TeamConfig(),
+                         PipelineConfig())
+    assert (cfg.team.timezone, cfg.pipeline.quiet_days, cfg.pipeline.stalled_days) == ("UTC", 14, 30)
+
+
+def test_env_named_file_is_loaded(tmp_path, env):
+    env["INBOXCRM_CONFIG"] = str(write(tmp_path, "[pipeline]\nquiet_days = 3\n"))
+    cfg = load_config(*resolve_config_path(None, env), env)
+    assert cfg.path == tmp_path / "config.toml" and cfg.pipeline.quiet_days == 3
+
+
+def test_full_file(tmp_path, env):
+    cfg = load_config(write(tmp_path, """
+        [database]
+        url = "postgresql+psycopg://crm@db.internal/crm"
+        password_env = "DB_PW"
+        [team]
+        domains = ["Example.COM", "example.de", "example.com"]
+        timezone = "Europe/Berlin"
+        freemail_domains = ["mail.example"]
+        [pipeline]
+        stalled_days = 60
+        store_raw = false
+    """), True, env)
+    assert cfg.database == DatabaseConfig("postgresql+psycopg://crm@db.internal/crm", SecretRef(env="DB_PW"))
+    assert cfg.team == TeamConfig(("example.com", "example.de"), "Europe/Berlin", ("mail.example",))
+    assert cfg.pipeline == PipelineConfig(14, 60, False)
+    assert cfg.with_database_url("sqlite://").database == DatabaseConfig("sqlite://", SecretRef(env="DB_PW"))
+
+
+# --- refusals ---------------------------------------------------------------------------------
+
+def test_named_file_missing(tmp_path, env):
+    with pytest.raises(ConfigError, match=re.escape(f"{tmp_path / 'nope.toml'}: (file): found 'missing', "
+                                                    "expected an existing TOML file")):
+        load_config(tmp_path / "nope.toml", True, env)
+
+
+def test_syntax_error_names_line(tmp_path, env):
+    path = write(tmp_path, "[team]\ntimezone = \n")
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, True, env)
+    assert caught.value.key == "(syntax)" and "line 2" in str(caught.value) and str(path) in str(caught.value)
+
+
+@pytest.mark.parametrize("text, key, found, expected", [
+    ('[team]\ntimezone = "Mars/Olympus"', "team.timezone", "Mars/Olympus",
+     'an IANA time zone such as "Europe/Berlin"'),
+    ("[team]\ntimezone = 2", "team.timezone", 2, "an IANA time zone"),
+    ('[team]\ndomains = "example.com"', "team.domains", "example.com", "a list of domains"),
+    ('[team]\ndomains = ["ok.com", "bob@example.com"]', "team.domains", "bob@example.com", "no @"),
+    ('[team]\nfreemail_domains = ["mail example.com"]', "team.freemail_domains", "mail example.com", "no spaces"),
+    ("[team]\nfreemail_domains = [3]", "team.freemail_domains", 3, "a domain"),
+    ("[pipeline]\nquiet_days = -1", "pipeline.quiet_days", -1, "a whole number of days, at least 1"),
+    ("[pipeline]\nstalled_days = true", "pipeline.stalled_days", True, "a whole number of days"),
+    ('[pipeline]\nstore_raw = "yes"', "pipeline.store_raw", "yes", "true or false"),
+    ("[pipeline]\nquiet_day = 3", "pipeline.quiet_day", "unknown key",
+     "one of the keys quiet_days, stalled_days, store_raw"),
+    ("[teams]\ndomains = []", "teams", "unknown section", "one of the sections [database], [team], [pipeline]"),
+    ("pipeline = 3", "pipeline", 3, "a table [pipeline]"),
+    ('[database]\nurl = "nonsense"', "database.url", "nonsense", "a SQLAlchemy database URL"),
+    ('[database]\npassword_env = ""', "database.password_env", "", "a non-empty string"),
+    ('[database]\npassword_command = "pass \'show"', "database.password_command", "pass 'show", "a command line"),
+    ('[database]\npassword_env = "A"\npassword_command = "pass db"',
+     "database.password_env, database.password_command", ["A", "pass db"],
+     "only one of password_env, password_file, password_command"),
+])
+def test_refusals(tmp_path, env, text, key, found, expected):
+    refused(write(tmp_path, text), key, found, expected, env)
+
+
+NO_PASSWORD = "a URL without a password; put the password in password_env, password_file or password_command"
+
+
+@pytest.mark.parametrize("url, shown, expected", [
+    (f"postgresql://u:{SECRET}@h/db", "postgresql://u:***@h/db", NO_PASSWORD),
+    (f"postgresql://u:{SECRET}@x@h/db", "postgresql://u:***@h/db", NO_PASSWORD),  # unencoded '@' in it
+    (f"postgres//u:{SECRET}@h", "postgres//u:***@h", "a SQLAlchemy database URL"),  # unparseable, still masked
+])
+def test_password_in_url_is_refused_without_echo(tmp_path, env, url, shown, expected):
+    message = refused(write(tmp_path, f'[database]\nurl = "{url}"'), "database.url", shown, expected, env)
+    assert SECRET not in message
+
+
+def test_password_in_unknown_key_is_not_echoed(tmp_path, env):
+    message = refused(write(tmp_path, f'[database]\npassword = "{SECRET}"'), "database.password", "unknown key",
+                      "one of the keys url, password_env, password_file, password_command", env)
+    assert SECRET not in message
+
+
+# --- secrets ----------------------------------------------------------------------------------
+
+def test_secret_from_env():
+    ref = SecretRef(env="DB_PW")
+    assert ref.resolve({"DB_PW": SECRET}) == SECRET and ref.describe() == "env DB_PW"
+    with pytest.raises(SecretError, match="env DB_PW: the environment variable is not set"):
+        ref.resolve({})
+
+
+def test_secret_from_file_relative_to_config(tmp_path):
+    (tmp_path / "pw").write_text(SECRET + "\n\n")
+    ref = secret_from_table({"password_file": "pw"}, str(tmp_path / "config.toml"), "database")
+    assert ref == SecretRef(file=str(tmp_path / "pw")) and ref.describe() == f"file {tmp_path / 'pw'}"
+    assert ref.resolve({}) == SECRET + "\n"  # only one trailing newline is the file's convention
+
+
+def test_secret_from_command():
+    printf = SecretRef(command=f"printf '%s\\n' {SECRET}")
+    assert printf.resolve({}) == SECRET and SECRET in printf.describe()  # the command is the user's to log
+    assert SecretRef(command=PRINT_PW + "'").resolve({"PW": SECRET}) == SECRET  # the command sees environ
+
+
+@pytest.mark.parametrize("ref, message", [
+    (SecretRef(file="/nonexistent/pw"), "secret from file /nonexistent/pw: cannot read it (No such file or directory)"),
+    (SecretRef(command="/no/pass show"), "secret from command /no/pass show: cannot run it (No such file or directory)"),
+    (SecretRef(command=f"{PRINT_PW}; sys.exit(\"vault locked\\nmore\")'"), "exited with code 1: vault locked"),
+    (SecretRef(command=f"{PRINT_PW}; import time; time.sleep(5)'"), "no answer within 0.5 s"),
+    (SecretRef(command="true"), "command true: the secret is empty"),
+])
+def test_secret_errors_name_source_not_value(ref, message):
+    with pytest.raises(SecretError) as caught:
+        ref.resolve({"PW": SECRET}, timeout=0.5)
+    assert str(caught.value).endswith(message) and SECRET not in str(caught.value)  # stderr: first line only
+
+
+def test_secret_ref_needs_exactly_one_source():
+    for bad in ({}, {"env": "A", "file": "b"}):
+        with pytest.raises(ValueError):
+            SecretRef(**bad)
+    assert secret_from_table({"url": "sqlite://"}, "c.toml", "database") is None
+
+
+def test_database_url_resolves_secret_late():
+    cfg = DatabaseConfig("postgresql+psycopg://crm@db/crm", SecretRef(env="DB_PW"))
+    url = database_url(cfg, {"DB_PW": SECRET})
+    assert url.password == SECRET and SECRET not in repr(cfg)
+    assert url.render_as_string(hide_password=True) == "postgresql+psycopg://crm:***@db/crm"
+    assert database_url(DatabaseConfig("sqlite://"), {}).render_as_string() == "sqlite://"
+
+
+# --- the example file -------------------------------------------------------------------------
+
+def example_entries() -> list[tuple[str, str, object]]:
+    """(section, key, value) for every documented key, commented or not."""
+    text = re.sub(r"(?m)^# ?([a-z_]+ = )", r"\1", EXAMPLE.read_text(encoding="utf-8"))
+    return [(s, k, v) for s, table in tomllib.loads(text).items() for k, v in table.items()]
+
+
+def test_example_documents_exactly_the_real_keys():
+    documented = {(s, k) for s, k, _ in example_entries()}
+    assert documented == {(s, k) for s, keys in KEYS.items() for k in keys}
+
+
+@pytest.mark.parametrize("section, key, value", example_entries())
+def test_example_values_are_valid_and_defaults_match(env, section, key, value):
+    cfg = build_config({section: {key: value}}, EXAMPLE, env)  # one at a time: password_* exclude each other
+    if section != "database":  # the database lines are examples; their defaults depend on the environment
+        default = getattr(build_config({}, None, env), section)
+        assert getattr(getattr(cfg, section), key) == getattr(default, key)
+    assert "Default:" in EXAMPLE.read_text(encoding="utf-8").split(f"# {key} =")[0].rsplit("\n\n", 1)[-1]
