@@ -1,0 +1,149 @@
+"""Benchmark: `inboxcrm import` of generated mail against a bare mail-parser loop.
+
+Generates N messages (default 10,000; 5% with a large attachment) as a folder of .eml files,
+then, each in its own child process so peak RSS is measured per phase:
+  baseline  read every file and mailparser.parse_from_bytes() it, nothing else
+  import    inboxcrm.importer.import_path() into a fresh SQLite database (the real pipeline:
+            raw stored, parsed, classified, matched, routed, applied; one transaction each)
+Prints msg/s of both, the ratio (aim >= 0.5) and peak RSS of the import (aim < 200 MB).
+
+    python bench/import_bench.py [--messages 10000] [--attachment-kb 1024] [--keep DIR]
+"""
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import os
+import random
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from email.utils import format_datetime
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+TEAM = "acme.example"
+REPS = ("alice", "bob", "carol")
+
+
+def generate(folder: Path, count: int, attachment_kb: int, seed: int = 7) -> None:
+    """A plausible mix: new leads, replies in threads, reps' answers, noise, 5% big files."""
+    rng = random.Random(seed)
+    start = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    blob = base64.encodebytes(rng.randbytes(attachment_kb * 1024)).replace(b"\n", b"\r\n")
+    sent: list[tuple[str, str, str]] = []  # (message-id, prospect, subject)
+    for i in range(count):
+        when = format_datetime(start + timedelta(minutes=7 * i)).encode()
+        mid = f"m{i}@gen.example"
+        kind = rng.random()
+        if kind < 0.08:
+            sender, to, subject, extra = f"news{i % 40}@lists{i % 40}.example", f"sales@{TEAM}", "Weekly news", \
+                b"List-Id: <weekly.lists.example>\r\n"
+            refs = b""
+        elif kind < 0.35 and sent:
+            parent, prospect, subject = rng.choice(sent)
+            rep = REPS[hash(prospect) % len(REPS)]
+            sender, to = (f"{rep}@{TEAM}", prospect) if rng.random() < 0.5 else (prospect, f"{rep}@{TEAM}")
+            subject, extra = "Re: " + subject, b""
+            refs = f"In-Reply-To: <{parent}>\r\nReferences: <{parent}>\r\n".encode()
+        else:
+            company = f"company{rng.randrange(2000)}.example" if rng.random() < 0.7 else "gmail.com"
+            sender, to, subject, extra = f"person{rng.randrange(5000)}@{company}", f"sales@{TEAM}", \
+                f"Enquiry {i}", b""
+            refs = b""
+            sent.append((mid, sender, subject))
+        head = (f"From: Person {i} <{sender}>\r\nTo: {to}\r\nSubject: {subject}\r\nMessage-ID: <{mid}>\r\n"
+                f"Date: ").encode() + when + b"\r\n" + refs + extra + b"MIME-Version: 1.0\r\n"
+        text = (f"Hello,\r\n\r\nthis is message {i}. We would like to talk about a project.\r\n" * 5).encode()
+        if i % 20 == 0:
+            body = (b'Content-Type: multipart/mixed; boundary="BB"\r\n\r\n--BB\r\nContent-Type: text/plain\r\n\r\n'
+                    + text + b"\r\n--BB\r\nContent-Type: application/pdf; name=\"brief.pdf\"\r\n"
+                    b"Content-Transfer-Encoding: base64\r\n\r\n" + blob + b"\r\n--BB--\r\n")
+        else:
+            body = b"Content-Type: text/plain; charset=utf-8\r\n\r\n" + text
+        (folder / f"{i:06d}.eml").write_bytes(head + body)
+
+
+def phase_baseline(folder: str) -> dict:
+    import mailparser
+
+    files = sorted(Path(folder).glob("*.eml"))
+    t0 = time.perf_counter()
+    for path in files:
+        mailparser.parse_from_bytes(path.read_bytes())
+    return {"messages": len(files), "seconds": time.perf_counter() - t0}
+
+
+def phase_import(folder: str, db: str) -> dict:
+    from inboxcrm import admin
+    from inboxcrm.config import build_config
+    from inboxcrm.db import make_engine, session_factory, transaction, upgrade
+    from inboxcrm.importer import import_path
+
+    engine = make_engine(f"sqlite:///{db}")
+    upgrade(engine)
+    factory = session_factory(engine)
+    now = datetime.now(timezone.utc)
+    with transaction(factory) as s:
+        for rep in REPS:
+            admin.add_rep(s, now, "bench", rep, [f"{rep}@{TEAM}"])
+        admin.add_mailbox(s, now, "bench", "sales", "alice", "capture", None, "create")
+    config = build_config({"team": {"domains": [TEAM]}}, None)
+    t0 = time.perf_counter()
+    report = import_path(factory, config, "sales", Path(folder))
+    return {"messages": report.total, "seconds": time.perf_counter() - t0, "counts": dict(report.counts)}
+
+
+def run_child(args: list[str]) -> tuple[dict, float]:
+    """Run one phase in a fresh interpreter; returns its result and its own peak RSS in MB."""
+    out = subprocess.run([sys.executable, __file__, *args], check=True, capture_output=True, text=True)
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    return result, result.pop("peak_rss_kb") / 1024
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--messages", type=int, default=10_000)
+    parser.add_argument("--attachment-kb", type=int, default=1024)
+    parser.add_argument("--keep", help="keep generated mail and database in this folder")
+    parser.add_argument("--phase", choices=["baseline", "import"], help=argparse.SUPPRESS)
+    parser.add_argument("--folder", help=argparse.SUPPRESS)
+    parser.add_argument("--db", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.phase:
+        result = phase_baseline(args.folder) if args.phase == "baseline" else phase_import(args.folder, args.db)
+        result["peak_rss_kb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        print(json.dumps(result))
+        return
+
+    work = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="inboxcrm-bench-"))
+    mail = work / "mail"
+    mail.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    generate(mail, args.messages, args.attachment_kb)
+    size = sum(p.stat().st_size for p in mail.iterdir()) / 1e6
+    print(f"generated {args.messages} messages ({size:.0f} MB, 5% with a {args.attachment_kb} KB attachment) "
+          f"in {time.perf_counter() - t0:.1f} s")
+    try:
+        base, base_rss = run_child(["--phase", "baseline", "--folder", str(mail)])
+        db = work / "bench.db"
+        db.unlink(missing_ok=True)
+        imp, imp_rss = run_child(["--phase", "import", "--folder", str(mail), "--db", str(db)])
+    finally:
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
+    base_rate = base["messages"] / base["seconds"]
+    imp_rate = imp["messages"] / imp["seconds"]
+    print(f"baseline  mail-parser loop : {base_rate:8.0f} msg/s ({base['seconds']:.1f} s), peak RSS {base_rss:.0f} MB")
+    print(f"inboxcrm  import (SQLite)  : {imp_rate:8.0f} msg/s ({imp['seconds']:.1f} s), peak RSS {imp_rss:.0f} MB")
+    print(f"ratio import/baseline      : {imp_rate / base_rate:.2f}x (aim >= 0.50)")
+    print(f"outcomes                   : {imp['counts']}")
+    print(f"cpu cores                  : {os.cpu_count()}")
+
+
+if __name__ == "__main__":
+    main()
