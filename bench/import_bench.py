@@ -26,6 +26,9 @@ from email.utils import format_datetime
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+# Run from a checkout without installing: the benchmark measures this tree's code.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
 TEAM = "acme.example"
 REPS = ("alice", "bob", "carol")
 

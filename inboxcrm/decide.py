@@ -34,6 +34,12 @@ class Context:
     rep_by_address: dict[str, str] = field(hash=False)
     rules: tuple[RuleSpec, ...] = ()
     freemail: frozenset[str] = frozenset()
+    rep_ids: dict[str, int] = field(default_factory=dict, hash=False)
+    stages: tuple[tuple[int, str, str], ...] = ()  # (id, name, kind) in pipeline order
+
+    @property
+    def first_open(self) -> tuple[int, str]:
+        return next((i, n) for i, n, kind in self.stages if kind == "open")
 
 
 class DecisionLookup(Lookup, Protocol):
@@ -63,7 +69,8 @@ def _first_external(addresses: tuple[Address, ...], team_domains: frozenset[str]
 
 
 def decide(email: Email, mailbox: MailboxInfo, ctx: Context, lookup: DecisionLookup,
-           force_create: bool = False) -> Decision:
+           force_create: bool = False, explain: bool = False) -> Decision:
+    """``explain`` also records every classification rule, fired or not (for ``rule explain``)."""
     routing = evaluate(ctx.rules, email, mailbox.name)
     notes = list(routing.explanations)
 
@@ -82,7 +89,10 @@ def decide(email: Email, mailbox: MailboxInfo, ctx: Context, lookup: DecisionLoo
                           classification=cls, direction="inbound")
     else:
         cls = classify_mod.classify(email, ctx.team)
-        notes.extend(classify_mod.explain(email, ctx.team))
+        if explain:
+            notes.extend(classify_mod.explain(email, ctx.team))
+        else:
+            notes.append(Explanation("classify", cls.reason, True, cls.detail))
         prospect = None
     if cls.is_noise:
         return result("noise", cls.reason, cls.detail, classification=cls)

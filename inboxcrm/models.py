@@ -201,7 +201,6 @@ class Message(Base):
     message_id: Mapped[str] = mapped_column(String(1000), unique=True)
     synthetic_id: Mapped[bool] = mapped_column(Boolean, default=False)
     sha256: Mapped[str] = mapped_column(String(64), index=True)
-    raw: Mapped[bytes | None] = mapped_column(LargeBinary)
     size: Mapped[int] = mapped_column(Integer)
     subject: Mapped[str] = mapped_column(Text, default="")
     from_address: Mapped[str] = mapped_column(String(320), default="", index=True)
@@ -217,6 +216,20 @@ class Message(Base):
     contact_id: Mapped[int | None] = mapped_column(ForeignKey("contacts.id"), index=True)
     processed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     copies: Mapped[list[MessageCopy]] = relationship(back_populates="message", order_by="MessageCopy.id")
+    raw_row: Mapped[MessageRaw | None] = relationship(cascade="all, delete-orphan")
+
+    @property
+    def raw(self) -> bytes | None:
+        """The bytes as received, or None when the config keeps no raw mail."""
+        return self.raw_row.data if self.raw_row is not None else None
+
+
+class MessageRaw(Base):
+    """Raw bytes in their own table: updating a message's status must not rewrite a 10 MB row."""
+
+    __tablename__ = "message_raw"
+    message_id: Mapped[int] = mapped_column(ForeignKey("messages.id", ondelete="CASCADE"), primary_key=True)
+    data: Mapped[bytes] = mapped_column(LargeBinary)
 
 
 class MessageCopy(Base):

@@ -11,7 +11,6 @@ import html
 import re
 from datetime import datetime, timezone
 from email.header import decode_header, make_header
-from email.parser import BytesHeaderParser
 from email.utils import getaddresses, parsedate_to_datetime
 
 import mailparser
@@ -20,7 +19,6 @@ from .errors import ParseError
 from .values import Address, Attachment, Email
 
 _MSGID = re.compile(r"<([^<>\s]+)>")
-_HEADER_PARSER = BytesHeaderParser()
 _TAG = re.compile(r"<(script|style)\b.*?</\1>|<[^>]+>", re.S | re.I)
 _BLANK_LINES = re.compile(r"\n\s*\n\s*(\n\s*)+")
 SYNTHETIC_DOMAIN = "inboxcrm.invalid"
@@ -45,13 +43,16 @@ def normalize_ids(value: str | None) -> tuple[str, ...]:
     return tuple(dict.fromkeys(tok.strip() for tok in found if tok.strip()))
 
 
+_HEADER_END = re.compile(rb"\r?\n\r?\n")
+_MESSAGE_ID_HEADER = re.compile(rb"^message-id[ \t]*:(.*(?:\r?\n[ \t].*)*)", re.I | re.M)
+
+
 def identify(raw: bytes) -> tuple[str, bool]:
-    """(message_id, synthetic) from the headers alone; never raises."""
-    try:
-        headers = _HEADER_PARSER.parsebytes(raw[:65536])
-        ids = normalize_ids(str(headers.get("Message-ID", "") or ""))
-    except Exception:  # noqa: BLE001 - any failure just means "no usable id"
-        ids = ()
+    """(message_id, synthetic) from the header block alone, with a regex: it runs before
+    anything else may fail, so it must be cheap and never raise."""
+    end = _HEADER_END.search(raw, 0, 262144)
+    found = _MESSAGE_ID_HEADER.search(raw, 0, end.start() if end else min(len(raw), 262144))
+    ids = normalize_ids(found.group(1).decode("ascii", "replace")) if found else ()
     if ids and len(ids[0]) <= 900:
         return ids[0], False
     return synthetic_message_id(raw), True

@@ -19,8 +19,8 @@ from .decide import Context, MailboxInfo, decide
 from .errors import Invalid, NotFound, ParseError
 from .models import AuditEntry, Mailbox, Message, MessageCopy, RejectedSender
 from .parse import content_hash, identify, parse
-from .store import Store, load_context, mailbox_info
-from .values import Explanation, RawMessage
+from .store import Store, StoredMessage, load_context, mailbox_info
+from .values import Email, Explanation, RawMessage
 
 log = logging.getLogger("inboxcrm.pipeline")
 Clock = Callable[[], datetime]
@@ -40,33 +40,36 @@ class Outcome:
 
 
 def process(session: Session, raw: RawMessage, mailbox: MailboxInfo, ctx: Context, now: datetime,
-            keep_raw: bool = True) -> Outcome:
+            keep_raw: bool = True, parsed: Email | ParseError | None = None) -> Outcome:
+    """``parsed``: the result of parsing ``raw`` elsewhere (see parse_ahead), or None."""
     store = Store(session, now)
     message_id, synthetic = identify(raw.data)
-    row, is_new = store.save_raw(raw, mailbox.id, message_id, synthetic, content_hash(raw.data), keep_raw)
+    msg, is_new = store.save_raw(raw, mailbox.id, message_id, synthetic, content_hash(raw.data), keep_raw)
     if not is_new:
-        return Outcome("duplicate", "already-stored", f"copy of message {row.id} ({row.status})", row.id,
-                       f"D-{row.deal_id}" if row.deal_id else None)
-    return interpret(store, row, raw.data, mailbox, ctx)
+        return Outcome("duplicate", "already-stored", f"copy of message {msg.id} ({msg.status})", msg.id,
+                       f"D-{msg.deal_id}" if msg.deal_id else None)
+    return interpret(store, msg, raw.data, mailbox, ctx, parsed=parsed)
 
 
-def interpret(store: Store, row: Message, data: bytes, mailbox: MailboxInfo, ctx: Context,
-              force_create: bool = False) -> Outcome:
-    session = store.session
+def interpret(store: Store, msg: StoredMessage, data: bytes, mailbox: MailboxInfo, ctx: Context,
+              force_create: bool = False, parsed: Email | ParseError | None = None) -> Outcome:
     try:
-        with session.begin_nested():
-            email = parse(data, row.message_id)
+        # A Core savepoint: the Store speaks Core, and the ORM's nested transaction cost more
+        # than the message's own statements.
+        with store.conn.begin_nested():
+            if isinstance(parsed, ParseError):
+                raise parsed
+            email = parsed if parsed is not None else parse(data, msg.message_id)
             decision = decide(email, mailbox, ctx, store, force_create=force_create)
-            deal = store.apply(row, email, decision, mailbox)
-            session.flush()
+            deal_id = store.apply(msg, email, decision, mailbox, ctx)
     except ParseError as exc:
-        store.quarantine(row, exc.reason, exc.detail)
-        return Outcome("quarantined", exc.reason, exc.detail, row.id)
+        store.quarantine(msg, exc.reason, exc.detail)
+        return Outcome("quarantined", exc.reason, exc.detail, msg.id)
     except Exception as exc:  # noqa: BLE001 - a bug must quarantine one message, not stop the run
-        log.exception("message=%s mailbox=%s event=internal-error", row.message_id, mailbox.name)
-        store.quarantine(row, "internal-error", f"{type(exc).__name__}: {exc}")
-        return Outcome("quarantined", "internal-error", f"{type(exc).__name__}: {exc}", row.id)
-    return Outcome(decision.status, decision.reason, decision.detail, row.id, deal.ref if deal else None)
+        log.exception("message=%s mailbox=%s event=internal-error", msg.message_id, mailbox.name)
+        store.quarantine(msg, "internal-error", f"{type(exc).__name__}: {exc}")
+        return Outcome("quarantined", "internal-error", f"{type(exc).__name__}: {exc}", msg.id)
+    return Outcome(decision.status, decision.reason, decision.detail, msg.id, f"D-{deal_id}" if deal_id else None)
 
 
 def _row_mailbox(session: Session, row: Message) -> MailboxInfo:
@@ -94,7 +97,9 @@ def _rerun(factory: sessionmaker[Session], config, pk: int, statuses: tuple[str,
         ctx = load_context(session, config.team.domains, config.team.freemail_domains)
         row.status = "pending"
         session.flush()
-        outcome = interpret(Store(session, now()), row, row.raw, _row_mailbox(session, row), ctx, force_create)
+        msg = StoredMessage(row.id, row.message_id, row.status, row.deal_id)
+        outcome = interpret(Store(session, now()), msg, row.raw, _row_mailbox(session, row), ctx, force_create)
+        session.expire(row)
         session.add(AuditEntry(at=now(), actor=actor, action=action, entity="message", entity_id=pk,
                                detail={"status": outcome.status, "reason": outcome.reason},
                                reason=f"message <{row.message_id}>"))
@@ -140,7 +145,7 @@ def explain(factory: sessionmaker[Session], config, raw: bytes, mailbox: str | N
             email = parse(raw, identify(raw)[0])
         except ParseError as exc:
             return [Explanation("parse", exc.reason, True, f"would be quarantined: {exc.detail}")]
-        decision = decide(email, info, ctx, Store(session, now()))
+        decision = decide(email, info, ctx, Store(session, now()), explain=True)
         session.rollback()
     return [*decision.explanations,
             Explanation("outcome", decision.status, True, f"{decision.reason}: {decision.detail}")]

@@ -1,15 +1,18 @@
 """The database side of the pipeline: lookups for matching, and applying one Decision.
 
 It knows tables, not sales: what to do was decided in ``decide``; this module records it,
-keeps the timestamps and counters the digest reads, and writes the audit trail.
+keeps the timestamps and counters the digest reads, and writes the audit trail. It speaks
+SQLAlchemy Core rather than the ORM because it runs once per message on the import and sync
+hot path, where the ORM's unit of work cost several times the parse itself.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Sequence
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
 from . import scoring
@@ -17,7 +20,7 @@ from .classify import TeamContext
 from .decide import Context, Decision, MailboxInfo
 from .match import ContactInfo
 from .models import (
-    AuditEntry, Company, Contact, ContactAddress, Deal, DealFlag, Mailbox, Message, MessageCopy,
+    AuditEntry, Company, Contact, ContactAddress, Deal, DealFlag, Mailbox, Message, MessageCopy, MessageRaw,
     RejectedSender, Rep, RepAddress, RoutingRule, Stage, StageChange,
 )
 from .rules import Action, Condition, RuleSpec
@@ -48,14 +51,15 @@ def load_rule_specs(session: Session) -> tuple[RuleSpec, ...]:
 
 
 def load_context(session: Session, team_domains: Sequence[str], freemail: Sequence[str]) -> Context:
-    """Reps, team and rules as values, read once per import run or poll."""
-    reps = session.execute(
-        select(RepAddress.address, Rep.name).join(Rep).where(Rep.active.is_(True))
-    ).all()
+    """Reps, team, stages and rules as values, read once per import run or poll."""
+    reps = session.execute(select(RepAddress.address, Rep.name).join(Rep).where(Rep.active.is_(True))).all()
     rep_by_address = {address: name for address, name in reps}
     team = TeamContext(team_domains=frozenset(team_domains), rep_addresses=frozenset(rep_by_address))
-    return Context(team=team, rep_by_address=rep_by_address, rules=load_rule_specs(session),
-                   freemail=frozenset(freemail))
+    return Context(
+        team=team, rep_by_address=rep_by_address, rules=load_rule_specs(session), freemail=frozenset(freemail),
+        rep_ids=dict(session.execute(select(Rep.name, Rep.id)).all()),
+        stages=tuple(session.execute(select(Stage.id, Stage.name, Stage.kind).order_by(Stage.position)).all()),
+    )
 
 
 def mailbox_info(session: Session, name: str) -> MailboxInfo | None:
@@ -66,194 +70,258 @@ def mailbox_info(session: Session, name: str) -> MailboxInfo | None:
                        default_source=row.default_source, policy=row.new_sender_policy)
 
 
+def _by_id(model):
+    """UPDATE model SET <the keys passed> WHERE id = :pk, compiled once and cached."""
+    table = model.__table__
+    return update(table).where(table.c.id == bindparam("pk"))
+
+
+# Lookups run for every message: built once, so each call only binds its parameters.
+_THREAD_DEALS = select(Message.message_id, Message.deal_id).where(
+    Message.message_id.in_(bindparam("ids", expanding=True)), Message.deal_id.is_not(None))
+_CONTACT_BY_ADDRESS = (select(Contact.id, Rep.name)
+                       .join(ContactAddress, ContactAddress.contact_id == Contact.id)
+                       .outerjoin(Rep, Rep.id == Contact.owner_rep_id)
+                       .where(ContactAddress.address == bindparam("address")))
+_OPEN_DEALS = (select(Deal.id).where(Deal.contact_id == bindparam("contact_id"), Deal.closed_at.is_(None))
+               .order_by(Deal.last_activity_at.desc(), Deal.id.desc()))
+_COMPANY_BY_DOMAIN = select(Company.id).where(Company.domain == bindparam("domain"))
+_REJECTED = select(RejectedSender.id).where(RejectedSender.address == bindparam("address"))
+_MESSAGE_BY_ID = select(Message.id, Message.status, Message.deal_id).where(Message.message_id == bindparam("mid"))
+_COPY = select(MessageCopy.id).where(MessageCopy.mailbox_id == bindparam("mailbox_id"),
+                                     MessageCopy.location == bindparam("location"))
+_DEAL = select(
+    Deal.id, Deal.contact_id, Deal.stage_id, Deal.owner_rep_id, Deal.fit_score, Deal.inbound_count,
+    Deal.outbound_count, Deal.created_at, Deal.last_activity_at, Deal.last_inbound_at,
+    Deal.last_outbound_at, Deal.first_response_at,
+).where(Deal.id == bindparam("deal_id"))
+_INSERT_RAW = insert(MessageRaw.__table__)
+_INSERTS: dict[type, object] = {}
+_UPDATES: dict[type, object] = {}
+
+
+@dataclass(frozen=True)
+class StoredMessage:
+    id: int
+    message_id: str
+    status: str
+    deal_id: int | None
+
+
 @dataclass
 class Store:
     """One transaction's view of the records. Implements ``decide.DecisionLookup``."""
 
     session: Session
     now: datetime
+    _audit: list[dict] = field(default_factory=list)
+
+    @property
+    def conn(self) -> Connection:
+        """The session's connection: Core statements skip the ORM's per-statement overhead."""
+        return self.session.connection()
+
+    def _one(self, stmt):
+        return self.conn.execute(stmt).first()
 
     # -- lookups -----------------------------------------------------------------------
     def deal_for_thread(self, message_ids: Sequence[str]) -> int | None:
-        rows = dict(self.session.execute(
-            select(Message.message_id, Message.deal_id)
-            .where(Message.message_id.in_(list(message_ids)), Message.deal_id.is_not(None))
-        ).all())
+        rows = dict(self.conn.execute(_THREAD_DEALS, {"ids": list(message_ids)}).all())
         return next((rows[m] for m in message_ids if m in rows), None)
 
     def contact_for_address(self, address: str) -> ContactInfo | None:
-        row = self.session.execute(
-            select(Contact.id, Rep.name)
-            .join(ContactAddress, ContactAddress.contact_id == Contact.id)
-            .outerjoin(Rep, Rep.id == Contact.owner_rep_id)
-            .where(ContactAddress.address == address)
-        ).first()
+        row = self.conn.execute(_CONTACT_BY_ADDRESS, {"address": address}).first()
         return ContactInfo(id=row[0], owner=row[1]) if row else None
 
     def open_deals(self, contact_id: int) -> Sequence[int]:
-        return self.session.scalars(
-            select(Deal.id).where(Deal.contact_id == contact_id, Deal.closed_at.is_(None))
-            .order_by(Deal.last_activity_at.desc(), Deal.id.desc())
-        ).all()
+        return self.conn.scalars(_OPEN_DEALS, {"contact_id": contact_id}).all()
 
     def company_for_domain(self, domain: str) -> int | None:
-        return self.session.scalar(select(Company.id).where(Company.domain == domain))
+        return self.conn.scalar(_COMPANY_BY_DOMAIN, {"domain": domain})
 
     def is_rejected_sender(self, address: str) -> bool:
-        return self.session.scalar(select(RejectedSender.id).where(RejectedSender.address == address)) is not None
-
-    def rep_id(self, name: str | None) -> int | None:
-        return self.session.scalar(select(Rep.id).where(Rep.name == name)) if name else None
+        return self.conn.scalar(_REJECTED, {"address": address}) is not None
 
     # -- raw first ---------------------------------------------------------------------
+    def _insert(self, model, **values) -> int:
+        stmt = _INSERTS.get(model)
+        if stmt is None:
+            table = model.__table__
+            stmt = _INSERTS[model] = insert(table).returning(table.c.id)
+        return self.conn.execute(stmt, values).scalar_one()
+
+    def _update(self, model, pk: int, **values) -> None:
+        stmt = _UPDATES.get(model)
+        if stmt is None:
+            stmt = _UPDATES[model] = _by_id(model)
+        self.conn.execute(stmt, {"pk": pk, **values})  # SET takes the columns named in the parameters
+
     def save_raw(self, raw: RawMessage, mailbox_id: int, message_id: str, synthetic: bool,
-                 sha256: str, keep_raw: bool = True) -> tuple[Message, bool]:
-        """Store the bytes and the copy before interpreting; (row, True) if never seen before."""
-        row = self.session.scalar(select(Message).where(Message.message_id == message_id))
+                 sha256: str, keep_raw: bool = True) -> tuple[StoredMessage, bool]:
+        """Store the bytes and the copy before interpreting; (message, True) if never seen before."""
+        row = self.conn.execute(_MESSAGE_BY_ID, {"mid": message_id}).first()
         is_new = row is None
         if is_new:
-            row = Message(message_id=message_id, synthetic_id=synthetic, sha256=sha256,
-                          raw=raw.data if keep_raw else None, size=len(raw.data), received_at=self.now,
-                          status="pending")
-            self.session.add(row)
-            self.session.flush()
-        known = self.session.scalar(select(MessageCopy.id).where(
-            MessageCopy.mailbox_id == mailbox_id, MessageCopy.location == raw.location))
-        if known is None:
-            self.session.add(MessageCopy(message_id=row.id, mailbox_id=mailbox_id, folder=raw.folder,
-                                         location=raw.location, seen_at=self.now))
-        return row, is_new
+            pk = self._insert(Message, message_id=message_id, synthetic_id=synthetic, sha256=sha256,
+                              size=len(raw.data), received_at=self.now, status="pending", subject="",
+                              from_address="")
+            if keep_raw:
+                self.conn.execute(_INSERT_RAW, {"message_id": pk, "data": raw.data})
+            stored = StoredMessage(pk, message_id, "pending", None)
+        else:
+            stored = StoredMessage(row[0], message_id, row[1], row[2])
+        known = not is_new and self.conn.scalar(
+            _COPY, {"mailbox_id": mailbox_id, "location": raw.location}) is not None
+        if not known:
+            self._insert(MessageCopy, message_id=stored.id, mailbox_id=mailbox_id, folder=raw.folder,
+                         location=raw.location, seen_at=self.now)
+        return stored, is_new
 
-    def quarantine(self, row: Message, reason: str, detail: str) -> None:
-        row.status, row.reason, row.detail = "quarantined", reason, detail[:2000]
-        row.processed_at = self.now
+    def _update_message(self, pk: int, **values) -> None:
+        self._update(Message, pk, **values)
+
+    def quarantine(self, msg: StoredMessage, reason: str, detail: str) -> None:
+        self._update_message(msg.id, status="quarantined", reason=reason, detail=detail[:2000],
+                             processed_at=self.now)
 
     # -- applying a decision ---------------------------------------------------------------
     def audit(self, action: str, entity: str, entity_id: int | None, reason: str, **detail) -> None:
-        self.session.add(AuditEntry(at=self.now, actor=PIPELINE_ACTOR, action=action, entity=entity,
-                                    entity_id=entity_id, detail=detail, reason=reason))
+        self._audit.append(dict(at=self.now, actor=PIPELINE_ACTOR, action=action, entity=entity,
+                                entity_id=entity_id, detail=detail, reason=reason))
 
-    def apply(self, row: Message, email: Email, decision: Decision, mailbox: MailboxInfo) -> Deal | None:
+    def flush_audit(self) -> None:
+        if self._audit:
+            self.conn.execute(insert(AuditEntry.__table__), self._audit)
+            self._audit.clear()
+
+    def apply(self, msg: StoredMessage, email: Email, decision: Decision, mailbox: MailboxInfo,
+              ctx: Context) -> int | None:
+        """Record the decision; returns the deal id the message joined, if any."""
         when = email.date if email.date and email.date <= self.now + FUTURE_SLACK else self.now
-        row.subject, row.from_address, row.sent_at = email.subject[:5000], email.from_.email, when
-        row.status, row.reason, row.detail = decision.status, decision.reason, decision.detail[:2000]
-        row.kind = decision.classification.kind if decision.classification else None
-        row.direction, row.processed_at = decision.direction, self.now
         found = decision.match
-        if found is not None and found.contact is not None:
-            row.contact_id = found.contact.id
-        if decision.status != "processed" or found is None:
-            return None
-        why = f"message <{row.message_id}>"
-        deal = self.session.get(Deal, found.deal_id) if found.deal_id else None
-        if deal is None and decision.create_deal:
-            deal = self._create_deal(email, decision, mailbox, when, why)
-        if deal is None:
-            return None
-        row.deal_id, row.contact_id = deal.id, deal.contact_id
-        if found.ambiguous:
-            others = ", ".join(f"D-{d}" for d in found.other_open_deals)
-            self._flag(deal, row, "ambiguous-match",
-                       f"{found.prospect.email} also has open deals {others}; this message was attached "
-                       f"to the most recent, {deal.ref}. Move it if that is wrong.")
-        if decision.direction == "outbound":
-            self._record_outbound(deal, row, decision, when, why)
-        else:
-            deal.inbound_count += 1
-            deal.last_inbound_at = max(filter(None, (deal.last_inbound_at, when)))
-        deal.last_activity_at = max(deal.last_activity_at, when)
-        deal.score = scoring.score(deal.fit_score, deal.inbound_count, deal.outbound_count)
-        return deal
+        values = dict(subject=email.subject[:5000], from_address=email.from_.email, sent_at=when,
+                      status=decision.status, reason=decision.reason, detail=decision.detail[:2000],
+                      kind=decision.classification.kind if decision.classification else None,
+                      direction=decision.direction, processed_at=self.now,
+                      contact_id=found.contact.id if found is not None and found.contact else None)
+        deal = None
+        if decision.status == "processed" and found is not None:
+            why = f"message <{msg.message_id}>"
+            deal = self._deal_row(found.deal_id) if found.deal_id else None
+            if deal is None and decision.create_deal:
+                deal = self._create_deal(email, decision, mailbox, ctx, when, why)
+            if deal is not None:
+                values.update(deal_id=deal["id"], contact_id=deal["contact_id"])
+                self._touch_deal(deal, msg, decision, ctx, when, why)
+        self._update_message(msg.id, **values)
+        self.flush_audit()
+        return deal["id"] if deal else None
 
-    def _create_deal(self, email: Email, decision: Decision, mailbox: MailboxInfo, when: datetime,
-                     why: str) -> Deal:
+    def _deal_row(self, deal_id: int) -> dict | None:
+        row = self.conn.execute(_DEAL, {"deal_id": deal_id}).first()
+        return dict(row._mapping) if row else None
+
+    def _create_deal(self, email: Email, decision: Decision, mailbox: MailboxInfo, ctx: Context,
+                     when: datetime, why: str) -> dict:
         found, routing = decision.match, decision.routing
         source = routing.source or mailbox.default_source
-        owner_id = self.rep_id(decision.owner)
+        owner_id = ctx.rep_ids.get(decision.owner)
         company_id = found.company_id
         if company_id is None and found.company_domain:
-            company = Company(domain=found.company_domain, name=company_name(found.company_domain),
-                              created_at=self.now)
-            self.session.add(company)
-            self.session.flush()
-            company_id = company.id
-            self.audit("create", "company", company.id, why, domain=company.domain)
+            company_id = self._insert(Company, domain=found.company_domain,
+                                      name=company_name(found.company_domain), created_at=self.now)
+            self.audit("create", "company", company_id, why, domain=found.company_domain)
         if found.contact is None:
-            contact = Contact(name=found.prospect.name, company_id=company_id, owner_rep_id=owner_id,
-                              source=source, first_seen=when)
-            contact.addresses.append(ContactAddress(address=found.prospect.email))
-            self.session.add(contact)
-            self.session.flush()
-            self.audit("create", "contact", contact.id, why, address=found.prospect.email,
+            contact_id = self._insert(Contact, name=found.prospect.name[:200], company_id=company_id,
+                                      owner_rep_id=owner_id, source=source, first_seen=when)
+            self._insert(ContactAddress, contact_id=contact_id, address=found.prospect.email)
+            self.audit("create", "contact", contact_id, why, address=found.prospect.email,
                        owner=decision.owner, source=source)
-            contact_id = contact.id
         else:
             contact_id = found.contact.id
-            contact = self.session.get(Contact, contact_id)
+            contact = self._one(select(Contact.company_id, Contact.name).where(Contact.id == contact_id))
+            fill = {}
             if contact.company_id is None and company_id is not None:
-                contact.company_id = company_id
+                fill["company_id"] = company_id
             if not contact.name and found.prospect.name:
-                contact.name = found.prospect.name
-        stage = self._stage(routing.stage)
+                fill["name"] = found.prospect.name[:200]
+            if fill:
+                self._update(Contact, contact_id, **fill)
+        stage_id, stage_name = next(((i, n) for i, n, _ in ctx.stages if n == routing.stage), ctx.first_open)
         fit = scoring.fit_points(company_id is not None, routing.score)
-        deal = Deal(title=email.subject[:300], contact_id=contact_id, company_id=company_id, stage_id=stage.id,
-                    owner_rep_id=owner_id, source=source, fit_score=fit, score=fit, created_at=when,
-                    last_activity_at=when, last_stage_change_at=when)
-        self.session.add(deal)
-        self.session.flush()
-        self.session.add(StageChange(deal_id=deal.id, from_stage=None, to_stage=stage.name, at=when,
-                                     actor=PIPELINE_ACTOR, reason=f"new lead from {why}"))
-        self.audit("create", "deal", deal.id, why, ref=deal.ref, stage=stage.name, owner=decision.owner,
+        deal_id = self._insert(
+            Deal, title=email.subject[:300], contact_id=contact_id, company_id=company_id, stage_id=stage_id,
+            owner_rep_id=owner_id, source=source, fit_score=fit, score=fit, inbound_count=0, outbound_count=0,
+            created_at=when, last_activity_at=when, last_stage_change_at=when)
+        self._insert(StageChange, deal_id=deal_id, from_stage=None, to_stage=stage_name, at=when,
+                     actor=PIPELINE_ACTOR, reason=f"new lead from {why}")
+        self.audit("create", "deal", deal_id, why, ref=f"D-{deal_id}", stage=stage_name, owner=decision.owner,
                    source=source, rules=list(routing.fired))
         if routing.round_robin_rule and decision.owner == routing.owner:
-            self.session.execute(update(RoutingRule).where(RoutingRule.name == routing.round_robin_rule)
+            self.conn.execute(update(RoutingRule).where(RoutingRule.name == routing.round_robin_rule)
                                  .values(round_robin_next=RoutingRule.round_robin_next + 1))
+        deal = dict(id=deal_id, contact_id=contact_id, stage_id=stage_id, owner_rep_id=owner_id, fit_score=fit,
+                    inbound_count=0, outbound_count=0, created_at=when, last_activity_at=when,
+                    last_inbound_at=None, last_outbound_at=None, first_response_at=None)
         self._adopt_thread(deal, email)
         return deal
 
-    def _adopt_thread(self, deal: Deal, email: Email) -> None:
+    def _adopt_thread(self, deal: dict, email: Email) -> None:
         """A rep's cold email stored before the prospect answered joins the new deal."""
         if not email.thread_ids:
             return
-        earlier = self.session.scalars(select(Message).where(
+        earlier = self.conn.execute(select(Message.id, Message.direction, Message.sent_at).where(
             Message.message_id.in_(list(email.thread_ids)), Message.status == "unmatched")).all()
-        for msg in earlier:
-            msg.deal_id, msg.contact_id, msg.status, msg.reason = deal.id, deal.contact_id, "processed", "thread-adopted"
-            deal.outbound_count += msg.direction == "outbound"
-            if msg.sent_at and msg.sent_at < deal.created_at:
-                deal.created_at = msg.sent_at
+        for pk, direction, sent_at in earlier:
+            self._update_message(pk, deal_id=deal["id"], contact_id=deal["contact_id"], status="processed",
+                                 reason="thread-adopted")
+            deal["outbound_count"] += direction == "outbound"
+            if sent_at and sent_at < deal["created_at"]:
+                deal["created_at"] = sent_at
 
-    def _stage(self, name: str | None) -> Stage:
-        if name:
-            stage = self.session.scalar(select(Stage).where(Stage.name == name))
-            if stage is not None:
-                return stage
-        return self.session.scalars(select(Stage).where(Stage.kind == "open").order_by(Stage.position)).first()
+    def _touch_deal(self, deal: dict, msg: StoredMessage, decision: Decision, ctx: Context, when: datetime,
+                    why: str) -> None:
+        """Counters, activity timestamps, first response, flags and score for one more message."""
+        found, changes = decision.match, {}
+        if found.ambiguous:
+            others = ", ".join(f"D-{d}" for d in found.other_open_deals)
+            self._flag(deal, msg, "ambiguous-match",
+                       f"{found.prospect.email} also has open deals {others}; this message was attached "
+                       f"to the most recent, D-{deal['id']}. Move it if that is wrong.")
+        if decision.direction == "outbound":
+            changes["outbound_count"] = deal["outbound_count"] + 1
+            changes["last_outbound_at"] = max(filter(None, (deal["last_outbound_at"], when)))
+            if deal["first_response_at"] is None and deal["inbound_count"] > 0 and when >= deal["created_at"]:
+                changes["first_response_at"] = when
+                changes["first_response_seconds"] = int((when - deal["created_at"]).total_seconds())
+                changes.update(self._advance_from_first_stage(deal, ctx, when, decision.sender_rep, why))
+            sender_id = ctx.rep_ids.get(decision.sender_rep)
+            if sender_id and deal["owner_rep_id"] and sender_id != deal["owner_rep_id"]:
+                owner = next((n for n, i in ctx.rep_ids.items() if i == deal["owner_rep_id"]), "another rep")
+                self._flag(deal, msg, "duplicate-outreach",
+                           f"{decision.sender_rep} wrote to {found.prospect.email}, whose deal {owner} owns")
+        else:
+            changes["inbound_count"] = deal["inbound_count"] + 1
+            changes["last_inbound_at"] = max(filter(None, (deal["last_inbound_at"], when)))
+        deal.update(changes)
+        for key in ("created_at", "inbound_count", "outbound_count"):  # a new deal may have adopted mail
+            changes[key] = deal[key]
+        changes["last_activity_at"] = max(deal["last_activity_at"], when)
+        changes["score"] = scoring.score(deal["fit_score"], deal["inbound_count"], deal["outbound_count"])
+        self._update(Deal, deal["id"], **changes)
 
-    def _record_outbound(self, deal: Deal, row: Message, decision: Decision, when: datetime, why: str) -> None:
-        deal.outbound_count += 1
-        deal.last_outbound_at = max(filter(None, (deal.last_outbound_at, when)))
-        if deal.first_response_at is None and deal.inbound_count > 0 and when >= deal.created_at:
-            deal.first_response_at = when
-            deal.first_response_seconds = int((when - deal.created_at).total_seconds())
-            self._advance_from_first_stage(deal, when, decision.sender_rep or PIPELINE_ACTOR, why)
-        owner = deal.owner.name if deal.owner else None
-        if decision.sender_rep and owner and decision.sender_rep != owner:
-            self._flag(deal, row, "duplicate-outreach",
-                       f"{decision.sender_rep} wrote to {decision.match.prospect.email}, whose deal "
-                       f"{owner} owns")
-
-    def _advance_from_first_stage(self, deal: Deal, when: datetime, actor: str, why: str) -> None:
+    def _advance_from_first_stage(self, deal: dict, ctx: Context, when: datetime, actor: str | None,
+                                  why: str) -> dict:
         """The first reply to a New deal makes it Contacted (the first two open stages, by position)."""
-        open_stages = self.session.scalars(select(Stage).where(Stage.kind == "open").order_by(Stage.position)).all()
-        if len(open_stages) < 2 or deal.stage_id != open_stages[0].id:
-            return
-        new = open_stages[1]
-        self.session.add(StageChange(deal_id=deal.id, from_stage=open_stages[0].name, to_stage=new.name,
-                                     at=when, actor=actor, reason=f"first reply, {why}"))
-        self.audit("stage", "deal", deal.id, why, ref=deal.ref, old=open_stages[0].name, new=new.name)
-        deal.stage_id, deal.last_stage_change_at = new.id, when
+        open_stages = [(i, n) for i, n, kind in ctx.stages if kind == "open"]
+        if len(open_stages) < 2 or deal["stage_id"] != open_stages[0][0]:
+            return {}
+        (_, old), (new_id, new) = open_stages[:2]
+        self._insert(StageChange, deal_id=deal["id"], from_stage=old, to_stage=new, at=when,
+                     actor=actor or PIPELINE_ACTOR, reason=f"first reply, {why}")
+        self.audit("stage", "deal", deal["id"], why, ref=f"D-{deal['id']}", old=old, new=new)
+        return {"stage_id": new_id, "last_stage_change_at": when}
 
-    def _flag(self, deal: Deal, row: Message, kind: str, detail: str) -> None:
-        self.session.add(DealFlag(deal_id=deal.id, kind=kind, detail=detail, message_id=row.id, created_at=self.now))
-        self.audit("flag", "deal", deal.id, f"message <{row.message_id}>", kind=kind, detail=detail)
+    def _flag(self, deal: dict, msg: StoredMessage, kind: str, detail: str) -> None:
+        self._insert(DealFlag, deal_id=deal["id"], kind=kind, detail=detail, message_id=msg.id, created_at=self.now)
+        self.audit("flag", "deal", deal["id"], f"message <{msg.message_id}>", kind=kind, detail=detail)

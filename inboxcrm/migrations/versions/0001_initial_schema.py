@@ -195,7 +195,6 @@ def upgrade() -> None:
     sa.Column('message_id', sa.String(length=1000), nullable=False),
     sa.Column('synthetic_id', sa.Boolean(), nullable=False),
     sa.Column('sha256', sa.String(length=64), nullable=False),
-    sa.Column('raw', sa.LargeBinary(), nullable=True),
     sa.Column('size', sa.Integer(), nullable=False),
     sa.Column('subject', sa.Text(), nullable=False),
     sa.Column('from_address', sa.String(length=320), nullable=False),
@@ -220,6 +219,12 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f('ix_messages_from_address'), ['from_address'], unique=False)
         batch_op.create_index(batch_op.f('ix_messages_sha256'), ['sha256'], unique=False)
         batch_op.create_index(batch_op.f('ix_messages_status'), ['status'], unique=False)
+    op.create_table('message_raw',
+    sa.Column('message_id', sa.Integer(), nullable=False),
+    sa.Column('data', sa.LargeBinary(), nullable=False),
+    sa.ForeignKeyConstraint(['message_id'], ['messages.id'], name=op.f('fk_message_raw_message_id_messages'), ondelete='CASCADE'),
+    sa.PrimaryKeyConstraint('message_id', name=op.f('pk_message_raw'))
+    )
 
     op.create_table('notes',
     sa.Column('id', sa.Integer(), nullable=False),
@@ -302,6 +307,7 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f('ix_messages_deal_id'))
         batch_op.drop_index(batch_op.f('ix_messages_contact_id'))
 
+    op.drop_table('message_raw')
     op.drop_table('messages')
     op.drop_table('folder_positions')
     with op.batch_alter_table('deals', schema=None) as batch_op:

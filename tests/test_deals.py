@@ -1,0 +1,298 @@
+"""Deal operations and listings against a real database (SQLite and PostgreSQL)."""
+from __future__ import annotations
+
+from datetime import date, datetime, timedelta
+from decimal import Decimal
+
+import pytest
+from sqlalchemy import event, select, update
+
+from inboxcrm import admin, deals
+from inboxcrm.db import transaction
+from inboxcrm.errors import Invalid, NotFound
+from inboxcrm.models import AuditEntry, Deal, DealFlag, Mailbox, Message, MessageCopy
+
+from .test_admin import ACTOR, NOW, read, run
+
+TEAM = frozenset({"acme.example"})
+
+
+@pytest.fixture
+def crm(factory):
+    run(factory, admin.add_rep, "alice", ["alice@acme.example"])
+    run(factory, admin.add_rep, "bob", ["bob@acme.example"])
+    return factory
+
+
+def lead(factory, email: str, **kwargs) -> str:
+    return run(factory, deals.add_lead, email, team_domains=TEAM, **kwargs).ref
+
+
+def deal_of(factory, ref: str) -> Deal:
+    with factory() as s:
+        deal = s.get(Deal, deals.parse_ref(ref))
+        _ = deal.stage, deal.owner  # loaded while the session is open
+        return deal
+
+
+def audit_actions(factory, ref: str) -> list[tuple[str, dict]]:
+    with factory() as s:
+        rows = s.scalars(select(AuditEntry).where(AuditEntry.entity == "deal",
+                                                  AuditEntry.entity_id == deals.parse_ref(ref)).order_by(AuditEntry.id))
+        return [(r.action, r.detail) for r in rows]
+
+
+def set_activity(factory, ref: str, when: datetime) -> None:
+    with transaction(factory) as s:
+        s.execute(update(Deal).where(Deal.id == deals.parse_ref(ref)).values(last_activity_at=when))
+
+
+# -- parsing --------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("text, expected", [("D-42", 42), ("d-7", 7), ("42", 42), (" D42 ", 42)])
+def test_parse_ref(text, expected):
+    assert deals.parse_ref(text) == expected
+
+
+@pytest.mark.parametrize("text", ["", "X-1", "D-", "deal"])
+def test_bad_ref_says_what_refs_look_like(text):
+    with pytest.raises(Invalid, match='deal references look like D-42 \\(see "inboxcrm deals list"\\)'):
+        deals.parse_ref(text)
+
+
+@pytest.mark.parametrize("text, expected", [("12000", "12000"), ("12000.5", "12000.5"), ("12,000.50", "12000.50"),
+                                            ("0", "0")])
+def test_parse_value(text, expected):
+    assert deals.parse_value(text) == Decimal(expected)
+
+
+@pytest.mark.parametrize("text", ["12k", "-5", "12,5", "1.234", "", "1e5"])
+def test_bad_value_says_what_a_value_looks_like(text):
+    with pytest.raises(Invalid, match=f'invalid value "{text}"; expected a number of at least 0 such as 12000'):
+        deals.parse_value(text)
+
+
+MONDAY = date(2026, 11, 23)
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("2026-12-01", date(2026, 12, 1)), ("today", MONDAY), ("Tomorrow", date(2026, 11, 24)),
+    ("in 3 days", date(2026, 11, 26)), ("in 1 day", date(2026, 11, 24)), ("in 2 weeks", date(2026, 12, 7)),
+    ("friday", date(2026, 11, 27)), ("fri", date(2026, 11, 27)), ("monday", date(2026, 11, 30)),
+    ("Tue", date(2026, 11, 24)),
+])
+def test_parse_due(text, expected):
+    assert deals.parse_due(text, MONDAY) == expected
+
+
+@pytest.mark.parametrize("text", ["someday", "in three days", "2026-13-01", "fr"])
+def test_bad_due_lists_the_accepted_forms(text):
+    with pytest.raises(Invalid, match="expected YYYY-MM-DD, today, tomorrow, in N days, in N weeks, or a weekday"):
+        deals.parse_due(text, MONDAY)
+
+
+# -- leads ----------------------------------------------------------------------------------
+
+def test_a_lead_gets_contact_company_deal_history_and_audit(crm):
+    added = run(crm, deals.add_lead, "Ann@Northwind-Traders.example", "Ann Smith", owner="alice", value="12000",
+                source="fair", team_domains=TEAM)
+    assert (added.contact, added.address, added.company, added.stage, added.owner, added.new_contact) == (
+        "Ann Smith", "ann@northwind-traders.example", "Northwind Traders", "New", "alice", True)
+    detail = read(crm, deals.show_deal, added.ref)
+    assert (detail.company_domain, detail.value, detail.source, detail.fit, detail.score) == (
+        "northwind-traders.example", Decimal("12000"), "fair", 10, 10)
+    assert [(h.from_stage, h.to_stage, h.actor) for h in detail.history] == [(None, "New", ACTOR)]
+    with crm() as s:
+        entities = [e.entity for e in s.scalars(select(AuditEntry).where(AuditEntry.action == "create"))]
+    assert entities[-3:] == ["company", "contact", "deal"]
+
+
+def test_freemail_leads_have_no_company_and_team_addresses_are_refused(crm):
+    added = run(crm, deals.add_lead, "joe@gmail.com", team_domains=TEAM)
+    assert added.company is None and read(crm, deals.list_companies) == []
+    with pytest.raises(Invalid, match="joe@acme.example is a team address"):
+        lead(crm, "joe@acme.example")
+    with pytest.raises(Invalid, match='no company "Contoso", and gmail.com is not a company domain'):
+        lead(crm, "sue@gmail.com", company="Contoso")
+    lead(crm, "sue@contoso.example", company="Contoso Ltd")
+    assert run(crm, deals.add_lead, "ceo@gmail.com", company="contoso ltd").company == "Contoso Ltd"
+
+
+def test_an_existing_contact_is_reused_and_keeps_its_first_owner(crm):
+    first = lead(crm, "ann@northwind.example", owner="alice")
+    again = run(crm, deals.add_lead, "ANN@northwind.example", name="Ann", team_domains=TEAM)
+    assert (again.new_contact, again.owner, again.other_open_deals, again.contact) == (False, "alice", (first,), "Ann")
+    by_bob = run(crm, deals.add_lead, "ann@northwind.example", owner="bob", team_domains=TEAM)
+    assert by_bob.owner == "bob"
+    [contact] = read(crm, deals.list_contacts)
+    assert (contact.owner, contact.open_deals, contact.deals) == ("alice", 3, 3)
+
+
+def test_lead_refusals(crm):
+    with pytest.raises(Invalid, match='ambiguous open stage "n": it could be New, Negotiation'):
+        lead(crm, "a@b.example", stage="n")
+    with pytest.raises(NotFound, match='unknown open stage "won"'):
+        lead(crm, "a@b.example", stage="won")
+    with pytest.raises(NotFound, match='unknown rep "carol"; reps are: alice, bob'):
+        lead(crm, "a@b.example", owner="carol")
+    with pytest.raises(Invalid, match='invalid value "lots"'):
+        lead(crm, "a@b.example", value="lots")
+
+
+# -- changes --------------------------------------------------------------------------------
+
+def test_stage_moves_write_history_close_and_reopen(crm):
+    ref = lead(crm, "ann@northwind.example", owner="alice")
+    change = run(crm, deals.set_stage, ref.lower(), "prop", "sent the quote")
+    assert change == deals.DealChange(ref, "stage", "New", "Proposal")
+    won = run(crm, deals.mark_won, ref, "signed")
+    assert (won.old, won.new) == ("Proposal", "Won")
+    assert deal_of(crm, ref).closed_at == NOW
+    run(crm, deals.set_stage, ref, "negotiation", "they want a discount")
+    reopened = deal_of(crm, ref)
+    assert reopened.closed_at is None and reopened.stage.name == "Negotiation"
+    run(crm, deals.mark_lost, ref, "went with a competitor")
+    lost = deal_of(crm, ref)
+    assert (lost.stage.name, lost.lost_reason, lost.closed_at) == ("Lost", "went with a competitor", NOW)
+    history = read(crm, deals.show_deal, ref).history
+    assert [(h.from_stage, h.to_stage, h.reason) for h in history] == [
+        (None, "New", "lead added by hand"), ("New", "Proposal", "sent the quote"), ("Proposal", "Won", "signed"),
+        ("Won", "Negotiation", "they want a discount"), ("Negotiation", "Lost", "went with a competitor")]
+    stages = [(d["old"], d["new"]) for action, d in audit_actions(crm, ref) if action == "stage"]
+    assert stages == [("New", "Proposal"), ("Proposal", "Won"), ("Won", "Negotiation"), ("Negotiation", "Lost")]
+
+
+def test_stage_refusals(crm):
+    ref = lead(crm, "ann@northwind.example")
+    with pytest.raises(Invalid, match="a lost deal needs a reason"):
+        run(crm, deals.mark_lost, ref, " ")
+    with pytest.raises(Invalid, match="a lost deal needs a reason"):
+        run(crm, deals.set_stage, ref, "lost")
+    with pytest.raises(Invalid, match=f"{ref} is already in New"):
+        run(crm, deals.set_stage, ref, "new")
+    with pytest.raises(NotFound, match='unknown stage "proposl"; stages are: New, Contacted'):
+        run(crm, deals.set_stage, ref, "proposl")
+    with pytest.raises(NotFound, match='no deal D-99; deal references look like D-42'):
+        run(crm, deals.set_stage, "D-99", "won")
+
+
+def test_next_step_owner_value_and_note(crm):
+    ref = lead(crm, "ann@northwind.example", owner="alice")
+    change = run(crm, deals.set_next, ref, "send the proposal", date(2026, 11, 27))
+    assert change.new == "send the proposal (due 2026-11-27, owner alice)" and change.old is None
+    run(crm, deals.set_next, ref, "call", None, "bob")
+    run(crm, deals.set_owner, ref, "BOB")
+    assert run(crm, deals.set_value, ref, "9500.50") == deals.DealChange(ref, "value", None, "9500.50")
+    run(crm, deals.add_note, ref, "they liked the demo")
+    detail = read(crm, deals.show_deal, ref)
+    assert (detail.next_step, detail.next_step_due, detail.next_step_owner, detail.owner, detail.value) == (
+        "call", None, "bob", "bob", Decimal("9500.50"))
+    assert [(n.actor, n.text) for n in detail.notes] == [(ACTOR, "they liked the demo")]
+    assert [a for a, _ in audit_actions(crm, ref)] == ["create", "next-step", "next-step", "owner", "value", "note"]
+    run(crm, deals.mark_won, ref)
+    with pytest.raises(Invalid, match=f"{ref} is closed \\(Won\\); reopen it first"):
+        run(crm, deals.set_next, ref, "invoice")
+    with pytest.raises(Invalid, match="a note needs text"):
+        run(crm, deals.add_note, ref, "")
+
+
+def test_rep_actions_count_as_activity(crm):
+    ref = lead(crm, "ann@northwind.example")
+    set_activity(crm, ref, NOW - timedelta(days=30))
+    run(crm, deals.add_note, ref, "called")
+    assert deal_of(crm, ref).last_activity_at == NOW
+
+
+# -- listings -------------------------------------------------------------------------------
+
+def test_list_deals_filters_and_sorts(crm):
+    a = lead(crm, "ann@northwind.example", name="Ann", owner="alice", stage="prop", value="5000")
+    b = lead(crm, "bo@contoso.example", owner="bob")
+    c = lead(crm, "cy@fabrikam.example", owner="alice")
+    d = lead(crm, "di@gmail.com")
+    run(crm, deals.mark_lost, d, "no budget")
+    set_activity(crm, b, NOW - timedelta(days=20))
+    set_activity(crm, c, NOW - timedelta(days=5))
+    rows = read(crm, deals.list_deals, NOW)
+    assert [r.ref for r in rows] == [c, b, a]  # New before Proposal; within New most recent first
+    first = rows[2]
+    assert (first.contact, first.address, first.company, first.stage, first.owner, first.value) == (
+        "Ann", "ann@northwind.example", "Northwind", "Proposal", "alice", Decimal("5000"))
+    assert [r.ref for r in read(crm, deals.list_deals, NOW, None, "alice")] == [c, a]
+    assert [r.ref for r in read(crm, deals.list_deals, NOW, None, None, 14)] == [b]
+    assert [r.ref for r in read(crm, deals.list_deals, NOW, None, None, 3)] == [c, b]
+    assert [r.ref for r in read(crm, deals.list_deals, NOW, "lost")] == [d]
+    assert [r.ref for r in read(crm, deals.list_deals, NOW, None, None, None, True)] == [c, b, a, d]
+    with pytest.raises(Invalid, match="invalid number of quiet days 0"):
+        read(crm, deals.list_deals, NOW, None, None, 0)
+
+
+def test_list_deals_is_one_query_however_many_deals(crm, engine):
+    for i in range(5):
+        lead(crm, f"p{i}@company{i}.example", owner="alice")
+    statements = []
+
+    def count(conn, cursor, statement, *args):
+        statements.append(statement)
+
+    event.listen(engine, "before_cursor_execute", count)
+    try:
+        rows = read(crm, deals.list_deals, NOW)
+    finally:
+        event.remove(engine, "before_cursor_execute", count)
+    assert len(rows) == 5
+    assert len([s for s in statements if "deals" in s.lower()]) == 1
+
+
+def test_show_deal_has_the_message_timeline_and_flags(crm):
+    ref = lead(crm, "ann@northwind.example", owner="alice")
+    deal_id = deals.parse_ref(ref)
+    with transaction(crm) as s:
+        boxes = [Mailbox(name=n, role="capture", default_source=n, new_sender_policy="create", created_at=NOW)
+                 for n in ("sales", "alice")]
+        s.add_all(boxes)
+        s.flush()
+        for i, (direction, sender) in enumerate([("inbound", "ann@northwind.example"),
+                                                 ("outbound", "alice@acme.example")]):
+            msg = Message(message_id=f"m{i}@x.example", sha256="0" * 64, size=10, subject=f"Re: quote {i}",
+                          from_address=sender, sent_at=NOW + timedelta(minutes=i), received_at=NOW,
+                          status="processed", direction=direction, deal_id=deal_id)
+            s.add(msg)
+            s.flush()
+            for box in boxes[: 2 - i]:
+                s.add(MessageCopy(message_id=msg.id, mailbox_id=box.id, location=f"{box.name}/{i}", seen_at=NOW))
+        s.add(DealFlag(deal_id=deal_id, kind="ambiguous-match", detail="also D-9", created_at=NOW))
+        deal = s.get(Deal, deal_id)
+        deal.inbound_count, deal.outbound_count, deal.first_response_seconds = 1, 1, 60
+    detail = read(crm, deals.show_deal, ref)
+    assert [(m.direction, m.from_address, m.message_id, m.mailboxes) for m in detail.messages] == [
+        ("inbound", "ann@northwind.example", "m0@x.example", ("sales", "alice")),
+        ("outbound", "alice@acme.example", "m1@x.example", ("sales",))]
+    assert [(f.kind, f.detail) for f in detail.flags] == [("ambiguous-match", "also D-9")]
+    assert (detail.engagement, detail.first_response_seconds, detail.addresses) == (7, 60, ("ann@northwind.example",))
+
+
+def test_contacts_companies_and_pipeline_summary(crm):
+    lead(crm, "ann@northwind.example", name="Ann", value="1000")
+    lead(crm, "bo@northwind.example", name="Bo", value="500.50", stage="prop")
+    won = lead(crm, "cy@contoso.example", name="Cy", value="700")
+    run(crm, deals.mark_won, won)
+    companies = read(crm, deals.list_companies)
+    assert [(c.name, c.domain, c.contacts, c.open_deals, c.deals) for c in companies] == [
+        ("Contoso", "contoso.example", 1, 0, 1), ("Northwind", "northwind.example", 2, 2, 2)]
+    assert [(c.name, c.company, c.open_deals) for c in read(crm, deals.list_contacts)] == [
+        ("Ann", "Northwind", 1), ("Bo", "Northwind", 1), ("Cy", "Contoso", 0)]
+    summary = {s.stage: (s.kind, s.deals, s.value) for s in read(crm, deals.pipeline_summary)}
+    assert summary["New"] == ("open", 1, Decimal("1000"))
+    assert summary["Proposal"] == ("open", 1, Decimal("500.50"))
+    assert summary["Won"] == ("won", 1, Decimal("700"))
+    assert summary["Contacted"] == ("open", 0, Decimal("0"))
+    assert list(summary) == ["New", "Contacted", "Qualified", "Proposal", "Negotiation", "Won", "Lost"]
+
+
+def test_over_long_text_is_refused_not_cut(crm):
+    ref = lead(crm, "ann@northwind.example")
+    with pytest.raises(Invalid, match='invalid reason "x{39}…"; expected at most 500 characters'):
+        run(crm, deals.mark_lost, ref, "x" * 501)
+    with pytest.raises(Invalid, match='invalid source ""; expected 1 to 100 characters such as "website"'):
+        lead(crm, "bo@northwind.example", source=" ")
