@@ -12,6 +12,7 @@ Prints msg/s of both, the ratio (aim >= 0.5) and peak RSS of the import (aim < 2
 from __future__ import annotations
 
 import argparse
+import contextlib
 import base64
 import json
 import os
@@ -81,13 +82,14 @@ def phase_baseline(folder: str) -> dict:
     return {"messages": len(files), "seconds": time.perf_counter() - t0}
 
 
-def phase_import(folder: str, db: str) -> dict:
+def phase_import(folder: str, db: str, workers: int | None) -> dict:
+    """``db`` is a SQLite file path or a full SQLAlchemy URL (PostgreSQL)."""
     from inboxcrm import admin
     from inboxcrm.config import build_config
     from inboxcrm.db import make_engine, session_factory, transaction, upgrade
     from inboxcrm.importer import import_path
 
-    engine = make_engine(f"sqlite:///{db}")
+    engine = make_engine(db if "://" in db else f"sqlite:///{db}")
     upgrade(engine)
     factory = session_factory(engine)
     now = datetime.now(timezone.utc)
@@ -97,15 +99,16 @@ def phase_import(folder: str, db: str) -> dict:
         admin.add_mailbox(s, now, "bench", "sales", "alice", "capture", None, "create")
     config = build_config({"team": {"domains": [TEAM]}}, None)
     t0 = time.perf_counter()
-    report = import_path(factory, config, "sales", Path(folder))
+    report = import_path(factory, config, "sales", Path(folder), parse_workers=workers)
     return {"messages": report.total, "seconds": time.perf_counter() - t0, "counts": dict(report.counts)}
 
 
-def run_child(args: list[str]) -> tuple[dict, float]:
-    """Run one phase in a fresh interpreter; returns its result and its own peak RSS in MB."""
+def run_child(args: list[str]) -> tuple[dict, float, float]:
+    """Run one phase in a fresh interpreter: its result, its own peak RSS and its largest
+    child's (a parse worker's) peak RSS, in MB."""
     out = subprocess.run([sys.executable, __file__, *args], check=True, capture_output=True, text=True)
     result = json.loads(out.stdout.strip().splitlines()[-1])
-    return result, result.pop("peak_rss_kb") / 1024
+    return result, result.pop("peak_rss_kb") / 1024, result.pop("worker_peak_rss_kb") / 1024
 
 
 def main() -> None:
@@ -113,13 +116,18 @@ def main() -> None:
     parser.add_argument("--messages", type=int, default=10_000)
     parser.add_argument("--attachment-kb", type=int, default=1024)
     parser.add_argument("--keep", help="keep generated mail and database in this folder")
+    parser.add_argument("--postgres", metavar="URL", nargs="?", const="postgresql+psycopg://postgres@127.0.0.1:5432/postgres",
+                        help="also import into a throw-away database on this PostgreSQL server "
+                             "(default: %(const)s)")
+    parser.add_argument("--workers", type=int, help="parse workers (default: inboxcrm's own choice)")
     parser.add_argument("--phase", choices=["baseline", "import"], help=argparse.SUPPRESS)
     parser.add_argument("--folder", help=argparse.SUPPRESS)
     parser.add_argument("--db", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.phase:
-        result = phase_baseline(args.folder) if args.phase == "baseline" else phase_import(args.folder, args.db)
+        result = phase_baseline(args.folder) if args.phase == "baseline" else phase_import(args.folder, args.db, args.workers)
         result["peak_rss_kb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        result["worker_peak_rss_kb"] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
         print(json.dumps(result))
         return
 
@@ -132,20 +140,49 @@ def main() -> None:
     print(f"generated {args.messages} messages ({size:.0f} MB, 5% with a {args.attachment_kb} KB attachment) "
           f"in {time.perf_counter() - t0:.1f} s")
     try:
-        base, base_rss = run_child(["--phase", "baseline", "--folder", str(mail)])
+        base, base_rss, _ = run_child(["--phase", "baseline", "--folder", str(mail)])
         db = work / "bench.db"
         db.unlink(missing_ok=True)
-        imp, imp_rss = run_child(["--phase", "import", "--folder", str(mail), "--db", str(db)])
+        runs = [("SQLite", str(db))]
+        if args.postgres:
+            runs.append(("PostgreSQL", args.postgres))
+        results = []
+        for label, target in runs:
+            with throwaway_database(target) as url:
+                results.append((label, *run_child(["--phase", "import", "--folder", str(mail), "--db", url]
+                                                          + (["--workers", str(args.workers)] if args.workers is not None else []))))
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
     base_rate = base["messages"] / base["seconds"]
-    imp_rate = imp["messages"] / imp["seconds"]
-    print(f"baseline  mail-parser loop : {base_rate:8.0f} msg/s ({base['seconds']:.1f} s), peak RSS {base_rss:.0f} MB")
-    print(f"inboxcrm  import (SQLite)  : {imp_rate:8.0f} msg/s ({imp['seconds']:.1f} s), peak RSS {imp_rss:.0f} MB")
-    print(f"ratio import/baseline      : {imp_rate / base_rate:.2f}x (aim >= 0.50)")
-    print(f"outcomes                   : {imp['counts']}")
-    print(f"cpu cores                  : {os.cpu_count()}")
+    print(f"baseline  mail-parser loop  : {base_rate:6.0f} msg/s ({base['seconds']:.1f} s), peak RSS {base_rss:.0f} MB")
+    for label, imp, rss, worker_rss in results:
+        rate = imp["messages"] / imp["seconds"]
+        print(f"inboxcrm  import {label:<10} : {rate:6.0f} msg/s ({imp['seconds']:.1f} s), ratio {rate / base_rate:.2f}x "
+              f"(aim >= 0.50); peak RSS {rss:.0f} MB main + {worker_rss:.0f} MB per parse worker (aim < 200 MB)")
+        print(f"          outcomes          : {imp['counts']}")
+    print(f"cpu cores                   : {os.cpu_count()}")
+
+
+@contextlib.contextmanager
+def throwaway_database(target: str):
+    """A SQLite path passes through; a PostgreSQL server URL gets a fresh database, dropped after."""
+    if "://" not in target:
+        yield target
+        return
+    from sqlalchemy import create_engine, text
+
+    admin = create_engine(target, isolation_level="AUTOCOMMIT")
+    name = f"inboxcrm_bench_{os.getpid()}"
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield admin.url.set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
 
 
 if __name__ == "__main__":

@@ -68,11 +68,11 @@ def feed(factory: sessionmaker[Session], config, mailbox: MailboxInfo, messages:
         with factory() as session, session.begin():
             started, size, done = time.monotonic(), 0, 0
             while done < GROUP_MESSAGES and size < GROUP_BYTES and time.monotonic() - started < GROUP_SECONDS:
-                raw, parsed = next(iterator, (None, None))
+                raw, prepared = next(iterator, (None, None))
                 if raw is None:
                     exhausted = True
                     break
-                outcome = process(session, raw, mailbox, ctx, now(), config.pipeline.store_raw, parsed)
+                outcome = process(session, raw, mailbox, ctx, now(), config.pipeline.store_raw, prepared)
                 if reload_rules and outcome.status == "processed":
                     ctx = load(session)  # a round-robin rule may have turned
                 done, size = done + 1, size + len(raw.data)

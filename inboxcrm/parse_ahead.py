@@ -8,56 +8,94 @@ sits in memory. If a worker dies, parsing falls back to the main process: nothin
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from collections import deque
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+from multiprocessing import get_context
 from typing import Iterable, Iterator
 
 from .errors import ParseError
-from .parse import identify, parse
+from .parse import content_hash, identify, parse
 from .values import Email, RawMessage
 
-Parsed = Email | ParseError | None  # None: not parsed ahead, parse in place
-WINDOW_MESSAGES = 32
-WINDOW_BYTES = 16 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """Everything about a message that needs only its bytes, computed off the main process."""
+
+    message_id: str
+    synthetic: bool
+    sha256: str
+    parsed: Email | ParseError
+
+
+# A chunk is one task for a worker; at most workers + 1 chunks are in memory at once.
+CHUNK_MESSAGES = 64
+CHUNK_BYTES = 2 * 1024 * 1024
 
 
 def default_workers() -> int:
-    """One core stays with the database writer; at most two parsers."""
+    """One core stays with the database writer; at most two parsers. On two cores a second
+    parser measured no faster (bench/import_bench.py --workers 2) and costs ~70 MB more."""
     return max(0, min(2, (os.cpu_count() or 1) - 1))
 
 
-def safe_parse(data: bytes) -> Email | ParseError:
+def prepare(data: bytes) -> Prepared:
+    message_id, synthetic = identify(data)
     try:
-        return parse(data, identify(data)[0])
+        parsed: Email | ParseError = parse(data, message_id)
     except ParseError as exc:
-        return exc
+        parsed = exc
     except Exception as exc:  # noqa: BLE001 - returned, so the main process quarantines it
-        return ParseError("unparseable", f"{type(exc).__name__}: {exc}")
+        parsed = ParseError("unparseable", f"{type(exc).__name__}: {exc}")
+    return Prepared(message_id, synthetic, content_hash(data), parsed)
 
 
-def _result(future: Future) -> Parsed:
+def prepare_chunk(chunk: list[bytes]) -> list[Prepared]:
+    return [prepare(data) for data in chunk]
+
+
+def _results(future: Future, size: int) -> list[Prepared | None]:
     try:
         return future.result()
     except BrokenProcessPool:
-        return None
+        return [None] * size
 
 
-def parse_ahead(messages: Iterable[RawMessage], workers: int | None = None) -> Iterator[tuple[RawMessage, Parsed]]:
+def _chunks(messages: Iterable[RawMessage]) -> Iterator[list[RawMessage]]:
+    chunk: list[RawMessage] = []
+    size = 0
+    for raw in messages:
+        chunk.append(raw)
+        size += len(raw.data)
+        if len(chunk) >= CHUNK_MESSAGES or size >= CHUNK_BYTES:
+            yield chunk
+            chunk, size = [], 0
+    if chunk:
+        yield chunk
+
+
+def parse_ahead(messages: Iterable[RawMessage],
+                workers: int | None = None) -> Iterator[tuple[RawMessage, Prepared | None]]:
+    """Yields each message with its Prepared value, or None where it must be parsed in place.
+
+    Work goes to the pool in chunks: one task per message cost more in pickling and queueing
+    than parsing a small message takes."""
     workers = default_workers() if workers is None else workers
     if workers <= 0:
         yield from ((raw, None) for raw in messages)
         return
-    pending: deque[tuple[RawMessage, Future]] = deque()
-    in_flight = 0
-    with ProcessPoolExecutor(max_workers=workers) as pool:
-        for raw in messages:
-            pending.append((raw, pool.submit(safe_parse, raw.data)))
-            in_flight += len(raw.data)
-            while pending and (len(pending) >= WINDOW_MESSAGES or in_flight > WINDOW_BYTES):
+    pending: deque[tuple[list[RawMessage], Future]] = deque()
+    # spawn, not fork: a worker needs only the parser, not a copy of the writer's database
+    # connections and memory (fork also copies threads' locks, which can deadlock).
+    with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
+        for chunk in _chunks(messages):
+            pending.append((chunk, pool.submit(prepare_chunk, [raw.data for raw in chunk])))
+            while len(pending) > workers:
                 done, future = pending.popleft()
-                in_flight -= len(done.data)
-                yield done, _result(future)
+                yield from zip(done, _results(future, len(done)))
         while pending:
             done, future = pending.popleft()
-            yield done, _result(future)
+            yield from zip(done, _results(future, len(done)))

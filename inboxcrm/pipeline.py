@@ -19,6 +19,7 @@ from .decide import Context, MailboxInfo, decide
 from .errors import Invalid, NotFound, ParseError
 from .models import AuditEntry, Mailbox, Message, MessageCopy, RejectedSender
 from .parse import content_hash, identify, parse
+from .parse_ahead import Prepared
 from .store import Store, StoredMessage, load_context, mailbox_info
 from .values import Email, Explanation, RawMessage
 
@@ -40,11 +41,15 @@ class Outcome:
 
 
 def process(session: Session, raw: RawMessage, mailbox: MailboxInfo, ctx: Context, now: datetime,
-            keep_raw: bool = True, parsed: Email | ParseError | None = None) -> Outcome:
-    """``parsed``: the result of parsing ``raw`` elsewhere (see parse_ahead), or None."""
+            keep_raw: bool = True, prepared: Prepared | None = None) -> Outcome:
+    """``prepared``: identity and parse of ``raw`` computed elsewhere (see parse_ahead), or None."""
     store = Store(session, now)
-    message_id, synthetic = identify(raw.data)
-    msg, is_new = store.save_raw(raw, mailbox.id, message_id, synthetic, content_hash(raw.data), keep_raw)
+    if prepared is None:
+        message_id, synthetic = identify(raw.data)
+        sha256, parsed = content_hash(raw.data), None
+    else:
+        message_id, synthetic, sha256, parsed = prepared.message_id, prepared.synthetic, prepared.sha256, prepared.parsed
+    msg, is_new = store.save_raw(raw, mailbox.id, message_id, synthetic, sha256, keep_raw)
     if not is_new:
         return Outcome("duplicate", "already-stored", f"copy of message {msg.id} ({msg.status})", msg.id,
                        f"D-{msg.deal_id}" if msg.deal_id else None)

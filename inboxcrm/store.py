@@ -12,6 +12,8 @@ from datetime import datetime, timedelta
 from typing import Sequence
 
 from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
@@ -95,8 +97,23 @@ _DEAL = select(
     Deal.outbound_count, Deal.created_at, Deal.last_activity_at, Deal.last_inbound_at,
     Deal.last_outbound_at, Deal.first_response_at,
 ).where(Deal.id == bindparam("deal_id"))
+_UNMATCHED_IN_THREAD = select(Message.id, Message.direction, Message.sent_at).where(
+    Message.message_id.in_(bindparam("ids", expanding=True)), Message.status == "unmatched")
 _INSERT_RAW = insert(MessageRaw.__table__)
 _INSERTS: dict[type, object] = {}
+_NEW_MESSAGE: dict[str, object] = {}
+
+
+def _insert_new_message(dialect: str):
+    """INSERT ... ON CONFLICT (message_id) DO NOTHING RETURNING id: one round trip for the
+    common case of a message never seen before, on both backends."""
+    stmt = _NEW_MESSAGE.get(dialect)
+    if stmt is None:
+        dialect_insert = postgresql_insert if dialect == "postgresql" else sqlite_insert
+        table = Message.__table__
+        stmt = dialect_insert(table).on_conflict_do_nothing(index_elements=["message_id"]).returning(table.c.id)
+        _NEW_MESSAGE[dialect] = stmt
+    return stmt
 _UPDATES: dict[type, object] = {}
 
 
@@ -159,16 +176,16 @@ class Store:
     def save_raw(self, raw: RawMessage, mailbox_id: int, message_id: str, synthetic: bool,
                  sha256: str, keep_raw: bool = True) -> tuple[StoredMessage, bool]:
         """Store the bytes and the copy before interpreting; (message, True) if never seen before."""
-        row = self.conn.execute(_MESSAGE_BY_ID, {"mid": message_id}).first()
-        is_new = row is None
+        pk = self.conn.scalar(_insert_new_message(self.conn.dialect.name), dict(
+            message_id=message_id, synthetic_id=synthetic, sha256=sha256, size=len(raw.data),
+            received_at=self.now, status="pending", subject="", from_address=""))
+        is_new = pk is not None
         if is_new:
-            pk = self._insert(Message, message_id=message_id, synthetic_id=synthetic, sha256=sha256,
-                              size=len(raw.data), received_at=self.now, status="pending", subject="",
-                              from_address="")
             if keep_raw:
                 self.conn.execute(_INSERT_RAW, {"message_id": pk, "data": raw.data})
             stored = StoredMessage(pk, message_id, "pending", None)
         else:
+            row = self.conn.execute(_MESSAGE_BY_ID, {"mid": message_id}).first()
             stored = StoredMessage(row[0], message_id, row[1], row[2])
         known = not is_new and self.conn.scalar(
             _COPY, {"mailbox_id": mailbox_id, "location": raw.location}) is not None
@@ -270,8 +287,7 @@ class Store:
         """A rep's cold email stored before the prospect answered joins the new deal."""
         if not email.thread_ids:
             return
-        earlier = self.conn.execute(select(Message.id, Message.direction, Message.sent_at).where(
-            Message.message_id.in_(list(email.thread_ids)), Message.status == "unmatched")).all()
+        earlier = self.conn.execute(_UNMATCHED_IN_THREAD, {"ids": list(email.thread_ids)}).all()
         for pk, direction, sent_at in earlier:
             self._update_message(pk, deal_id=deal["id"], contact_id=deal["contact_id"], status="processed",
                                  reason="thread-adopted")
