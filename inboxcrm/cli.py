@@ -417,7 +417,7 @@ def deals_list(app: App, stage: str | None, owner: str | None, quiet: int | None
     quiet = app.config.pipeline.quiet_days if quiet == -1 else quiet
     now = app.now()
     rows = app.read(deals.list_deals, now, stage, owner, quiet, include_closed)
-    emit(rows, views.deals_listing(now), as_json)
+    emit(rows, views.deals_listing(app.local_now()), as_json)
 
 
 @main.group("deal")

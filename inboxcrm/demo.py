@@ -5,15 +5,19 @@ real database), imports the sample mailboxes shipped in the package, and prints 
 """
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
+from zoneinfo import ZoneInfo
 from importlib.resources import files
 from pathlib import Path
 from typing import Callable
+
+from sqlalchemy import select
 
 from . import admin, deals, views
 from .config import database_url, default_data_dir, load_config
 from .db import make_engine, session_factory, transaction, upgrade
 from .importer import import_path
+from .models import ContactAddress, Deal, DealFlag
 
 TEAM_DOMAIN = "brightpath.example"
 ACTOR = "demo"
@@ -23,10 +27,23 @@ MAILBOXES = (
     ("alice", "alice", "rep", "rep-inbox", "review", "alice.mbox", "Alice's inbox and Sent"),
     ("bob", "bob", "rep", "rep-inbox", "review", "bob.mbox", "Bob's Sent folder"),
 )
+# (contact address, new stage or None, value, next step, due in days from today)
+DEMO_WORK = (
+    ("tom.becker@northwind.example", "Proposal", "18000", "Send the support contract draft", -2),
+    ("maria.lopez@harbor-logistics.example", None, "40000", "Call Maria about the portal scope", 1),
+    ("jane.doe@gmail.com", None, "2500", "Follow up on the starter package", 3),
+)
 RULES = (
     ("web-form", ["from-domain=formmailer.example"], ["form", "source=website", "owner=round-robin:alice,bob"]),
     ("partner-referrals", ["from-domain=partnerco.example"], ["source=referral", "score+=15"]),
 )
+
+
+def _open_deal_of(session, address: str) -> str:
+    """The demo's story names people, not numbers: deal references depend on import order."""
+    deal_id = session.scalar(select(Deal.id).join(ContactAddress, ContactAddress.contact_id == Deal.contact_id)
+                             .where(ContactAddress.address == address, Deal.closed_at.is_(None)).order_by(Deal.id))
+    return f"D-{deal_id}"
 
 
 def sample_dir() -> Path:
@@ -72,15 +89,29 @@ def run_demo(data_dir: Path | None, echo: Callable[[str], None]) -> Path:
         counts = ", ".join(f"{n} {status}" for status, n in sorted(report.counts.items()))
         echo(f"  {label:<24} {report.total:>3} messages: {counts}")
 
+    with transaction(factory) as s:  # what Alice would do after reading her mail
+        today = now.astimezone(ZoneInfo(config.team.timezone)).date()
+        for address, stage, value, step, due in DEMO_WORK:
+            deal = _open_deal_of(s, address)
+            if stage:
+                deals.set_stage(s, now, "alice", deal, stage, "demo: rep update")
+            deals.set_value(s, now, "alice", deal, value)
+            deals.set_next(s, now, "alice", deal, step, today + timedelta(days=due), "alice")
+    echo("Alice then set values and next steps on three deals (one overdue) and moved one to Proposal.")
+
     with factory() as s:
         echo("\nPipeline (open deals per stage):")
         echo(views.render_pipeline(deals.pipeline_summary(s)))
         echo("\nDeals:")
-        echo(views.table(deals.list_deals(s, now), views.deals_listing(now)))
+        echo(views.table(deals.list_deals(s, now), views.deals_listing(now.astimezone(ZoneInfo(config.team.timezone)))))
         held = admin.list_review(s)
         echo(f"\nHeld for review ({len(held)}): new senders in a rep's own inbox wait for a yes or no.")
         for row in held:
             echo(f"  #{row.id} {row.from_address}: {row.subject}")
+        flags = s.execute(select(DealFlag.deal_id, DealFlag.kind, DealFlag.detail).order_by(DealFlag.id)).all()
+        echo(f"\nFlags ({len(flags)}): things a rep should look at.")
+        for deal_id, kind, detail in flags:
+            echo(f"  D-{deal_id} {kind}: {detail}")
         bad = admin.list_quarantine(s)
         echo(f"\nQuarantine ({len(bad)}): kept with their raw bytes, never dropped.")
         for row in bad:

@@ -11,7 +11,10 @@ class ConfigError(InboxCRMError):
 
     def __init__(self, path: str, key: str, found: object, expected: str):
         self.path, self.key, self.found, self.expected = path, key, found, expected
-        super().__init__(f"{path}: {key}: found {found!r}, expected {expected}")
+        super().__init__(path, key, found, expected)  # args as given, so it pickles
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.key}: found {self.found!r}, expected {self.expected}"
 
 
 class SecretError(InboxCRMError):
@@ -31,4 +34,12 @@ class ParseError(Exception):
 
     def __init__(self, reason: str, detail: str):
         self.reason, self.detail = reason, detail
-        super().__init__(f"{reason}: {detail}")
+        super().__init__(reason, detail)  # args as given: it crosses process boundaries
+
+    def __str__(self) -> str:
+        return f"{self.reason}: {self.detail}"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, ParseError) and (self.reason, self.detail) == (other.reason, other.detail)
+
+    __hash__ = Exception.__hash__

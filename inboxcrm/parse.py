@@ -119,7 +119,7 @@ def parse(raw: bytes, message_id: str | None = None) -> Email:
             )
             for a in parsed.attachments
         )
-        defects = tuple(parsed.defects_categories or ())
+        defects = tuple(sorted(parsed.defects_categories or ()))  # a set: sorted so results are stable
         content_type = msg.get_content_type()
         report_type = str(msg.get_param("report-type") or "").lower()
     except ParseError:

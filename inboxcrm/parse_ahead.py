@@ -91,11 +91,21 @@ def parse_ahead(messages: Iterable[RawMessage],
     # spawn, not fork: a worker needs only the parser, not a copy of the writer's database
     # connections and memory (fork also copies threads' locks, which can deadlock).
     with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
-        for chunk in _chunks(messages):
-            pending.append((chunk, pool.submit(prepare_chunk, [raw.data for raw in chunk])))
+        chunks = _chunks(messages)
+        for chunk in chunks:
+            try:
+                pending.append((chunk, pool.submit(prepare_chunk, [raw.data for raw in chunk])))
+            except BrokenProcessPool:  # a worker died (out of memory, killed): parse in place
+                pending.append((chunk, None))
+                break
             while len(pending) > workers:
-                done, future = pending.popleft()
-                yield from zip(done, _results(future, len(done)))
+                yield from _finished(pending.popleft())
         while pending:
-            done, future = pending.popleft()
-            yield from zip(done, _results(future, len(done)))
+            yield from _finished(pending.popleft())
+        for chunk in chunks:  # only left over after a broken pool
+            yield from ((raw, None) for raw in chunk)
+
+
+def _finished(item: tuple[list[RawMessage], Future | None]) -> Iterator[tuple[RawMessage, Prepared | None]]:
+    chunk, future = item
+    return zip(chunk, _results(future, len(chunk)) if future is not None else [None] * len(chunk))

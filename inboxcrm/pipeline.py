@@ -139,18 +139,28 @@ def reject_review(factory: sessionmaker[Session], config, message_pk: int, actor
 
 def explain(factory: sessionmaker[Session], config, raw: bytes, mailbox: str | None = None,
             now: Clock = utcnow) -> list[Explanation]:
-    """Why a message went (or would go) where it did: every rule, fired or not. Writes nothing."""
+    """Why a message went (or would go) where it did: every rule, fired or not. Writes nothing.
+
+    For a message already stored, the first line says what was recorded when it arrived, and
+    the rest what the rules and records of today would decide."""
+    message_id = identify(raw)[0]
+    lines: list[Explanation] = []
     with factory() as session:
+        stored = session.scalar(select(Message).where(Message.message_id == message_id))
+        if stored is not None:
+            deal = f", deal D-{stored.deal_id}" if stored.deal_id else ""
+            lines.append(Explanation("recorded", stored.status, True, f"{stored.reason}: {stored.detail}{deal}"))
+            if mailbox is None and stored.copies:
+                mailbox = stored.copies[0].mailbox.name
         if mailbox is None:
-            first = session.scalar(select(Mailbox.name).order_by(Mailbox.id))
-            mailbox = first or ""
+            mailbox = session.scalar(select(Mailbox.name).order_by(Mailbox.id)) or ""
         info = mailbox_info(session, mailbox) or MailboxInfo(0, mailbox or "(none)", "capture", None, "email", "create")
         ctx = load_context(session, config.team.domains, config.team.freemail_domains)
         try:
-            email = parse(raw, identify(raw)[0])
+            email = parse(raw, message_id)
         except ParseError as exc:
-            return [Explanation("parse", exc.reason, True, f"would be quarantined: {exc.detail}")]
+            return [*lines, Explanation("parse", exc.reason, True, f"would be quarantined: {exc.detail}")]
         decision = decide(email, info, ctx, Store(session, now()), explain=True)
         session.rollback()
-    return [*decision.explanations,
+    return [*lines, *decision.explanations,
             Explanation("outcome", decision.status, True, f"{decision.reason}: {decision.detail}")]

@@ -141,11 +141,18 @@ EXPLANATIONS = Listing((col("STEP", "stage"), col("RULE", "rule"), col("FIRED", 
                        "nothing to explain")
 
 
+def due(day, now: datetime) -> str:
+    """A due date, marked when it has passed: the one thing a rep must not miss in a listing."""
+    if day is None:
+        return ""
+    return f"{day.isoformat()} OVERDUE" if day < now.date() else day.isoformat()
+
+
 def deals_listing(now: datetime) -> Listing:
     return Listing(
         (col("DEAL", "ref"), col("CONTACT", "contact", 24), col("ADDRESS", "address"), col("COMPANY", "company", 24),
          col("STAGE", "stage"), col("OWNER", "owner"), col("VALUE", "value", right=True),
-         col("NEXT STEP", "next_step"), col("DUE", "next_step_due"),
+         col("NEXT STEP", "next_step"), Column("DUE", lambda row: due(row.next_step_due, now)),
          Column("ACTIVITY", lambda row: ago(row.last_activity_at, now))),
         'no deals match; see all with "inboxcrm deals list --all"')
 
