@@ -87,7 +87,7 @@ def run_demo(data_dir: Path | None, echo: Callable[[str], None]) -> Path:
     for name, _, _, _, _, sample, label in MAILBOXES:
         report = import_path(factory, config, name, sample_dir() / sample)
         counts = ", ".join(f"{n} {status}" for status, n in sorted(report.counts.items()))
-        echo(f"  {label:<24} {report.total:>3} messages: {counts}")
+        echo(f"  {label:<24} {views.plural(report.total, 'message'):>12}: {counts}")
 
     with transaction(factory) as s:  # what Alice would do after reading her mail
         today = now.astimezone(ZoneInfo(config.team.timezone)).date()

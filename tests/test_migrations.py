@@ -1,0 +1,61 @@
+"""Alembic's history and the models describe the same schema, on both backends."""
+from __future__ import annotations
+
+from alembic import command
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import Column, Integer, MetaData, Table, inspect, select
+
+from inboxcrm import db
+from inboxcrm.models import Base, Stage
+
+DEFAULT_STAGES = [("New", "open"), ("Contacted", "open"), ("Qualified", "open"), ("Proposal", "open"),
+                  ("Negotiation", "open"), ("Won", "won"), ("Lost", "lost")]
+
+
+def stages(engine) -> list[tuple[str, str]]:
+    with engine.connect() as conn:
+        return [tuple(row) for row in conn.execute(select(Stage.name, Stage.kind).order_by(Stage.position))]
+
+
+def test_migrated_schema_matches_the_models(engine):
+    with engine.connect() as conn:
+        diff = compare_metadata(MigrationContext.configure(conn, opts={"compare_type": True}), Base.metadata)
+    assert diff == [], "models and migrations differ; write a migration:\n" + "\n".join(map(str, diff))
+
+
+def test_the_comparison_sees_a_model_change(engine):
+    """The check above can fail: a column only the models have is a difference."""
+    changed = MetaData()
+    for table in Base.metadata.tables.values():
+        table.to_metadata(changed)
+    Table("stages", changed, Column("color", Integer), extend_existing=True)
+    with engine.connect() as conn:
+        diff = compare_metadata(MigrationContext.configure(conn), changed)
+    assert [(d[0], d[2], d[3].name) for d in diff] == [("add_column", "stages", "color")]
+
+
+def test_default_stages_in_order_with_kinds(engine):
+    assert stages(engine) == DEFAULT_STAGES
+    with engine.connect() as conn:
+        positions = conn.scalars(select(Stage.position).order_by(Stage.position)).all()
+    assert positions == sorted(set(positions))
+
+
+def test_upgrade_downgrade_upgrade_on_a_fresh_sqlite_file(tmp_path):
+    engine = db.make_engine(f"sqlite:///{tmp_path / 'fresh.db'}")
+    try:
+        assert db.current_revision(engine) is None and not db.is_current(engine)
+        db.upgrade(engine)
+        assert db.is_current(engine) and db.current_revision(engine) == db.head_revision()
+        assert set(inspect(engine).get_table_names()) == set(Base.metadata.tables) | {"alembic_version"}
+
+        command.downgrade(db._alembic_config(engine), "base")
+        assert db.current_revision(engine) is None and not db.is_current(engine)
+        assert set(inspect(engine).get_table_names()) <= {"alembic_version"}
+
+        db.upgrade(engine)
+        assert db.is_current(engine)
+        assert stages(engine) == DEFAULT_STAGES  # inserted once again, not twice
+    finally:
+        engine.dispose()
