@@ -7,6 +7,9 @@ command line keeps working while an optional part is broken or missing.
 from __future__ import annotations
 
 import getpass
+import logging
+import os
+import sys
 from datetime import datetime, timezone
 from importlib import resources
 from pathlib import Path
@@ -125,6 +128,9 @@ def list_command(group: click.Group, fn: Callable, listing: views.Listing, help:
         emit(app.read(fn), listing, as_json)
 
 
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+
 @click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--config", "config_path", envvar="INBOXCRM_CONFIG", metavar="PATH",
               help="Configuration file (env INBOXCRM_CONFIG; default ~/.config/inboxcrm/config.toml).")
@@ -136,8 +142,13 @@ def list_command(group: click.Group, fn: Callable, listing: views.Listing, help:
 def main(ctx: click.Context, config_path: str | None, database_url: str | None) -> None:
     """inboxcrm: a sales CRM that lives in the team's inbox.
 
-    Start with "inboxcrm init", add reps and mailboxes, then import or poll mail.
+    Start with "inboxcrm init", add reps and mailboxes, then import mail.
+    Log level: env INBOXCRM_LOG_LEVEL (default WARNING); log lines go to stderr.
     """
+    level = os.environ.get("INBOXCRM_LOG_LEVEL", "WARNING").upper()
+    if level not in LOG_LEVELS:
+        raise click.UsageError(f'INBOXCRM_LOG_LEVEL="{level}" is not a log level; use one of {", ".join(LOG_LEVELS)}')
+    logging.basicConfig(level=level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     ctx.obj = App(config_path, database_url)
     ctx.call_on_close(ctx.obj.close)
 
