@@ -400,7 +400,7 @@ def import_(app: App, path: Path, mailbox: str, since: datetime | None) -> None:
     factory = app.factory()
     app.read(resolve_mailbox, mailbox)  # refuse a wrong name before the progress bar starts
     start = since.replace(tzinfo=ZoneInfo(app.config.team.timezone)) if since else None
-    stderr = click.get_text_stream("stderr")
+    stderr = sys.stderr
     with click.progressbar(length=count_messages(path), label="importing", file=stderr) as bar:
         report = import_path(factory, app.config, mailbox, path, start, bar.update)
     counts = ", ".join(f"{n} {status}" for status, n in sorted(report.counts.items()))
@@ -418,16 +418,20 @@ def deals_group() -> None:
 @click.option("--stage", metavar="STAGE", help=STAGE_HELP + " Only deals in this stage.")
 @click.option("--owner", metavar="REP", help="Only deals this rep owns.")
 @click.option("--quiet", type=int, is_flag=False, flag_value=-1, metavar="[DAYS]",
-              help="Only open deals with no activity for DAYS days (alone: [pipeline] quiet_days).")
+              help="Only open deals with no activity (email or a rep's update) for DAYS days "
+                   "(alone: [pipeline] quiet_days).")
+@click.option("--stalled", type=int, is_flag=False, flag_value=-1, metavar="[DAYS]",
+              help="Only open deals whose stage has not changed for DAYS days (alone: [pipeline] stalled_days).")
 @click.option("--all", "include_closed", is_flag=True, help="Include won and lost deals.")
 @json_option
 @pass_app
-def deals_list(app: App, stage: str | None, owner: str | None, quiet: int | None, include_closed: bool,
-               as_json: bool) -> None:
+def deals_list(app: App, stage: str | None, owner: str | None, quiet: int | None, stalled: int | None,
+               include_closed: bool, as_json: bool) -> None:
     """List open deals by stage, most recently active first."""
     quiet = app.config.pipeline.quiet_days if quiet == -1 else quiet
+    stalled = app.config.pipeline.stalled_days if stalled == -1 else stalled
     now = app.now()
-    rows = app.read(deals.list_deals, now, stage, owner, quiet, include_closed)
+    rows = app.read(deals.list_deals, now, stage, owner, quiet, include_closed, stalled)
     emit(rows, views.deals_listing(app.local_now()), as_json)
 
 
@@ -626,7 +630,7 @@ def quarantine_retry(app: App, message_id: int | None, retry_all: bool) -> None:
 
 @main.command()
 @click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path),
-              help="Folder for the demo's own database and config, emptied first "
+              help="Folder for the demo's own database and config, both replaced on every run "
                    "(default: demo/ in the data directory, e.g. ~/.local/share/inboxcrm/demo).")
 def demo(data_dir: Path | None) -> None:
     """Run a self-contained demo: sample mail through the whole pipeline, then the pipeline view."""

@@ -70,7 +70,12 @@ class Config:
     team: TeamConfig
     pipeline: PipelineConfig
 
-    def with_database_url(self, url: str) -> Config:
+    def with_database_url(self, url: str, source: str = "--database-url") -> Config:
+        """The same checks as the file's url (no password in it), named after where it came from."""
+        try:
+            _url(url)
+        except _Bad as bad:
+            raise ConfigError(source, "database.url", _hide_password(url), bad.expected) from None
         return replace(self, database=replace(self.database, url=url))
 
 

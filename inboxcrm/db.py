@@ -50,7 +50,7 @@ def make_engine(url: URL | str) -> Engine:
     return engine
 
 
-def _alembic_config(engine: Engine) -> AlembicConfig:
+def alembic_config(engine: Engine) -> AlembicConfig:
     cfg = AlembicConfig()
     cfg.set_main_option("script_location", str(MIGRATIONS))
     cfg.attributes["engine"] = engine
@@ -58,7 +58,7 @@ def _alembic_config(engine: Engine) -> AlembicConfig:
 
 
 def upgrade(engine: Engine, revision: str = "head") -> None:
-    command.upgrade(_alembic_config(engine), revision)
+    command.upgrade(alembic_config(engine), revision)
 
 
 def current_revision(engine: Engine) -> str | None:

@@ -253,9 +253,11 @@ def _first_address():
 
 
 def list_deals(session: Session, now: datetime, stage: str | None = None, owner: str | None = None,
-               quiet_days: int | None = None, include_closed: bool = False) -> list[DealRow]:
+               quiet_days: int | None = None, include_closed: bool = False,
+               stalled_days: int | None = None) -> list[DealRow]:
     """Open deals unless ``include_closed`` or a closed ``stage`` is asked for; ``quiet_days``
-    keeps open deals with no activity for that many days."""
+    keeps open deals with no activity for that many days, ``stalled_days`` those whose stage
+    has not changed for that many days."""
     owner_rep = aliased(Rep)
     query = (select(Deal.id, Contact.name, _first_address(), Company.name, Stage.name, owner_rep.name, Deal.value,
                     Deal.next_step, Deal.next_step_due, Deal.last_activity_at)
@@ -268,11 +270,13 @@ def list_deals(session: Session, now: datetime, stage: str | None = None, owner:
         include_closed = include_closed or wanted.kind != "open"
     if owner is not None:
         query = query.where(Deal.owner_rep_id == find_rep(session, owner, active_only=False).id)
-    if quiet_days is not None:
-        if quiet_days < 1:
-            raise Invalid(f"invalid number of quiet days {quiet_days}; expected a whole number of at least 1")
-        query = query.where(Deal.last_activity_at < now - timedelta(days=quiet_days))
-        include_closed = False
+    for kind, days, column in (("quiet", quiet_days, Deal.last_activity_at),
+                               ("stalled", stalled_days, Deal.last_stage_change_at)):
+        if days is not None:
+            if days < 1:
+                raise Invalid(f"invalid number of {kind} days {days}; expected a whole number of at least 1")
+            query = query.where(column < now - timedelta(days=days))
+            include_closed = False
     if not include_closed:
         query = query.where(Deal.closed_at.is_(None))
     return [DealRow(f"D-{r[0]}", *r[1:]) for r in session.execute(query)]

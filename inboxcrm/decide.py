@@ -7,7 +7,7 @@ never writes: the store applies the decision, so the same decision can be explai
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, Sequence
 
 from . import classify as classify_mod
 from .forms import form_prospect
@@ -44,6 +44,13 @@ class Context:
 
 class DecisionLookup(Lookup, Protocol):
     def is_rejected_sender(self, address: str) -> bool: ...
+    def thread_outreach(self, message_ids: Sequence[str]) -> str | None:
+        """The sender of a stored outbound message in the thread that joined no deal yet."""
+        ...
+
+
+# Folders whose mail is junk whatever it says (Takeout labels, a client's junk folder).
+JUNK_FOLDERS = frozenset({"spam", "junk", "trash", "bin", "deleted items", "junk e-mail"})
 
 
 @dataclass(frozen=True)
@@ -69,13 +76,19 @@ def _first_external(addresses: tuple[Address, ...], team_domains: frozenset[str]
 
 
 def decide(email: Email, mailbox: MailboxInfo, ctx: Context, lookup: DecisionLookup,
-           force_create: bool = False, explain: bool = False) -> Decision:
-    """``explain`` also records every classification rule, fired or not (for ``rule explain``)."""
+           force_create: bool = False, explain: bool = False, folder: str = "") -> Decision:
+    """``explain`` also records every classification rule, fired or not (for ``rule explain``);
+    ``folder`` is where the copy was found (a Spam or Trash folder makes it noise)."""
     routing = evaluate(ctx.rules, email, mailbox.name)
     notes = list(routing.explanations)
 
     def result(status: str, reason: str, detail: str = "", **kw) -> Decision:
         return Decision(status, reason, detail, routing=routing, explanations=tuple(notes), **kw)
+
+    if folder.lower() in JUNK_FOLDERS:
+        cls = Classification("spam", "junk-folder", f"found in the {folder} folder")
+        notes.append(Explanation("classify", cls.reason, True, cls.detail))
+        return result("noise", cls.reason, cls.detail, classification=cls)
 
     if routing.ignore:
         return result("ignored", "rule-ignore", f"rule {routing.ignore} says ignore")
@@ -123,6 +136,11 @@ def decide(email: Email, mailbox: MailboxInfo, ctx: Context, lookup: DecisionLoo
                       owner=owner, create_deal=True, **common)
     if lookup.is_rejected_sender(prospect.email):
         return result("ignored", "sender-rejected", f"{prospect.email} was rejected in review", **common)
+    outreach = lookup.thread_outreach(email.thread_ids) if email.thread_ids else None
+    if outreach is not None:  # a rep wrote first: the answer is a lead whatever the mailbox policy
+        owner = ctx.rep_by_address.get(outreach) or routing.owner or mailbox.owner
+        return result("processed", "reply-to-outreach", f"{prospect.email} answered {outreach}'s email: new deal",
+                      owner=owner, create_deal=True, **common)
     policy = "create" if force_create else ("review" if routing.review else mailbox.policy)
     if policy == "ignore":
         return result("ignored", "policy-ignore", f"mailbox {mailbox.name} ignores new senders", **common)

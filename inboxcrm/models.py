@@ -206,7 +206,7 @@ class Message(Base):
     from_address: Mapped[str] = mapped_column(String(320), default="", index=True)
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     received_at: Mapped[datetime] = mapped_column(UTCDateTime)
-    # pending | processed | noise | internal | held | ignored | rejected | quarantined
+    # pending | processed | noise | internal | held | ignored | rejected | unmatched | quarantined
     status: Mapped[str] = mapped_column(String(20), default="pending", index=True)
     direction: Mapped[str | None] = mapped_column(String(10))  # inbound | outbound
     kind: Mapped[str | None] = mapped_column(String(20))

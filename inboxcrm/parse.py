@@ -63,7 +63,8 @@ def identify(raw: bytes) -> tuple[str, bool]:
     return synthetic_message_id(raw), True
 
 
-def _decode(value: object) -> str:
+def decode_header_value(value: object) -> str:
+    """RFC 2047 encoded words decoded; text that cannot be decoded is kept as written."""
     if value is None:
         return ""
     text = str(value)
@@ -77,7 +78,7 @@ def _decode(value: object) -> str:
 
 def _addresses(values: list[str]) -> tuple[Address, ...]:
     result = []
-    for name, email in getaddresses([_decode(v) for v in values]):
+    for name, email in getaddresses([decode_header_value(v) for v in values]):
         email = email.strip().strip("<>").lower()
         if "@" not in email or email.startswith("@") or email.endswith("@"):
             continue
@@ -85,7 +86,8 @@ def _addresses(values: list[str]) -> tuple[Address, ...]:
     return tuple(result)
 
 
-def _date(value: str | None) -> datetime | None:
+def parse_date(value: str | None) -> datetime | None:
+    """A Date header as an aware UTC datetime, or None when absent or unparseable."""
     if not value:
         return None
     try:
@@ -112,13 +114,13 @@ def parse(raw: bytes, message_id: str | None = None) -> Email:
     try:
         parsed = mailparser.parse_from_bytes(raw)
         msg = parsed.message
-        headers = tuple((k.lower(), _decode(v)) for k, v in msg.items())
+        headers = tuple((k.lower(), decode_header_value(v)) for k, v in msg.items())
         text = "\n".join(parsed.text_plain).strip()
         if not text and parsed.text_html:
             text = html_to_text("\n".join(parsed.text_html)).strip()
         attachments = tuple(
             Attachment(
-                filename=_decode(a.get("filename") or ""),
+                filename=decode_header_value(a.get("filename") or ""),
                 content_type=a.get("mail_content_type") or "application/octet-stream",
                 size=len(a.get("payload") or "") * 3 // 4 if a.get("binary") else len(a.get("payload") or ""),
             )
@@ -142,12 +144,12 @@ def parse(raw: bytes, message_id: str | None = None) -> Email:
         message_id = identify(raw)[0]
     return Email(
         message_id=message_id,
-        subject=" ".join(_decode(msg.get("Subject", "")).split()),
+        subject=" ".join(decode_header_value(msg.get("Subject", "")).split()),
         from_=senders[0],
         to=_addresses(all_of("to")),
         cc=_addresses(all_of("cc")),
         reply_to=_addresses(all_of("reply-to")),
-        date=_date(msg.get("Date")),
+        date=parse_date(msg.get("Date")),
         in_reply_to=normalize_ids(msg.get("In-Reply-To")),
         references=normalize_ids(msg.get("References")),
         headers=headers,

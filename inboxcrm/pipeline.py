@@ -25,6 +25,8 @@ from .values import Email, Explanation, RawMessage
 
 log = logging.getLogger("inboxcrm.pipeline")
 Clock = Callable[[], datetime]
+# A copy arriving in a capture mailbox re-decides a message its first mailbox only held or ignored.
+RETRY_IN_CREATE_MAILBOX = frozenset({"policy-review", "policy-ignore"})
 
 
 def utcnow() -> datetime:
@@ -51,13 +53,16 @@ def process(session: Session, raw: RawMessage, mailbox: MailboxInfo, ctx: Contex
         message_id, synthetic, sha256, parsed = prepared.message_id, prepared.synthetic, prepared.sha256, prepared.parsed
     msg, is_new = store.save_raw(raw, mailbox.id, message_id, synthetic, sha256, keep_raw)
     if not is_new:
+        if msg.reason in RETRY_IN_CREATE_MAILBOX and mailbox.policy == "create":
+            # held or ignored where it arrived first (a rep's inbox); a capture mailbox takes it
+            return interpret(store, msg, raw.data, mailbox, ctx, parsed=parsed, folder=raw.folder)
         return Outcome("duplicate", "already-stored", f"copy of message {msg.id} ({msg.status})", msg.id,
                        f"D-{msg.deal_id}" if msg.deal_id else None)
-    return interpret(store, msg, raw.data, mailbox, ctx, parsed=parsed)
+    return interpret(store, msg, raw.data, mailbox, ctx, parsed=parsed, folder=raw.folder)
 
 
 def interpret(store: Store, msg: StoredMessage, data: bytes, mailbox: MailboxInfo, ctx: Context,
-              force_create: bool = False, parsed: Email | ParseError | None = None) -> Outcome:
+              force_create: bool = False, parsed: Email | ParseError | None = None, folder: str = "") -> Outcome:
     try:
         # A Core savepoint: the Store speaks Core, and the ORM's nested transaction cost more
         # than the message's own statements.
@@ -65,7 +70,7 @@ def interpret(store: Store, msg: StoredMessage, data: bytes, mailbox: MailboxInf
             if isinstance(parsed, ParseError):
                 raise parsed
             email = parsed if parsed is not None else parse(data, msg.message_id)
-            decision = decide(email, mailbox, ctx, store, force_create=force_create)
+            decision = decide(email, mailbox, ctx, store, force_create=force_create, folder=folder)
             deal_id = store.apply(msg, email, decision, mailbox, ctx)
     except ParseError as exc:
         store.quarantine(msg, exc.reason, exc.detail)
@@ -77,13 +82,13 @@ def interpret(store: Store, msg: StoredMessage, data: bytes, mailbox: MailboxInf
     return Outcome(decision.status, decision.reason, decision.detail, msg.id, f"D-{deal_id}" if deal_id else None)
 
 
-def _row_mailbox(session: Session, row: Message) -> MailboxInfo:
-    """The mailbox a stored message is re-run as: the first one it was seen in."""
+def _first_copy(session: Session, row: Message) -> tuple[MailboxInfo, str]:
+    """The mailbox and folder a stored message is re-run as: where it was seen first."""
     copy = session.scalars(select(MessageCopy).where(MessageCopy.message_id == row.id)
                            .order_by(MessageCopy.id)).first()
     if copy is None:
         raise Invalid(f"message {row.id} has no recorded mailbox copy to re-run it from")
-    return mailbox_info(session, copy.mailbox.name)
+    return mailbox_info(session, copy.mailbox.name), copy.folder
 
 
 def _stored(session: Session, pk: int, statuses: tuple[str, ...]) -> Message:
@@ -99,11 +104,16 @@ def _rerun(factory: sessionmaker[Session], config, pk: int, statuses: tuple[str,
            now: Clock, force_create: bool, actor: str, action: str) -> Outcome:
     with transaction(factory) as session:
         row = _stored(session, pk, statuses)
+        if force_create and row.reason == "form-without-prospect":
+            raise Invalid(f"message {pk} is a web-form notification that names no prospect, so there is no "
+                          f'lead to accept; add it by hand with "inboxcrm lead add --email ADDRESS", then '
+                          f'"inboxcrm review reject {pk}"')
         ctx = load_context(session, config.team.domains, config.team.freemail_domains)
         row.status = "pending"
         session.flush()
         msg = StoredMessage(row.id, row.message_id, row.status, row.deal_id)
-        outcome = interpret(Store(session, now()), msg, row.raw, _row_mailbox(session, row), ctx, force_create)
+        mailbox, folder = _first_copy(session, row)
+        outcome = interpret(Store(session, now()), msg, row.raw, mailbox, ctx, force_create, folder=folder)
         session.expire(row)
         session.add(AuditEntry(at=now(), actor=actor, action=action, entity="message", entity_id=pk,
                                detail={"status": outcome.status, "reason": outcome.reason},
@@ -128,13 +138,15 @@ def reject_review(factory: sessionmaker[Session], config, message_pk: int, actor
     """Reject a held sender: the message stays stored, later mail from them is ignored."""
     with transaction(factory) as session:
         row = _stored(session, message_pk, ("held",))
+        new_sender = row.reason == "policy-review"  # a form service's address is no sender to block
         row.status, row.reason = "rejected", "review-rejected"
-        if session.scalar(select(RejectedSender).where(RejectedSender.address == row.from_address)) is None:
+        if new_sender and session.scalar(select(RejectedSender).where(RejectedSender.address == row.from_address)) is None:
             session.add(RejectedSender(address=row.from_address, at=now(), actor=actor))
         session.add(AuditEntry(at=now(), actor=actor, action="review-reject", entity="message",
                                entity_id=message_pk, detail={"sender": row.from_address},
                                reason=f"message <{row.message_id}>"))
-        return Outcome("rejected", "review-rejected", f"later mail from {row.from_address} is ignored", row.id)
+        later = f"later mail from {row.from_address} is ignored" if new_sender else "the notification stays stored"
+        return Outcome("rejected", "review-rejected", later, row.id)
 
 
 def explain(factory: sessionmaker[Session], config, raw: bytes, mailbox: str | None = None,
@@ -145,13 +157,14 @@ def explain(factory: sessionmaker[Session], config, raw: bytes, mailbox: str | N
     the rest what the rules and records of today would decide."""
     message_id = identify(raw)[0]
     lines: list[Explanation] = []
+    folder = ""
     with factory() as session:
         stored = session.scalar(select(Message).where(Message.message_id == message_id))
         if stored is not None:
             deal = f", deal D-{stored.deal_id}" if stored.deal_id else ""
             lines.append(Explanation("recorded", stored.status, True, f"{stored.reason}: {stored.detail}{deal}"))
             if mailbox is None and stored.copies:
-                mailbox = stored.copies[0].mailbox.name
+                mailbox, folder = stored.copies[0].mailbox.name, stored.copies[0].folder
         if mailbox is None:
             mailbox = session.scalar(select(Mailbox.name).order_by(Mailbox.id)) or ""
         info = mailbox_info(session, mailbox) or MailboxInfo(0, mailbox or "(none)", "capture", None, "email", "create")
@@ -160,7 +173,7 @@ def explain(factory: sessionmaker[Session], config, raw: bytes, mailbox: str | N
             email = parse(raw, message_id)
         except ParseError as exc:
             return [*lines, Explanation("parse", exc.reason, True, f"would be quarantined: {exc.detail}")]
-        decision = decide(email, info, ctx, Store(session, now()), explain=True)
+        decision = decide(email, info, ctx, Store(session, now()), explain=True, folder=folder)
         session.rollback()
     return [*lines, *decision.explanations,
             Explanation("outcome", decision.status, True, f"{decision.reason}: {decision.detail}")]

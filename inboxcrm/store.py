@@ -89,7 +89,8 @@ _OPEN_DEALS = (select(Deal.id).where(Deal.contact_id == bindparam("contact_id"),
                .order_by(Deal.last_activity_at.desc(), Deal.id.desc()))
 _COMPANY_BY_DOMAIN = select(Company.id).where(Company.domain == bindparam("domain"))
 _REJECTED = select(RejectedSender.id).where(RejectedSender.address == bindparam("address"))
-_MESSAGE_BY_ID = select(Message.id, Message.status, Message.deal_id).where(Message.message_id == bindparam("mid"))
+_MESSAGE_BY_ID = select(Message.id, Message.status, Message.deal_id, Message.reason).where(
+    Message.message_id == bindparam("mid"))
 _COPY = select(MessageCopy.id).where(MessageCopy.mailbox_id == bindparam("mailbox_id"),
                                      MessageCopy.location == bindparam("location"))
 _DEAL = select(
@@ -97,8 +98,11 @@ _DEAL = select(
     Deal.outbound_count, Deal.created_at, Deal.last_activity_at, Deal.last_inbound_at,
     Deal.last_outbound_at, Deal.first_response_at,
 ).where(Deal.id == bindparam("deal_id"))
-_UNMATCHED_IN_THREAD = select(Message.id, Message.direction, Message.sent_at).where(
+_UNMATCHED_IN_THREAD = select(Message.id, Message.direction, Message.sent_at, Message.from_address).where(
     Message.message_id.in_(bindparam("ids", expanding=True)), Message.status == "unmatched")
+_THREAD_OUTREACH = (select(Message.from_address).where(
+    Message.message_id.in_(bindparam("ids", expanding=True)), Message.status == "unmatched",
+    Message.direction == "outbound").order_by(Message.sent_at).limit(1))
 _INSERT_RAW = insert(MessageRaw.__table__)
 _INSERTS: dict[type, object] = {}
 _NEW_MESSAGE: dict[str, object] = {}
@@ -123,6 +127,7 @@ class StoredMessage:
     message_id: str
     status: str
     deal_id: int | None
+    reason: str | None = None
 
 
 @dataclass
@@ -156,6 +161,9 @@ class Store:
     def company_for_domain(self, domain: str) -> int | None:
         return self.conn.scalar(_COMPANY_BY_DOMAIN, {"domain": domain})
 
+    def thread_outreach(self, message_ids: Sequence[str]) -> str | None:
+        return self.conn.scalar(_THREAD_OUTREACH, {"ids": list(message_ids)})
+
     def is_rejected_sender(self, address: str) -> bool:
         return self.conn.scalar(_REJECTED, {"address": address}) is not None
 
@@ -186,7 +194,7 @@ class Store:
             stored = StoredMessage(pk, message_id, "pending", None)
         else:
             row = self.conn.execute(_MESSAGE_BY_ID, {"mid": message_id}).first()
-            stored = StoredMessage(row[0], message_id, row[1], row[2])
+            stored = StoredMessage(row[0], message_id, row[1], row[2], row[3])
         known = not is_new and self.conn.scalar(
             _COPY, {"mailbox_id": mailbox_id, "location": raw.location}) is not None
         if not known:
@@ -280,20 +288,30 @@ class Store:
         deal = dict(id=deal_id, contact_id=contact_id, stage_id=stage_id, owner_rep_id=owner_id, fit_score=fit,
                     inbound_count=0, outbound_count=0, created_at=when, last_activity_at=when,
                     last_inbound_at=None, last_outbound_at=None, first_response_at=None)
-        self._adopt_thread(deal, email)
+        self._adopt_thread(deal, email, ctx, why)
         return deal
 
-    def _adopt_thread(self, deal: dict, email: Email) -> None:
-        """A rep's cold email stored before the prospect answered joins the new deal."""
+    def _adopt_thread(self, deal: dict, email: Email, ctx: Context, why: str) -> None:
+        """A rep's cold email stored before the prospect answered joins the new deal, which
+        then starts when the rep wrote and counts as contacted: the rep spoke first."""
         if not email.thread_ids:
             return
         earlier = self.conn.execute(_UNMATCHED_IN_THREAD, {"ids": list(email.thread_ids)}).all()
-        for pk, direction, sent_at in earlier:
+        outreach = [(sent_at, sender) for pk, direction, sent_at, sender in earlier if direction == "outbound"]
+        for pk, direction, sent_at, _ in earlier:
             self._update_message(pk, deal_id=deal["id"], contact_id=deal["contact_id"], status="processed",
                                  reason="thread-adopted")
             deal["outbound_count"] += direction == "outbound"
             if sent_at and sent_at < deal["created_at"]:
                 deal["created_at"] = sent_at
+        if outreach:
+            first, sender = min(outreach, key=lambda item: item[0] or deal["created_at"])
+            first = first or deal["created_at"]
+            deal["first_response_at"] = deal["last_outbound_at"] = first
+            moved = self._advance_from_first_stage(deal, ctx, first, ctx.rep_by_address.get(sender), why,
+                                                   "the rep wrote first")
+            self._update(Deal, deal["id"], first_response_at=first, last_outbound_at=first, **moved)
+            deal.update(moved)
 
     def _touch_deal(self, deal: dict, msg: StoredMessage, decision: Decision, ctx: Context, when: datetime,
                     why: str) -> None:
@@ -327,14 +345,14 @@ class Store:
         self._update(Deal, deal["id"], **changes)
 
     def _advance_from_first_stage(self, deal: dict, ctx: Context, when: datetime, actor: str | None,
-                                  why: str) -> dict:
+                                  why: str, because: str = "first reply") -> dict:
         """The first reply to a New deal makes it Contacted (the first two open stages, by position)."""
         open_stages = [(i, n) for i, n, kind in ctx.stages if kind == "open"]
         if len(open_stages) < 2 or deal["stage_id"] != open_stages[0][0]:
             return {}
         (_, old), (new_id, new) = open_stages[:2]
         self._insert(StageChange, deal_id=deal["id"], from_stage=old, to_stage=new, at=when,
-                     actor=actor or PIPELINE_ACTOR, reason=f"first reply, {why}")
+                     actor=actor or PIPELINE_ACTOR, reason=f"{because}, {why}")
         self.audit("stage", "deal", deal["id"], why, ref=f"D-{deal['id']}", old=old, new=new)
         return {"stage_id": new_id, "last_stage_change_at": when}
 

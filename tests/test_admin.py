@@ -22,9 +22,9 @@ def run(factory, fn, *args, **kwargs):
         return fn(session, NOW, ACTOR, *args, **kwargs)
 
 
-def read(factory, fn, *args):
+def read(factory, fn, *args, **kwargs):
     with factory() as session:
-        return fn(session, *args)
+        return fn(session, *args, **kwargs)
 
 
 def stage_names(factory) -> list[str]:

@@ -227,6 +227,19 @@ def test_list_deals_filters_and_sorts(crm):
         read(crm, deals.list_deals, NOW, None, None, 0)
 
 
+def test_stalled_deals_are_those_whose_stage_has_not_moved(crm):
+    moved, stuck = lead(crm, "ann@northwind.example"), lead(crm, "bo@contoso.example")
+    with transaction(crm) as s:  # both created 40 days ago, both busy with email since
+        for ref in (moved, stuck):
+            deal = s.get(Deal, int(ref[2:]))
+            deal.last_stage_change_at, deal.last_activity_at = NOW - timedelta(days=40), NOW
+    run(crm, deals.set_stage, moved, "Qualified")
+    assert [r.ref for r in read(crm, deals.list_deals, NOW, stalled_days=30)] == [stuck]
+    assert read(crm, deals.list_deals, NOW, quiet_days=30) == []
+    with pytest.raises(Invalid, match="invalid number of stalled days 0"):
+        read(crm, deals.list_deals, NOW, stalled_days=0)
+
+
 def test_list_deals_is_one_query_however_many_deals(crm, engine):
     for i in range(5):
         lead(crm, f"p{i}@company{i}.example", owner="alice")

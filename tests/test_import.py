@@ -141,7 +141,7 @@ def test_every_format_gives_the_same_records(team, engine, factory, sources):
         "tb-2@northwind.example": ("processed", "thread", 1),
         "tb-3@northwind.example": ("processed", "contact", 1),
         "bob-cold-1@acme.example": ("processed", "thread-adopted", 6),  # adopted when greta replied
-        "greta-1@fjord-analytics.example": ("processed", "new-lead", 6),
+        "greta-1@fjord-analytics.example": ("processed", "reply-to-outreach", 6),
         "broken-1@unknown.example": ("quarantined", "no-sender", None),
         "internal-1@acme.example": ("internal", "internal", None),
         "ooo-1@contoso.example": ("noise", "auto-submitted", None),

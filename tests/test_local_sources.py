@@ -93,8 +93,10 @@ def test_mbox_without_blank_lines_still_splits_at_full_separators(tmp_path):
 def test_takeout_sent_label_sets_folder(tmp_path):
     path = mbox(tmp_path / "takeout.mbox",
                 message("s", extra="X-Gmail-Labels: Archived,Sent,Opened\n"),
-                message("i", extra='X-Gmail-Labels: Inbox,"Sent stuff"\n'))
-    assert [m.folder for m in iter_messages(path)] == ["Sent", ""]
+                message("i", extra='X-Gmail-Labels: Inbox,"Sent stuff"\n'),
+                message("j", extra="X-Gmail-Labels: Spam,Unread\n"),
+                message("t", extra="X-Gmail-Labels: Trash,Sent\n"))
+    assert [m.folder for m in iter_messages(path)] == ["Sent", "", "Spam", "Trash"]
 
 
 def test_empty_mbox_file_has_no_messages(tmp_path):

@@ -50,7 +50,7 @@ def test_upgrade_downgrade_upgrade_on_a_fresh_sqlite_file(tmp_path):
         assert db.is_current(engine) and db.current_revision(engine) == db.head_revision()
         assert set(inspect(engine).get_table_names()) == set(Base.metadata.tables) | {"alembic_version"}
 
-        command.downgrade(db._alembic_config(engine), "base")
+        command.downgrade(db.alembic_config(engine), "base")
         assert db.current_revision(engine) is None and not db.is_current(engine)
         assert set(inspect(engine).get_table_names()) <= {"alembic_version"}
 

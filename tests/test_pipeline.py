@@ -10,8 +10,9 @@ from inboxcrm.config import build_config
 from inboxcrm.db import transaction
 from inboxcrm.models import (
     AuditEntry, Company, Contact, Deal, DealFlag, Mailbox, Message, MessageCopy, MessageRaw, Rep, RepAddress,
-    RoutingRule, Stage, StageChange,
+    RejectedSender, RoutingRule, Stage, StageChange,
 )
+from inboxcrm.errors import Invalid
 from inboxcrm.pipeline import accept_review, explain, process, reject_review, reprocess
 from inboxcrm.store import load_context, mailbox_info
 from inboxcrm.values import RawMessage
@@ -214,6 +215,46 @@ def test_cold_outreach_is_adopted_when_the_prospect_replies(crm):
     deal = crm.deal(reply.deal_ref)
     assert deal["messages"] == ["bob-cold-1@acme.example", "greta-1@fjord-analytics.example"]
     assert deal["outbound"] == 1
+
+
+def test_reply_to_a_reps_cold_email_is_a_lead_even_where_new_senders_are_held(crm):
+    crm.feed("pipeline-outbound-cold.eml", mailbox="bob")
+    reply = crm.feed("pipeline-reply-to-cold.eml", mailbox="alice")  # alice's inbox holds new senders
+    assert (reply.status, reply.reason) == ("processed", "reply-to-outreach")
+    deal = crm.deal(reply.deal_ref)
+    assert (deal["owner"], deal["stage"]) == ("bob", "Contacted")  # bob wrote first
+    assert deal["first_response_seconds"] is None  # nobody waited for us
+    with crm.factory() as s:
+        created = s.get(Deal, int(reply.deal_ref[2:])).created_at
+    assert created == datetime(2026, 11, 6, 9, 0, tzinfo=timezone.utc)  # when bob wrote
+
+
+def test_a_copy_in_a_capture_mailbox_takes_a_message_held_in_a_reps_inbox(crm):
+    held = crm.feed("pipeline-cc-sales-and-rep.eml", mailbox="alice")
+    assert held.status == "held"
+    taken = crm.feed("pipeline-cc-sales-and-rep.eml", mailbox="sales")
+    assert (taken.status, taken.message_pk) == ("processed", held.message_pk)
+    assert crm.count(Message) == 1 and crm.count(MessageCopy) == 2 and crm.count(Deal) == 1
+
+
+def test_a_form_naming_no_prospect_is_held_and_cannot_be_accepted(crm):
+    crm.rule("web-form", [["from-domain", "formmailer.example"]], [["form", ""]])
+    out = crm.feed("pipeline-webform-no-prospect.eml")
+    assert (out.status, out.reason) == ("held", "form-without-prospect")
+    with pytest.raises(Invalid, match="lead add"):
+        accept_review(crm.factory, crm.config, out.message_pk, now=lambda: NOW)
+    reject_review(crm.factory, crm.config, out.message_pk, now=lambda: NOW)
+    assert crm.count(RejectedSender) == 0  # the form service is not a sender to block
+    assert crm.feed("pipeline-webform-body.eml").status == "processed"
+
+
+def test_mail_found_in_a_junk_folder_is_noise(crm):
+    data = mail("pipeline-new-lead-company.eml")
+    with transaction(crm.factory) as s:
+        ctx = load_context(s, crm.config.team.domains, ())
+        out = process(s, RawMessage(data, "takeout#1", folder="Spam"), mailbox_info(s, "sales"), ctx, NOW)
+    assert (out.status, out.reason) == ("noise", "junk-folder")
+    assert crm.count(Deal) == 0
 
 
 def test_same_message_in_two_mailboxes_is_one_message_with_two_copies(crm):

@@ -16,7 +16,7 @@ from email.parser import BytesHeaderParser
 from pathlib import Path
 
 from ..errors import Invalid, NotFound
-from ..parse import _date, _decode
+from ..parse import decode_header_value, parse_date
 from ..values import RawMessage
 
 ACCEPTED = ("an .eml file, a folder of .eml files, an mbox file (e.g. Google Takeout), "
@@ -77,7 +77,7 @@ def iter_messages(path: Path, since: datetime | None = None) -> Iterator[RawMess
 
 def _not_before(data: bytes, since: datetime) -> bool:
     """Undated mail is kept: skipping it could lose a message nobody would look for."""
-    date = _date(_headers(data).get("Date"))
+    date = parse_date(_headers(data).get("Date"))
     return date is None or date >= since
 
 
@@ -167,9 +167,10 @@ def _mbox_message(path: Path, index: int, lines: list[bytes]) -> RawMessage:
     if lines and lines[-1] in _BLANK:
         lines.pop()  # the blank line belongs to the separator, not to the message
     data = b"".join(lines)
-    labels = _decode(_headers(data).get("X-Gmail-Labels")).split(",")
-    sent = "Sent" in {label.strip().strip('"') for label in labels}
-    return RawMessage(data, f"mbox:{path}#{index}", "Sent" if sent else "")
+    labels = {label.strip().strip('"') for label in decode_header_value(_headers(data).get("X-Gmail-Labels")).split(",")}
+    # Takeout puts Spam and Trash in the same file: name the folder so the pipeline keeps them as noise.
+    folder = next((name for name in ("Spam", "Trash", "Sent") if name in labels), "")
+    return RawMessage(data, f"mbox:{path}#{index}", folder)
 
 
 def _count_mbox(path: Path) -> int:
