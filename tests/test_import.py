@@ -222,8 +222,8 @@ def test_cli_import_prints_the_report(team, factory, sources):
     path = str(sources["mbox"][0])
     out = team("import", path, "--mailbox", "sales").stdout
     assert out == (
-        "imported 19 messages into sales: 1 internal, 2 noise, 14 processed, 1 quarantined, 1 unmatched\n")
-    assert team("import", path, "--mailbox", "sales").stdout == "imported 19 messages into sales: 19 duplicate\n"
+        "imported 20 messages into sales: 1 internal, 3 noise, 14 processed, 1 quarantined, 1 unmatched\n")
+    assert team("import", path, "--mailbox", "sales").stdout == "imported 20 messages into sales: 20 duplicate\n"
     assert counts(factory)["messages"] == 19
 
 
