@@ -39,6 +39,9 @@ def parse_ref(ref: str) -> int:
     return int(found.group(1))
 
 
+CENTS = Decimal("0.01")
+
+
 def parse_value(text: str) -> Decimal:
     cleaned = (text or "").strip()
     if not _VALUE.fullmatch(cleaned):
@@ -218,7 +221,7 @@ def set_owner(session: Session, now: datetime, actor: str, ref: str, rep: str) -
 
 def set_value(session: Session, now: datetime, actor: str, ref: str, value: str) -> DealChange:
     deal = get_deal(session, ref)
-    amount = parse_value(value)
+    amount = parse_value(value).quantize(CENTS)  # as stored, so old and new print alike
     old, deal.value = deal.value, amount
     return _changed(session, now, actor, deal, "value", old, amount)
 
