@@ -224,7 +224,7 @@ def rep() -> None:
 @click.option("--timezone", metavar="TZ", help="IANA time zone for the rep's digest (default: [team] timezone).")
 @pass_app
 def rep_add(app: App, name: str, emails: tuple[str, ...], timezone: str | None) -> None:
-    """Add a rep NAME (letters, digits, . _ -) with one or more addresses."""
+    """Add a rep with one or more addresses; NAME may use letters, digits, ".", "_" and "-"."""
     row = app.write(admin.add_rep, name, list(emails), timezone or app.config.team.timezone)
     click.echo(f"added rep {row.name} ({', '.join(row.emails)}), timezone {row.timezone}")
 

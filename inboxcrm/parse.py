@@ -12,6 +12,7 @@ import logging
 import re
 from datetime import datetime, timezone
 from email.header import decode_header, make_header
+from email.parser import BytesHeaderParser
 from email.utils import getaddresses, parsedate_to_datetime
 
 import mailparser
@@ -105,6 +106,18 @@ def html_to_text(markup: str) -> str:
     text = _TAG.sub(" ", markup.replace("<br>", "\n").replace("</p>", "\n"))
     text = html.unescape(text)
     return _BLANK_LINES.sub("\n\n", "\n".join(line.strip() for line in text.splitlines()))
+
+
+def header_summary(raw: bytes) -> tuple[str, str, datetime | None]:
+    """(subject, from, date) as far as the headers allow: what a person needs to recognise a
+    quarantined message. Never raises."""
+    try:
+        headers = BytesHeaderParser().parsebytes(raw[:262144])
+        subject = " ".join(decode_header_value(headers.get("Subject", "")).split())
+        from_ = decode_header_value(headers.get("From", "") or headers.get("Sender", ""))
+        return subject[:5000], from_[:320], parse_date(headers.get("Date"))
+    except Exception:  # noqa: BLE001 - this runs for messages already known to be broken
+        return "", "", None
 
 
 def parse(raw: bytes, message_id: str | None = None) -> Email:

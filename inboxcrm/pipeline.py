@@ -73,11 +73,11 @@ def interpret(store: Store, msg: StoredMessage, data: bytes, mailbox: MailboxInf
             decision = decide(email, mailbox, ctx, store, force_create=force_create, folder=folder)
             deal_id = store.apply(msg, email, decision, mailbox, ctx)
     except ParseError as exc:
-        store.quarantine(msg, exc.reason, exc.detail)
+        store.quarantine(msg, exc.reason, exc.detail, data)
         return Outcome("quarantined", exc.reason, exc.detail, msg.id)
     except Exception as exc:  # noqa: BLE001 - a bug must quarantine one message, not stop the run
         log.exception("message=%s mailbox=%s event=internal-error", msg.message_id, mailbox.name)
-        store.quarantine(msg, "internal-error", f"{type(exc).__name__}: {exc}")
+        store.quarantine(msg, "internal-error", f"{type(exc).__name__}: {exc}", data)
         return Outcome("quarantined", "internal-error", f"{type(exc).__name__}: {exc}", msg.id)
     return Outcome(decision.status, decision.reason, decision.detail, msg.id, f"D-{deal_id}" if deal_id else None)
 

@@ -26,6 +26,7 @@ from .models import (
     RejectedSender, Rep, RepAddress, RoutingRule, Stage, StageChange,
 )
 from .rules import Action, Condition, RuleSpec
+from .parse import header_summary
 from .values import Email, RawMessage
 
 PIPELINE_ACTOR = "pipeline"
@@ -205,9 +206,10 @@ class Store:
     def _update_message(self, pk: int, **values) -> None:
         self._update(Message, pk, **values)
 
-    def quarantine(self, msg: StoredMessage, reason: str, detail: str) -> None:
+    def quarantine(self, msg: StoredMessage, reason: str, detail: str, raw: bytes = b"") -> None:
+        subject, sender, date = header_summary(raw)
         self._update_message(msg.id, status="quarantined", reason=reason, detail=detail[:2000],
-                             processed_at=self.now)
+                             processed_at=self.now, subject=subject, from_address=sender, sent_at=date)
 
     # -- applying a decision ---------------------------------------------------------------
     def audit(self, action: str, entity: str, entity_id: int | None, reason: str, **detail) -> None:
