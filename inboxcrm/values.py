@@ -5,7 +5,7 @@ field that is missing or misspelt fails where it is made, not three modules late
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 
 

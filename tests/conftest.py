@@ -12,8 +12,10 @@ import uuid
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 from sqlalchemy import text
 
+from inboxcrm.cli import main
 from inboxcrm.db import make_engine, session_factory, upgrade
 from inboxcrm.models import Base
 
@@ -104,3 +106,43 @@ def factory(engine):
 def db_url(engine) -> str:
     """The test database's URL as a string, for CLI tests that take --database-url."""
     return engine.url.render_as_string(hide_password=False)
+
+
+# -- the command line on the test database -------------------------------------------------
+
+@pytest.fixture
+def config_file(tmp_path):
+    path = tmp_path / "config.toml"
+    path.write_text('[team]\ndomains = ["acme.example"]\n\n[pipeline]\nquiet_days = 10\n')
+    return path
+
+
+@pytest.fixture
+def cli(db_url, config_file):
+    """Runs ``inboxcrm --config ... --database-url ... ARGS``; asserts the exit code."""
+    runner = CliRunner(env={"INBOXCRM_CONFIG": None, "INBOXCRM_DATABASE_URL": None})
+
+    def invoke(*args: str, code: int = 0):
+        result = runner.invoke(main, ["--config", str(config_file), "--database-url", db_url, *args])
+        if result.exception is not None and not isinstance(result.exception, SystemExit):
+            raise result.exception
+        assert result.exit_code == code, result.output
+        return result
+
+    return invoke
+
+
+@pytest.fixture
+def team(cli):
+    cli("rep", "add", "alice", "--email", "alice@acme.example")
+    cli("rep", "add", "bob", "--email", "bob@acme.example", "--timezone", "Europe/Berlin")
+    cli("mailbox", "add", "sales", "--role", "capture", "--owner", "alice")
+    return cli
+
+
+def refused(cli, *args: str) -> str:
+    """An error: exit status 2, one line on stderr, no traceback."""
+    result = cli(*args, code=2)
+    assert "Traceback" not in result.output and result.stdout == ""
+    assert len(result.stderr.strip().splitlines()) == 1 or result.stderr.startswith("Usage:")
+    return result.stderr

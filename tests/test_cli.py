@@ -13,46 +13,8 @@ from inboxcrm.cli import main
 from inboxcrm.db import transaction
 from inboxcrm.models import AuditEntry, Deal, StageChange
 
-from .conftest import MAIL
+from .conftest import MAIL, refused
 from .test_admin import add_message
-
-
-@pytest.fixture
-def config_file(tmp_path):
-    path = tmp_path / "config.toml"
-    path.write_text('[team]\ndomains = ["acme.example"]\n\n[pipeline]\nquiet_days = 10\n')
-    return path
-
-
-@pytest.fixture
-def cli(db_url, config_file):
-    """Runs ``inboxcrm --config ... --database-url ... ARGS``; asserts the exit code."""
-    runner = CliRunner(env={"INBOXCRM_CONFIG": None, "INBOXCRM_DATABASE_URL": None})
-
-    def invoke(*args: str, code: int = 0):
-        result = runner.invoke(main, ["--config", str(config_file), "--database-url", db_url, *args])
-        if result.exception is not None and not isinstance(result.exception, SystemExit):
-            raise result.exception
-        assert result.exit_code == code, result.output
-        return result
-
-    return invoke
-
-
-@pytest.fixture
-def team(cli):
-    cli("rep", "add", "alice", "--email", "alice@acme.example")
-    cli("rep", "add", "bob", "--email", "bob@acme.example", "--timezone", "Europe/Berlin")
-    cli("mailbox", "add", "sales", "--role", "capture", "--owner", "alice")
-    return cli
-
-
-def refused(cli, *args: str) -> str:
-    """An error: exit status 2, one line on stderr, no traceback."""
-    result = cli(*args, code=2)
-    assert "Traceback" not in result.output and result.stdout == ""
-    assert len(result.stderr.strip().splitlines()) == 1 or result.stderr.startswith("Usage:")
-    return result.stderr
 
 
 def test_reps_add_list_remove(team):

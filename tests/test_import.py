@@ -31,8 +31,7 @@ from inboxcrm.models import (
 )
 from inboxcrm.sources.local import iter_messages
 
-from .conftest import MAIL, mail
-from .test_cli import cli, config_file, refused, team  # noqa: F401 - fixtures: the CLI on the test database
+from .conftest import MAIL, mail, refused
 
 CONFIG = build_config({"team": {"domains": ["acme.example"]}}, None)  # the team of config_file
 # In the order they arrived, so that a reply comes after the message it answers.

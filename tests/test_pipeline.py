@@ -10,7 +10,7 @@ from inboxcrm.config import build_config
 from inboxcrm.db import transaction
 from inboxcrm.models import (
     AuditEntry, Company, Contact, Deal, DealFlag, Mailbox, Message, MessageCopy, MessageRaw, Rep, RepAddress,
-    RejectedSender, RoutingRule, Stage, StageChange,
+    RejectedSender, RoutingRule, StageChange,
 )
 from inboxcrm.errors import Invalid
 from inboxcrm.pipeline import accept_review, explain, process, reject_review, reprocess
