@@ -119,6 +119,7 @@ def run_demo(data_dir: Path | None, echo: Callable[[str], None]) -> Path:
     engine.dispose()
     cmd = f"inboxcrm --config {config_path}"
     echo("\nNoise (auto-replies, bounces, newsletters) and internal mail were stored but made no deals.")
+    echo("A duplicate is a message already stored from another mailbox: kept once, with both copies.")
     echo("Explore the demo CRM:")
     echo(f"  {cmd} deal show D-1        the contact, stage history and message timeline")
     echo(f"  {cmd} deals list --quiet   deals with no activity for 14 days")

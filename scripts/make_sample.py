@@ -53,9 +53,7 @@ def sales_inbox():
             "You have a new form submission on brightpath.example.\n\nName: Maria Lopez\n"
             "Email: maria.lopez@harbor-logistics.example\nCompany: Harbor Logistics\n"
             "Message: We need our customer portal redesigned before Q1. Budget around 40k.\n"),
-        msg("CAJ-jane-1@mail.gmail.com", (3, 10, 5), "Jane Doe <jane.doe@gmail.com>", SALES,
-            "Quote for bookkeeping automation",
-            "Hi,\n\nI run a small bakery and would like a quote for automating my bookkeeping.\n\nJane\n"),
+        jane_first(),
         msg("tb-1@northwind.example", (4, 7, 45), "Tom Becker <tom.becker@northwind.example>", SALES,
             "IT support contract for 40 seats",
             "Hello Brightpath,\n\nwe are looking for an IT support partner for 40 workstations.\n"
@@ -96,8 +94,17 @@ def broken():
                                b"\xff\xfe garbage without a From header\n")
 
 
+def jane_first():
+    """Sent to sales@ with Alice in Cc: the same message in two mailboxes, stored once."""
+    return msg("CAJ-jane-1@mail.gmail.com", (3, 10, 5), "Jane Doe <jane.doe@gmail.com>", SALES,
+               "Quote for bookkeeping automation",
+               "Hi,\n\nI run a small bakery and would like a quote for automating my bookkeeping.\n\nJane\n",
+               cc=ALICE)
+
+
 def alice_mailbox():
     return [
+        jane_first(),
         msg("alice-r1@brightpath.example", (3, 11, 0), ALICE, "Jane Doe <jane.doe@gmail.com>",
             "Re: Quote for bookkeeping automation", "Hi Jane,\n\nhappy to help. Our starter package is...\n",
             reply_to_id="CAJ-jane-1@mail.gmail.com"),

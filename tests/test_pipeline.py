@@ -208,6 +208,16 @@ def test_other_rep_writing_to_owned_contact_is_duplicate_outreach_not_a_new_deal
     assert crm.count(Deal) == 1
 
 
+def test_first_owner_keeps_a_returning_contact_whatever_the_rules_say(crm):
+    first = crm.feed("pipeline-new-lead-company.eml")  # alice owns Tom (sales mailbox owner)
+    with transaction(crm.factory) as s:  # that deal is lost: Tom has no open deal
+        s.get(Deal, int(first.deal_ref[2:])).closed_at = NOW
+    crm.rule("to-bob", [["mailbox", "sales"]], [["owner", "bob"]])
+    out = crm.feed("pipeline-contact-new-message.eml")
+    assert (out.reason, out.deal_ref) == ("returning-contact", "D-2")
+    assert crm.deal("D-2")["owner"] == "alice"
+
+
 def test_cold_outreach_is_adopted_when_the_prospect_replies(crm):
     out = crm.feed("pipeline-outbound-cold.eml", mailbox="bob")
     assert (out.status, out.reason) == ("unmatched", "outbound-unmatched")
