@@ -15,7 +15,7 @@ from inboxcrm import admin
 from inboxcrm.db import make_engine, session_factory, transaction, upgrade
 from inboxcrm.models import ContactAddress, Deal, Message
 
-from .test_import import CONFIG, run, write_mbox
+from .test_import import run, write_mbox
 
 MESSAGES = 1500
 
