@@ -27,7 +27,7 @@ from .models import (
 )
 from .rules import Action, Condition, RuleSpec
 from .parse import header_summary
-from .values import Email, RawMessage
+from .values import Address, Email, RawMessage
 
 PIPELINE_ACTOR = "pipeline"
 # A Date header this far in the future is a sender's broken clock, not a plan.
@@ -240,9 +240,21 @@ class Store:
             if deal is not None:
                 values.update(deal_id=deal["id"], contact_id=deal["contact_id"])
                 self._touch_deal(deal, msg, decision, ctx, when, why)
+                if found.via == "thread" and found.contact is None and decision.direction == "inbound":
+                    self._learn_address(deal["contact_id"], found.prospect, why)
         self._update_message(msg.id, **values)
         self.flush_audit()
         return deal["id"] if deal else None
+
+    def _learn_address(self, contact_id: int, sender: Address, why: str) -> None:
+        """The contact answering in their thread from another address (work and home, a new
+        job) gains it, so their next new email matches too. Only when the display name is the
+        contact's: a colleague answering in the same thread is someone else."""
+        name = self.conn.scalar(select(Contact.name).where(Contact.id == contact_id)) or ""
+        if not sender.name or " ".join(sender.name.lower().split()) != " ".join(name.lower().split()):
+            return
+        self._insert(ContactAddress, contact_id=contact_id, address=sender.email)
+        self.audit("add-address", "contact", contact_id, why, address=sender.email)
 
     def _deal_row(self, deal_id: int) -> dict | None:
         row = self.conn.execute(_DEAL, {"deal_id": deal_id}).first()

@@ -9,7 +9,7 @@ from sqlalchemy import func, select
 from inboxcrm.config import build_config
 from inboxcrm.db import transaction
 from inboxcrm.models import (
-    AuditEntry, Company, Contact, Deal, DealFlag, Mailbox, Message, MessageCopy, MessageRaw, Rep, RepAddress,
+    AuditEntry, Company, Contact, ContactAddress, Deal, DealFlag, Mailbox, Message, MessageCopy, MessageRaw, Rep, RepAddress,
     RejectedSender, RoutingRule, StageChange,
 )
 from inboxcrm.errors import Invalid
@@ -125,6 +125,24 @@ def test_reply_in_thread_attaches_to_the_same_deal(crm):
     assert deal["messages"] == ["tb-1@northwind.example", "alice-r1@acme.example", "tb-2@northwind.example"]
     assert deal["inbound"] == 2 and deal["stage"] == "Contacted"
     assert crm.count(Deal) == 1
+
+
+def test_contact_answering_from_a_second_address_gains_it(crm):
+    crm.feed("pipeline-new-lead-company.eml")
+    crm.feed("pipeline-outbound-first-reply.eml", mailbox="alice")
+    out = crm.feed("pipeline-reply-from-second-address.eml", mailbox="alice")
+    assert (out.reason, out.deal_ref) == ("thread", "D-1")
+    with crm.factory() as s:
+        addresses = s.scalars(select(ContactAddress.address).order_by(ContactAddress.id)).all()
+    assert addresses == ["tom.becker@northwind.example", "tom@becker-family.example"]
+
+
+def test_a_colleague_answering_in_the_thread_joins_the_deal_but_is_not_the_contact(crm):
+    crm.feed("pipeline-new-lead-company.eml")
+    crm.feed("pipeline-outbound-first-reply.eml", mailbox="alice")
+    out = crm.feed("pipeline-colleague-replies-in-thread.eml", mailbox="alice")
+    assert out.deal_ref == "D-1"
+    assert crm.count(ContactAddress) == 1 and crm.count(Deal) == 1
 
 
 def test_known_contact_new_message_attaches_to_open_deal(crm):
