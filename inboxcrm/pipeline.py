@@ -12,6 +12,7 @@ from datetime import datetime, timezone
 from typing import Callable
 
 from sqlalchemy import select
+from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from .db import transaction
@@ -75,6 +76,8 @@ def interpret(store: Store, msg: StoredMessage, data: bytes, mailbox: MailboxInf
     except ParseError as exc:
         store.quarantine(msg, exc.reason, exc.detail, data)
         return Outcome("quarantined", exc.reason, exc.detail, msg.id)
+    except (OperationalError, InterfaceError):
+        raise  # the database is unwell, not the message: stop; a re-run resumes where this stopped
     except Exception as exc:  # noqa: BLE001 - a bug must quarantine one message, not stop the run
         log.exception("message=%s mailbox=%s event=internal-error", msg.message_id, mailbox.name)
         store.quarantine(msg, "internal-error", f"{type(exc).__name__}: {exc}", data)

@@ -317,15 +317,22 @@ def test_message_without_sender_is_quarantined_with_raw_bytes_and_can_be_retried
     assert again.status == "quarantined"  # still broken: stays, nothing lost
 
 
-def test_quarantine_retry_succeeds_after_a_fix(crm):
-    out = crm.feed("pipeline-webform-body.eml")
-    assert out.status == "noise"
-    # an internal error quarantines; here we simulate "fixed later" by retrying a held form
-    crm.rule("web-form", [["from-domain", "formmailer.example"]], [["form", ""]])
-    with transaction(crm.factory) as s:
-        s.get(Message, out.message_pk).status = "quarantined"
+def test_a_bug_quarantines_one_message_and_retry_runs_it_after_the_fix(crm, monkeypatch):
+    import inboxcrm.pipeline
+
+    def broken_decide(*args, **kwargs):
+        raise RuntimeError("a bug in a rule")
+
+    monkeypatch.setattr(inboxcrm.pipeline, "decide", broken_decide)  # a bug, injected: no message triggers one
+    out = crm.feed("pipeline-new-lead-company.eml")
+    assert (out.status, out.reason) == ("quarantined", "internal-error") and "a bug in a rule" in out.detail
+    assert crm.count(Deal) == 0 and crm.count(Contact) == 0  # nothing half-written
+    assert crm.one(select(Message.subject)) == "IT support contract for 40 seats"  # recognisable in the list
+    monkeypatch.undo()  # the fix ships
+    assert crm.feed("pipeline-freemail-lead.eml").status == "processed"  # the run went on
     fixed = reprocess(crm.factory, crm.config, out.message_pk, now=lambda: NOW)
-    assert fixed.status == "processed" and fixed.deal_ref == "D-1"
+    assert (fixed.status, fixed.reason) == ("processed", "new-lead")
+    assert crm.deal(fixed.deal_ref)["contact"] == "tom.becker@northwind.example"
 
 
 def test_undecodable_charset_and_encoded_name_do_not_crash(crm):
