@@ -17,11 +17,11 @@ from typing import Callable, Iterable
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from .decide import Context, MailboxInfo
+from .decide import MailboxInfo
 from .errors import NotFound
 from .models import Mailbox
 from .parse_ahead import parse_ahead
-from .pipeline import Clock, Outcome, process, utcnow
+from .pipeline import Clock, process, utcnow
 from .sources.local import iter_messages
 from .store import load_context, mailbox_info
 from .values import RawMessage
@@ -35,7 +35,6 @@ GROUP_SECONDS = 1.0
 class ImportReport:
     total: int = 0
     counts: Counter = field(default_factory=Counter)
-    outcomes: list[Outcome] = field(default_factory=list)
 
 
 def resolve_mailbox(session: Session, name: str) -> MailboxInfo:
@@ -47,21 +46,15 @@ def resolve_mailbox(session: Session, name: str) -> MailboxInfo:
     return info
 
 
-def _turns_round_robin(ctx: Context) -> bool:
-    return any(a.key == "owner" and a.value.startswith("round-robin:") for r in ctx.rules for a in r.actions)
-
-
 def feed(factory: sessionmaker[Session], config, mailbox: MailboxInfo, messages: Iterable[RawMessage],
          now: Clock = utcnow, progress: Callable[[int], None] | None = None,
-         keep_outcomes: bool = False, parse_workers: int | None = None) -> ImportReport:
+         parse_workers: int | None = None) -> ImportReport:
     """Run raw messages through the pipeline in commit groups; the importer's and demo's loop.
 
     ``parse_workers``: processes parsing ahead (None: one per spare core, 0: parse in place)."""
     report = ImportReport()
-    load = lambda s: load_context(s, config.team.domains, config.team.freemail_domains)  # noqa: E731
     with factory() as session:
-        ctx = load(session)
-    reload_rules = _turns_round_robin(ctx)
+        ctx = load_context(session, config.team.domains, config.team.freemail_domains)
     iterator = parse_ahead(messages, parse_workers)
     exhausted = False
     while not exhausted:
@@ -73,13 +66,9 @@ def feed(factory: sessionmaker[Session], config, mailbox: MailboxInfo, messages:
                     exhausted = True
                     break
                 outcome = process(session, raw, mailbox, ctx, now(), config.pipeline.store_raw, prepared)
-                if reload_rules and outcome.status == "processed":
-                    ctx = load(session)  # a round-robin rule may have turned
                 done, size = done + 1, size + len(raw.data)
                 report.total += 1
                 report.counts[outcome.status] += 1
-                if keep_outcomes:
-                    report.outcomes.append(outcome)
         if progress and done:
             progress(done)
     return report
@@ -87,8 +76,7 @@ def feed(factory: sessionmaker[Session], config, mailbox: MailboxInfo, messages:
 
 def import_path(factory: sessionmaker[Session], config, mailbox: str, path: Path,
                 since: datetime | None = None, progress: Callable[[int], None] | None = None,
-                now: Clock = utcnow, keep_outcomes: bool = False, parse_workers: int | None = None) -> ImportReport:
+                now: Clock = utcnow, parse_workers: int | None = None) -> ImportReport:
     with factory() as session:
         info = resolve_mailbox(session, mailbox)
-    return feed(factory, config, info, iter_messages(Path(path), since=since), now, progress, keep_outcomes,
-                parse_workers)
+    return feed(factory, config, info, iter_messages(Path(path), since=since), now, progress, parse_workers)

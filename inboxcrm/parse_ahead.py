@@ -8,8 +8,8 @@ sits in memory. If a worker dies, parsing falls back to the main process: nothin
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from collections import deque
+from dataclasses import dataclass
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from multiprocessing import get_context
@@ -18,7 +18,6 @@ from typing import Iterable, Iterator
 from .errors import ParseError
 from .parse import content_hash, identify, parse
 from .values import Email, RawMessage
-
 
 
 @dataclass(frozen=True)
@@ -57,11 +56,13 @@ def prepare_chunk(chunk: list[bytes]) -> list[Prepared]:
     return [prepare(data) for data in chunk]
 
 
-def _results(future: Future, size: int) -> list[Prepared | None]:
+def _finished(chunk: list[RawMessage], future: Future | None) -> Iterator[tuple[RawMessage, Prepared | None]]:
+    """The chunk with its results, or with None (parse in place) if its worker died."""
     try:
-        return future.result()
+        results = future.result() if future is not None else None
     except BrokenProcessPool:
-        return [None] * size
+        results = None
+    return zip(chunk, results or [None] * len(chunk))
 
 
 def _chunks(messages: Iterable[RawMessage]) -> Iterator[list[RawMessage]]:
@@ -87,7 +88,7 @@ def parse_ahead(messages: Iterable[RawMessage],
     if workers <= 0:
         yield from ((raw, None) for raw in messages)
         return
-    pending: deque[tuple[list[RawMessage], Future]] = deque()
+    pending: deque[tuple[list[RawMessage], Future | None]] = deque()
     # spawn, not fork: a worker needs only the parser, not a copy of the writer's database
     # connections and memory (fork also copies threads' locks, which can deadlock).
     with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
@@ -99,13 +100,8 @@ def parse_ahead(messages: Iterable[RawMessage],
                 pending.append((chunk, None))
                 break
             while len(pending) > workers:
-                yield from _finished(pending.popleft())
+                yield from _finished(*pending.popleft())
         while pending:
-            yield from _finished(pending.popleft())
+            yield from _finished(*pending.popleft())
         for chunk in chunks:  # only left over after a broken pool
-            yield from ((raw, None) for raw in chunk)
-
-
-def _finished(item: tuple[list[RawMessage], Future | None]) -> Iterator[tuple[RawMessage, Prepared | None]]:
-    chunk, future = item
-    return zip(chunk, _results(future, len(chunk)) if future is not None else [None] * len(chunk))
+            yield from _finished(chunk, None)

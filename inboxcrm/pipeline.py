@@ -112,12 +112,9 @@ def _rerun(factory: sessionmaker[Session], config, pk: int, statuses: tuple[str,
                           f'lead to accept; add it by hand with "inboxcrm lead add --email ADDRESS", then '
                           f'"inboxcrm review reject {pk}"')
         ctx = load_context(session, config.team.domains, config.team.freemail_domains)
-        row.status = "pending"
-        session.flush()
-        msg = StoredMessage(row.id, row.message_id, row.status, row.deal_id)
+        msg = StoredMessage(row.id, row.message_id, row.status, row.deal_id, row.reason)
         mailbox, folder = _first_copy(session, row)
         outcome = interpret(Store(session, now()), msg, row.raw, mailbox, ctx, force_create, folder=folder)
-        session.expire(row)
         session.add(AuditEntry(at=now(), actor=actor, action=action, entity="message", entity_id=pk,
                                detail={"status": outcome.status, "reason": outcome.reason},
                                reason=f"message <{row.message_id}>"))

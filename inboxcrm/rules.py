@@ -116,6 +116,7 @@ class Routing:
     source: str | None = None
     owner: str | None = None
     round_robin_rule: str | None = None  # the rule whose rotation chose ``owner``
+    round_robin_reps: tuple[str, ...] = ()  # its rotation: the store takes the real turn
     stage: str | None = None
     score: int = 0
     ignore: str | None = None  # rule names, so the outcome can say which rule did it
@@ -152,7 +153,7 @@ def evaluate(rules: tuple[RuleSpec, ...], email: Email, mailbox: str) -> Routing
             elif action.key == "owner" and action.value.startswith("round-robin:") and "owner" not in chosen:
                 reps = owner_names(action)
                 chosen["owner"] = reps[rule.round_robin_next % len(reps)]
-                chosen["round_robin_rule"] = rule.name
+                chosen["round_robin_rule"], chosen["round_robin_reps"] = rule.name, tuple(reps)
             else:
                 chosen.setdefault(action.key, action.value)
     return Routing(fired=tuple(fired), explanations=tuple(explanations), **chosen)

@@ -25,7 +25,7 @@ from .models import (
     AuditEntry, Company, Contact, ContactAddress, Deal, DealFlag, Mailbox, Message, MessageCopy, MessageRaw,
     RejectedSender, Rep, RepAddress, RoutingRule, Stage, StageChange,
 )
-from .rules import Action, Condition, RuleSpec
+from .rules import Action, Condition, Routing, RuleSpec
 from .parse import header_summary
 from .values import Address, Email, RawMessage
 
@@ -264,7 +264,8 @@ class Store:
                      when: datetime, why: str) -> dict:
         found, routing = decision.match, decision.routing
         source = routing.source or mailbox.default_source
-        owner_id = ctx.rep_ids.get(decision.owner)
+        owner = self._take_turn(routing) if decision.owner == routing.owner else decision.owner
+        owner_id = ctx.rep_ids.get(owner)
         company_id = found.company_id
         if company_id is None and found.company_domain:
             company_id = self._insert(Company, domain=found.company_domain,
@@ -275,7 +276,7 @@ class Store:
                                       owner_rep_id=owner_id, source=source, first_seen=when)
             self._insert(ContactAddress, contact_id=contact_id, address=found.prospect.email)
             self.audit("create", "contact", contact_id, why, address=found.prospect.email,
-                       owner=decision.owner, source=source)
+                       owner=owner, source=source)
         else:
             contact_id = found.contact.id
             contact = self._one(select(Contact.company_id, Contact.name).where(Contact.id == contact_id))
@@ -294,16 +295,26 @@ class Store:
             created_at=when, last_activity_at=when, last_stage_change_at=when)
         self._insert(StageChange, deal_id=deal_id, from_stage=None, to_stage=stage_name, at=when,
                      actor=PIPELINE_ACTOR, reason=f"new lead from {why}")
-        self.audit("create", "deal", deal_id, why, ref=f"D-{deal_id}", stage=stage_name, owner=decision.owner,
+        self.audit("create", "deal", deal_id, why, ref=f"D-{deal_id}", stage=stage_name, owner=owner,
                    source=source, rules=list(routing.fired))
-        if routing.round_robin_rule and decision.owner == routing.owner:
-            self.conn.execute(update(RoutingRule).where(RoutingRule.name == routing.round_robin_rule)
-                                 .values(round_robin_next=RoutingRule.round_robin_next + 1))
         deal = dict(id=deal_id, contact_id=contact_id, stage_id=stage_id, owner_rep_id=owner_id, fit_score=fit,
                     inbound_count=0, outbound_count=0, created_at=when, last_activity_at=when,
                     last_inbound_at=None, last_outbound_at=None, first_response_at=None)
         self._adopt_thread(deal, email, ctx, why)
         return deal
+
+    def _take_turn(self, routing: Routing) -> str | None:
+        """The owner a round-robin rule gives this lead, from the rule's counter as it is now:
+        the context's copy of the rules was read at the start of the run, and another process
+        (an import beside the daemon) may have turned the rotation since."""
+        if not routing.round_robin_rule:
+            return routing.owner
+        turn = self.conn.scalar(update(RoutingRule).where(RoutingRule.name == routing.round_robin_rule)
+                                .values(round_robin_next=RoutingRule.round_robin_next + 1)
+                                .returning(RoutingRule.round_robin_next))
+        if turn is None:  # the rule was removed meanwhile: keep what the rules said
+            return routing.owner
+        return routing.round_robin_reps[(turn - 1) % len(routing.round_robin_reps)]
 
     def _adopt_thread(self, deal: dict, email: Email, ctx: Context, why: str) -> None:
         """A rep's cold email stored before the prospect answered joins the new deal, which

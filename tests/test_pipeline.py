@@ -395,6 +395,17 @@ def test_round_robin_alternates_owners_of_new_leads(crm):
     assert owners == ["alice", "bob", "alice"]
 
 
+def test_round_robin_turns_within_one_run_on_a_context_read_once(crm):
+    """An import reads rules once; the rotation still turns lead by lead, from the database."""
+    crm.rule("rr", [["mailbox", "sales"]], [["owner", "round-robin:alice,bob"]])
+    with transaction(crm.factory) as s:
+        ctx = load_context(s, crm.config.team.domains, ())
+        info = mailbox_info(s, "sales")
+        refs = [process(s, RawMessage(mail(f), f), info, ctx, NOW).deal_ref for f in (
+            "pipeline-new-lead-company.eml", "pipeline-freemail-lead.eml", "pipeline-no-message-id.eml")]
+    assert [crm.deal(ref)["owner"] for ref in refs] == ["alice", "bob", "alice"]
+
+
 def test_ignore_and_review_actions(crm):
     crm.rule("drop-northwind", [["from-domain", "northwind.example"]], [["ignore", ""]])
     crm.rule("check-gmail", [["from-domain", "gmail.com"]], [["review", ""]])
