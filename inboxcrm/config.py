@@ -61,6 +61,50 @@ class PipelineConfig:
     quiet_days: int = 14
     stalled_days: int = 30
     store_raw: bool = True
+    # Stage name (lower case) -> quiet days for deals in that stage, overriding quiet_days.
+    quiet_days_by_stage: tuple[tuple[str, int], ...] = ()
+
+    def quiet_days_for(self, stage: str) -> int:
+        return dict(self.quiet_days_by_stage).get(stage.lower(), self.quiet_days)
+
+
+@dataclass(frozen=True)
+class SyncConfig:
+    """How the daemon watches mailboxes (IMAP)."""
+
+    poll_interval: int = 60  # seconds between polls when the server has no IDLE (or IDLE is off)
+    since_days: int = 30  # a new mailbox backfills this many days, not its whole history
+    idle: bool = True
+    max_backoff: int = 900  # seconds; retries after errors back off exponentially up to this
+
+
+@dataclass(frozen=True)
+class SmtpConfig:
+    """Where outgoing mail (digests, nudges, replies) goes; ``host`` None means not set up."""
+
+    host: str | None = None
+    port: int | None = None  # None: 465 for "tls", 587 for "starttls", 25 for "plain"
+    security: str = "starttls"  # starttls | tls | plain
+    verify: bool = True
+    ca_file: str | None = None
+    username: str | None = None
+    password: SecretRef | None = None
+    from_address: str | None = None
+    timeout: int = 30
+
+    @property
+    def effective_port(self) -> int:
+        return self.port or {"tls": 465, "starttls": 587, "plain": 25}[self.security]
+
+
+@dataclass(frozen=True)
+class DigestConfig:
+    time: str = "08:00"  # each rep's local time, unless the rep has their own
+    days: str = "mon-fri"
+    command_address: str | None = None  # quick-action mailto: links go here; None: no links
+    templates_dir: str | None = None  # templates here override the built-in ones, by file name
+    first_response_hours: float = 2.0  # business hours before an unanswered prospect nudges the owner
+    business_hours: str = "09:00-17:00"
 
 
 @dataclass(frozen=True)
@@ -69,6 +113,9 @@ class Config:
     database: DatabaseConfig
     team: TeamConfig
     pipeline: PipelineConfig
+    sync: SyncConfig = SyncConfig()
+    smtp: SmtpConfig = SmtpConfig()
+    digest: DigestConfig = DigestConfig()
 
     def with_database_url(self, url: str, source: str = "--database-url") -> Config:
         """The same checks as the file's url (no password in it), named after where it came from."""
@@ -146,14 +193,118 @@ def _flag(value: Any) -> bool:
     return value
 
 
+def _seconds(minimum: int) -> Callable[[Any], int]:
+    def check(value: Any) -> int:
+        if type(value) is not int or value < minimum:
+            raise _Bad(f"a whole number of seconds, at least {minimum}")
+        return value
+    return check
+
+
+def _port(value: Any) -> int:
+    if type(value) is not int or not 1 <= value <= 65535:
+        raise _Bad("a port number from 1 to 65535")
+    return value
+
+
+def _choice(*choices: str) -> Callable[[Any], str]:
+    def check(value: Any) -> str:
+        if value not in choices:
+            raise _Bad("one of " + ", ".join(f'"{c}"' for c in choices))
+        return value
+    return check
+
+
+def _text(value: Any) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise _Bad("a non-empty string")
+    return value.strip()
+
+
+_ADDRESS = re.compile(r"[^@\s<>]+@[^@\s<>]+\.[^@\s<>]+")
+
+
+def _address(value: Any) -> str:
+    if not isinstance(value, str) or not _ADDRESS.fullmatch(value.strip()):
+        raise _Bad('an email address such as "crm@example.com"')
+    return value.strip().lower()
+
+
+_CLOCK = re.compile(r"([01][0-9]|2[0-3]):[0-5][0-9]")
+
+
+def _clock(value: Any) -> str:
+    if not isinstance(value, str) or not _CLOCK.fullmatch(value):
+        raise _Bad('a time of day as "HH:MM", such as "08:00"')
+    return value
+
+
+WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+def parse_weekdays(value: str) -> frozenset[int]:
+    """"mon-fri", "mon,wed,fri", "sat-sun" or "daily" -> weekday numbers (Monday 0); ValueError if not."""
+    text = value.strip().lower()
+    if text in ("daily", "every day"):
+        return frozenset(range(7))
+    days: set[int] = set()
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        first, dash, last = part.partition("-")
+        if first not in WEEKDAYS or (dash and last not in WEEKDAYS):
+            raise ValueError(part)
+        start, end = WEEKDAYS.index(first), WEEKDAYS.index(last if dash else first)
+        days.update(range(start, end + 1) if start <= end else [*range(start, 7), *range(0, end + 1)])
+    if not days:
+        raise ValueError(value)
+    return frozenset(days)
+
+
+def _weekdays(value: Any) -> str:
+    try:
+        parse_weekdays(value if isinstance(value, str) else "")
+        return value
+    except ValueError:
+        raise _Bad('weekdays such as "mon-fri", "mon,wed,fri" or "daily"') from None
+
+
+def _hours(value: Any) -> float:
+    if type(value) not in (int, float) or not 0 < value <= 168:
+        raise _Bad("a number of business hours, more than 0")
+    return float(value)
+
+
+def _business_hours(value: Any) -> str:
+    if isinstance(value, str):
+        start, dash, end = value.partition("-")
+        if dash and _CLOCK.fullmatch(start.strip()) and _CLOCK.fullmatch(end.strip()) and start.strip() < end.strip():
+            return f"{start.strip()}-{end.strip()}"
+    raise _Bad('a span of the day as "HH:MM-HH:MM", such as "09:00-17:00"')
+
+
+def _stage_days(value: Any) -> tuple[tuple[str, int], ...]:
+    if not isinstance(value, dict):
+        raise _Bad('a table of stage name = days, such as { Proposal = 7 }')
+    for stage, days in value.items():
+        if type(days) is not int or days < 1:
+            raise _Bad("a whole number of days, at least 1", {stage: days})
+    return tuple((stage.lower(), days) for stage, days in value.items())
+
+
 # Section -> key -> validator. The password_* keys are read by secret_from_table.
 _VALIDATORS: dict[str, dict[str, Callable[[Any], Any]]] = {
     "database": {"url": _url},
     "team": {"domains": _domains, "timezone": _timezone, "freemail_domains": _domains},
-    "pipeline": {"quiet_days": _days, "stalled_days": _days, "store_raw": _flag},
+    "pipeline": {"quiet_days": _days, "stalled_days": _days, "store_raw": _flag,
+                 "quiet_days_by_stage": _stage_days},
+    "sync": {"poll_interval": _seconds(5), "since_days": _days, "idle": _flag, "max_backoff": _seconds(1)},
+    "smtp": {"host": _text, "port": _port, "security": _choice("starttls", "tls", "plain"), "verify": _flag,
+             "ca_file": _text, "username": _text, "from_address": _address, "timeout": _seconds(1)},
+    "digest": {"time": _clock, "days": _weekdays, "command_address": _address, "templates_dir": _text,
+               "first_response_hours": _hours, "business_hours": _business_hours},
 }
+_WITH_PASSWORD = ("database", "smtp")
 KEYS: dict[str, tuple[str, ...]] = {
-    section: (*checks, *PASSWORD_KEYS) if section == "database" else tuple(checks)
+    section: (*checks, *PASSWORD_KEYS) if section in _WITH_PASSWORD else tuple(checks)
     for section, checks in _VALIDATORS.items()
 }
 
@@ -192,7 +343,31 @@ def build_config(data: Mapping[str, Any], path: Path | None, environ: Environ = 
         ),
         team=TeamConfig(**section("team")),
         pipeline=PipelineConfig(**section("pipeline")),
+        sync=SyncConfig(**section("sync")),
+        smtp=_smtp(section("smtp"), data.get("smtp", {}), name, path),
+        digest=_digest(section("digest"), path),
     )
+
+
+def _relative(value: str, path: Path | None) -> str:
+    """Paths in the file are relative to the file, so a config and its parts can move together."""
+    resolved = Path(value).expanduser()
+    return str(resolved if resolved.is_absolute() or path is None else Path(path).parent / resolved)
+
+
+def _smtp(values: dict[str, Any], table: Mapping[str, Any], name: str, path: Path | None) -> SmtpConfig:
+    if "host" in values and "from_address" not in values:
+        raise ConfigError(name, "smtp.from_address", "missing",
+                          'the address our mail comes from, such as "crm@example.com", whenever smtp.host is set')
+    if "ca_file" in values:
+        values["ca_file"] = _relative(values["ca_file"], path)
+    return SmtpConfig(**values, password=secret_from_table(table, name, "smtp"))
+
+
+def _digest(values: dict[str, Any], path: Path | None) -> DigestConfig:
+    if "templates_dir" in values:
+        values["templates_dir"] = _relative(values["templates_dir"], path)
+    return DigestConfig(**values)
 
 
 def load_config(path: Path, must_exist: bool, environ: Environ = os.environ) -> Config:

@@ -65,6 +65,11 @@ class Rep(Base):
     timezone: Mapped[str] = mapped_column(String(64), default="UTC")
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # The rep's own digest schedule; None takes the [digest] defaults of the configuration.
+    digest_time: Mapped[str | None] = mapped_column(String(5))  # "HH:MM", the rep's local time
+    digest_days: Mapped[str | None] = mapped_column(String(40))  # e.g. "mon-fri", "mon,wed,fri"
+    digest_always: Mapped[bool] = mapped_column(Boolean, default=False)  # send even when empty
+    digest_enabled: Mapped[bool] = mapped_column(Boolean, default=True)
     addresses: Mapped[list[RepAddress]] = relationship(
         back_populates="rep", cascade="all, delete-orphan", order_by="RepAddress.id"
     )
@@ -87,6 +92,14 @@ class Mailbox(Base):
     default_source: Mapped[str] = mapped_column(String(100), default="email")
     new_sender_policy: Mapped[str] = mapped_column(String(20), default="create")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # IMAP settings (host, port, security, user, auth, where the secret lives, folders, since);
+    # None for a mailbox that is only fed by ``import``. Never holds a secret itself.
+    connection: Mapped[dict | None] = mapped_column(JSON)
+    last_success_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_error_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    failures: Mapped[int] = mapped_column(Integer, default=0)  # consecutive failed passes
+    failing_since: Mapped[datetime | None] = mapped_column(UTCDateTime)
     owner: Mapped[Rep | None] = relationship()
 
 
@@ -101,6 +114,9 @@ class FolderPosition(Base):
     uidvalidity: Mapped[int | None] = mapped_column(BigInteger)
     last_uid: Mapped[int] = mapped_column(BigInteger, default=0)
     highest_modseq: Mapped[int | None] = mapped_column(BigInteger)
+    role: Mapped[str | None] = mapped_column(String(20))  # inbox | sent | all | None (named by the admin)
+    uidnext: Mapped[int | None] = mapped_column(BigInteger)  # as last seen: backlog = uidnext - 1 - last_uid
+    message_count: Mapped[int | None] = mapped_column(Integer)
     updated_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
@@ -300,3 +316,28 @@ class AuditEntry(Base):
     entity_id: Mapped[int | None] = mapped_column(Integer)
     detail: Mapped[dict] = mapped_column(JSON, default=dict)
     reason: Mapped[str] = mapped_column(String(500), default="")
+
+
+class OutboxMessage(Base):
+    """Mail we send, written in the same transaction as the decision to send it.
+
+    ``key`` makes the decision happen once (a digest's key is rep + local date); ``message_id``
+    is derived from the key, so a resend after a crash is recognisably the same message."""
+
+    __tablename__ = "outbox"
+    __table_args__ = (Index("ix_outbox_due", "status", "next_attempt_at"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    key: Mapped[str] = mapped_column(String(200), unique=True)
+    kind: Mapped[str] = mapped_column(String(20))  # digest | nudge | reply
+    rep_id: Mapped[int | None] = mapped_column(ForeignKey("reps.id", ondelete="SET NULL"), index=True)
+    deal_id: Mapped[int | None] = mapped_column(ForeignKey("deals.id", ondelete="SET NULL"), index=True)
+    to_address: Mapped[str] = mapped_column(String(320))
+    subject: Mapped[str] = mapped_column(Text)
+    message_id: Mapped[str] = mapped_column(String(300), unique=True)
+    body: Mapped[bytes] = mapped_column(LargeBinary)  # the complete RFC 5322 message as sent
+    status: Mapped[str] = mapped_column(String(10), default="pending")  # pending | sent | failed | skipped
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
