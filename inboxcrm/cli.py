@@ -638,3 +638,8 @@ def demo(data_dir: Path | None) -> None:
 
     run_demo(data_dir, click.echo)
 
+
+
+# The sync daemon's and outgoing mail's commands live in their own modules; importing them
+# registers them on ``main`` (they import this module's groups and helpers).
+from . import cli_mail, cli_sync  # noqa: E402,F401  (registration)

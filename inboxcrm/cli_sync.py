@@ -1,0 +1,1 @@
+"""Commands registered on inboxcrm.cli.main (being written)."""
