@@ -146,3 +146,11 @@ def refused(cli, *args: str) -> str:
     assert "Traceback" not in result.output and result.stdout == ""
     assert len(result.stderr.strip().splitlines()) == 1 or result.stderr.startswith("Usage:")
     return result.stderr
+
+
+@pytest.fixture(scope="session")
+def tls_files(tmp_path_factory):
+    """A private CA and a certificate for 127.0.0.1/localhost signed by it (tests/certs.py)."""
+    from .certs import make_tls_files
+
+    return make_tls_files(tmp_path_factory.mktemp("tls"))
