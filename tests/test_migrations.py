@@ -59,3 +59,24 @@ def test_upgrade_downgrade_upgrade_on_a_fresh_sqlite_file(tmp_path):
         assert stages(engine) == DEFAULT_STAGES  # inserted once again, not twice
     finally:
         engine.dispose()
+
+
+def test_upgrade_from_0001_keeps_rows_and_fills_new_columns(tmp_path):
+    """A populated database of the first release upgrades in place: the new NOT NULL columns
+    (mailbox failures, rep digest switches) get their defaults on existing rows."""
+    engine = db.make_engine(f"sqlite:///{tmp_path / 'old.db'}")
+    try:
+        db.upgrade(engine, "0001")
+        with engine.begin() as conn:
+            conn.exec_driver_sql("INSERT INTO reps (name, timezone, active, created_at) "
+                                 "VALUES ('alice', 'UTC', 1, '2026-01-01 00:00:00')")
+            conn.exec_driver_sql("INSERT INTO mailboxes (name, role, default_source, new_sender_policy, created_at) "
+                                 "VALUES ('sales', 'capture', 'sales', 'create', '2026-01-01 00:00:00')")
+        db.upgrade(engine)
+        with engine.connect() as conn:
+            rep = conn.exec_driver_sql("SELECT name, digest_always, digest_enabled, digest_time FROM reps").one()
+            box = conn.exec_driver_sql("SELECT name, failures, connection FROM mailboxes").one()
+        assert tuple(rep) == ("alice", 0, 1, None)
+        assert tuple(box) == ("sales", 0, None)
+    finally:
+        engine.dispose()
