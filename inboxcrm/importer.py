@@ -7,12 +7,13 @@ stopped: copies already stored are recognised by mailbox and location and change
 """
 from __future__ import annotations
 
+import threading
 import time
 from collections import Counter
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Callable, Iterable
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
@@ -48,10 +49,14 @@ def resolve_mailbox(session: Session, name: str) -> MailboxInfo:
 
 def feed(factory: sessionmaker[Session], config, mailbox: MailboxInfo, messages: Iterable[RawMessage],
          now: Clock = utcnow, progress: Callable[[int], None] | None = None,
-         parse_workers: int | None = None) -> ImportReport:
-    """Run raw messages through the pipeline in commit groups; the importer's and demo's loop.
+         parse_workers: int | None = None, checkpoint: Callable[[Session, RawMessage], None] | None = None,
+         stop: threading.Event | None = None) -> ImportReport:
+    """Run raw messages through the pipeline in commit groups; the importer's, demo's and sync's loop.
 
-    ``parse_workers``: processes parsing ahead (None: one per spare core, 0: parse in place)."""
+    ``parse_workers``: processes parsing ahead (None: one per spare core, 0: parse in place).
+    ``checkpoint(session, last)`` runs inside each group's transaction with the group's last
+    message, so a source's position commits together with the records (exactly once).
+    ``stop``: checked between messages; the open group still commits."""
     report = ImportReport()
     with factory() as session:
         ctx = load_context(session, config.team.domains, config.team.freemail_domains)
@@ -59,18 +64,21 @@ def feed(factory: sessionmaker[Session], config, mailbox: MailboxInfo, messages:
     exhausted = False
     while not exhausted:
         with factory() as session, session.begin():
-            started, size, done = time.monotonic(), 0, 0
+            started, size, done, last = time.monotonic(), 0, 0, None
             while done < GROUP_MESSAGES and size < GROUP_BYTES and time.monotonic() - started < GROUP_SECONDS:
-                raw, prepared = next(iterator, (None, None))
+                raw, prepared = (None, None) if stop is not None and stop.is_set() else next(iterator, (None, None))
                 if raw is None:
                     exhausted = True
                     break
                 outcome = process(session, raw, mailbox, ctx, now(), config.pipeline.store_raw, prepared)
-                done, size = done + 1, size + len(raw.data)
+                done, size, last = done + 1, size + len(raw.data), raw
                 report.total += 1
                 report.counts[outcome.status] += 1
+            if checkpoint is not None and last is not None:
+                checkpoint(session, last)
         if progress and done:
             progress(done)
+    iterator.close()  # after a stop: shuts down the parse workers now, not at garbage collection
     return report
 
 

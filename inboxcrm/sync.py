@@ -1,0 +1,201 @@
+"""One sync pass over an IMAP mailbox: new messages in each folder through the pipeline, exactly once.
+
+The position in each folder (UIDVALIDITY + last UID) is written in the same transaction as the
+records its messages produced (``importer.feed``'s checkpoint), so a pass killed at any point
+resumes where its last commit stopped: nothing lost, nothing twice. Never the \\Seen flag: the
+mailbox is read with EXAMINE and BODY.PEEK[] and stays exactly as its people left it.
+
+A folder is fetched only when its STATUS says so (a new UIDNEXT or UIDVALIDITY), so polling an
+unchanged mailbox costs a login and one STATUS per folder, whatever its size. A first pass, and
+a pass after the server renumbered a folder (new UIDVALIDITY), reads the backfill window only
+(``since`` or ``sync.since_days``); copies already stored are recognised by Message-ID.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections import Counter
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from .errors import Invalid
+from .importer import feed, resolve_mailbox
+from .models import FolderPosition, Mailbox
+from .pipeline import Clock, utcnow
+from .sources import imap
+from .sources.imap import FolderInfo, ImapError, ImapMessage, ImapSettings
+
+log = logging.getLogger("inboxcrm.sync")
+
+
+@dataclass
+class FolderReport:
+    folder: str
+    role: str
+    fetched: int = 0
+    counts: Counter = field(default_factory=Counter)
+    resynced: bool = False  # the server renumbered the folder: the backfill window was read again
+
+
+@dataclass
+class SyncReport:
+    mailbox: str
+    folders: list[FolderReport] = field(default_factory=list)
+    total: int = 0
+
+
+def imap_mailboxes(session: Session) -> list[str]:
+    """Names of the mailboxes the daemon syncs (those with a connection), by name."""
+    rows = session.execute(select(Mailbox.name, Mailbox.connection).order_by(Mailbox.name))
+    return [name for name, connection in rows if connection]
+
+
+def load_settings(session: Session, name: str) -> ImapSettings:
+    resolve_mailbox(session, name)  # NotFound listing the mailboxes
+    connection = session.scalar(select(Mailbox.connection).where(Mailbox.name == name))
+    if not connection:
+        raise Invalid(f'mailbox "{name}" has no IMAP connection, so only "inboxcrm import" feeds it; '
+                      f"mailboxes with one are: {', '.join(imap_mailboxes(session)) or 'none yet'}")
+    return ImapSettings.from_json(connection)
+
+
+def check_mailbox(settings: ImapSettings, environ: Mapping[str, str] = os.environ) -> list[FolderInfo]:
+    """For ``mailbox test``: connect, log in, find the folders; ImapError names the failing stage."""
+    client = imap.connect(settings, environ)
+    try:
+        return imap.resolve_folders(client, settings)
+    finally:
+        imap.close(client)
+
+
+def role_name(role: str) -> str | None:
+    """FolderPosition.role: "inbox", "sent", "all"...; None for a folder chosen by name only."""
+    return role.lstrip("\\").lower() or None
+
+
+def backfill_since(settings: ImapSettings, config, now: datetime) -> date:
+    return settings.since or (now - timedelta(days=config.sync.since_days)).date()
+
+
+def unchanged(position: FolderPosition | None, info: FolderInfo) -> bool:
+    """Nothing to fetch: same UIDVALIDITY and no UID handed out since the last completed pass."""
+    return (position is not None and position.uidnext is not None and position.uidvalidity == info.uidvalidity
+            and info.uidnext <= position.uidnext)
+
+
+def _positions(session: Session, mailbox_id: int) -> dict[str, FolderPosition]:
+    rows = session.scalars(select(FolderPosition).where(FolderPosition.mailbox_id == mailbox_id))
+    return {row.folder: row for row in rows}
+
+
+def _position(session: Session, mailbox_id: int, folder: str) -> FolderPosition:
+    row = session.scalar(select(FolderPosition).where(FolderPosition.mailbox_id == mailbox_id,
+                                                      FolderPosition.folder == folder))
+    if row is None:
+        row = FolderPosition(mailbox_id=mailbox_id, folder=folder, last_uid=0)
+        session.add(row)
+    return row
+
+
+def sync_mailbox(factory: sessionmaker[Session], config, name: str, now: Clock = utcnow,
+                 progress: Callable[[int], None] | None = None, stop: threading.Event | None = None,
+                 environ: Mapping[str, str] = os.environ, parse_workers: int | None = 0) -> SyncReport:
+    """One pass over the mailbox's folders. Records success or failure on the mailbox row;
+    on failure re-raises the ImapError after recording it."""
+    with factory() as session:
+        info = resolve_mailbox(session, name)
+        settings = load_settings(session, name)
+    report = SyncReport(name)
+    try:
+        client = imap.connect(settings, environ)
+        try:
+            folders = imap.resolve_folders(client, settings)
+            with factory() as session:
+                known = _positions(session, info.id)
+            for folder in folders:
+                if stop is not None and stop.is_set():
+                    break
+                position = known.get(folder.name)
+                if unchanged(position, folder):
+                    _touch(factory, info.id, folder, now())
+                    report.folders.append(FolderReport(folder.name, folder.role))
+                    continue
+                report.folders.append(_sync_folder(factory, config, client, info, settings, folder, position,
+                                                   now, progress, stop, parse_workers))
+        finally:
+            imap.close(client)
+    except ImapError as exc:
+        _record_failure(factory, info.id, exc, now())
+        log.error("mailbox=%s event=sync-failed stage=%s error=%s", name, exc.stage, exc.message)
+        raise
+    report.total = sum(f.fetched for f in report.folders)
+    _record_success(factory, info.id, now())
+    return report
+
+
+def _sync_folder(factory, config, client, info, settings: ImapSettings, status: FolderInfo,
+                 position: FolderPosition | None, now: Clock, progress, stop, parse_workers) -> FolderReport:
+    folder = imap.examine(client, status.name)
+    folder = FolderInfo(status.name, status.role, folder.messages, folder.uidvalidity, folder.uidnext,
+                        folder.highestmodseq)
+    report = FolderReport(folder.name, folder.role)
+    backfill = position is None or position.uidnext is None or position.uidvalidity != folder.uidvalidity
+    report.resynced = position is not None and position.uidvalidity not in (None, folder.uidvalidity)
+    after = 0 if position is None or position.uidvalidity != folder.uidvalidity else position.last_uid
+    if report.resynced:
+        log.warning("mailbox=%s folder=%s event=uidvalidity-changed old=%s new=%s: reading the backfill "
+                    "window again; stored messages are recognised", info.name, folder.name,
+                    position.uidvalidity, folder.uidvalidity)
+        with factory() as session, session.begin():
+            row = _position(session, info.id, folder.name)
+            row.uidvalidity, row.last_uid, row.uidnext, row.highest_modseq = folder.uidvalidity, 0, None, None
+    since = backfill_since(settings, config, now()) if backfill else None
+    uids = imap.new_uids(client, after, since)
+    log.info("mailbox=%s folder=%s event=fetch uids=%d after_uid=%d since=%s", info.name, folder.name,
+             len(uids), after, since)
+
+    def checkpoint(session: Session, last: ImapMessage) -> None:
+        row = _position(session, info.id, folder.name)
+        row.uidvalidity, row.last_uid, row.role = folder.uidvalidity, last.uid, role_name(folder.role)
+        row.updated_at = now()
+        log.debug("mailbox=%s folder=%s uid=%d event=committed", info.name, folder.name, last.uid)
+
+    result = feed(factory, config, info, imap.fetch(client, folder, uids), now, progress, parse_workers,
+                  checkpoint=checkpoint, stop=stop)
+    report.fetched, report.counts = result.total, result.counts
+    if stop is None or not stop.is_set():
+        # Every UID below UIDNEXT was read or is gone for good: the next pass starts after them.
+        with factory() as session, session.begin():
+            row = _position(session, info.id, folder.name)
+            row.uidvalidity, row.role = folder.uidvalidity, role_name(folder.role)
+            row.last_uid = max(row.last_uid or 0, folder.uidnext - 1)
+            row.uidnext, row.message_count = folder.uidnext, folder.messages
+            row.highest_modseq, row.updated_at = folder.highestmodseq, now()
+    log.info("mailbox=%s folder=%s event=synced fetched=%d %s", info.name, folder.name, result.total,
+             " ".join(f"{k}={v}" for k, v in sorted(result.counts.items())))
+    return report
+
+
+def _touch(factory, mailbox_id: int, folder: FolderInfo, at: datetime) -> None:
+    with factory() as session, session.begin():
+        row = _position(session, mailbox_id, folder.name)
+        row.message_count, row.highest_modseq, row.updated_at = folder.messages, folder.highestmodseq, at
+
+
+def _record_success(factory, mailbox_id: int, at: datetime) -> None:
+    with factory() as session, session.begin():
+        row = session.get(Mailbox, mailbox_id)
+        row.last_success_at, row.failures, row.failing_since = at, 0, None
+
+
+def _record_failure(factory, mailbox_id: int, exc: ImapError, at: datetime) -> None:
+    with factory() as session, session.begin():
+        row = session.get(Mailbox, mailbox_id)
+        row.last_error_at, row.last_error = at, str(exc)[:2000]
+        row.failures = (row.failures or 0) + 1
+        row.failing_since = row.failing_since or at

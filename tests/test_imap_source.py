@@ -1,0 +1,275 @@
+"""The IMAP source against a real Dovecot: TLS verified, each failure named by its stage, folders
+found by SPECIAL-USE, IDLE, read-only fetching; and the pure parts (settings, Gmail locations)."""
+from __future__ import annotations
+
+import json
+import threading
+import time
+from datetime import date
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from typing import ClassVar
+from urllib.parse import parse_qs
+
+import pytest
+
+from inboxcrm.errors import Invalid
+from inboxcrm.secret import SecretRef
+from inboxcrm.sources import imap
+from inboxcrm.sources.imap import ImapError, ImapSettings, build_settings
+
+from .conftest import mail
+from .dovecot import dovecot_server  # noqa: F401 - registers the fixture "dovecot"
+
+PASSWORD = SecretRef(env="IMAP_PASSWORD")
+
+
+# -- settings ----------------------------------------------------------------------------------
+
+def test_settings_round_trip_through_json_and_hold_no_secret(tls_files):
+    settings = build_settings("imap.example.com", user="sales@acme.example", secret=SecretRef(file="/run/pw"),
+                              ca_file=str(tls_files.ca), folders=("\\sent", "INBOX", "\\Sent"), since="2026-01-05")
+    assert settings.port == 993 and settings.folders == ("\\Sent", "INBOX")
+    stored = json.loads(json.dumps(settings.to_json()))
+    assert stored["secret"] == {"file": "/run/pw"} and ImapSettings.from_json(stored) == settings
+    assert settings.since == date(2026, 1, 5)
+    assert "file /run/pw" in settings.describe()
+    assert build_settings("h", security="starttls", user="u", secret=PASSWORD).port == 143
+
+
+@pytest.mark.parametrize("options, named", [
+    ({"security": "ssl"}, "--security 'ssl': expected one of tls, starttls, plain"),
+    ({"port": 0}, "--port 0: expected a number from 1 to 65535"),
+    ({"user": ""}, "--user"),
+    ({"auth": "cram"}, "--auth 'cram': expected one of password, xoauth2"),
+    ({"secret": None}, "--password-env, --password-file, --password-command"),
+    ({"folders": ("\\Spam",)}, "--folder \\Spam: unknown special-use role; roles are \\Inbox, \\Sent, \\All"),
+    ({"since": "yesterday"}, "--since 'yesterday': expected a date as YYYY-MM-DD"),
+    ({"ca_file": "/nonexistent/ca.pem"}, "--ca-file /nonexistent/ca.pem: no such file"),
+    ({"auth": "xoauth2"}, "--oauth-client-id: required with --auth xoauth2"),
+    ({"auth": "xoauth2", "oauth_client_id": "c"}, "--oauth-provider or --oauth-token-url"),
+    ({"auth": "xoauth2", "oauth_client_id": "c", "oauth_provider": "yahoo"}, "expected one of google, microsoft"),
+    ({"auth": "xoauth2", "oauth_client_id": "c", "oauth_token_url": "http://example.com/t"}, "expected an https://"),
+    ({"oauth_client_id": "c"}, "--oauth-*: only with --auth xoauth2"),
+])
+def test_bad_settings_name_the_option_and_what_is_valid(options, named):
+    given = {"host": "imap.example.com", "user": "u", "secret": PASSWORD} | options
+    with pytest.raises(Invalid) as refused:
+        build_settings(**given)
+    assert named in str(refused.value)
+
+
+def test_oauth_providers_have_their_token_endpoints():
+    google = build_settings("imap.gmail.com", user="u", auth="xoauth2", secret=PASSWORD, oauth_client_id="c",
+                            oauth_provider="google")
+    assert google.oauth_token_url == "https://oauth2.googleapis.com/token"
+
+
+# -- pure parts of folders and Gmail -----------------------------------------------------------
+
+GMAIL_LIST = [((b"\\HasNoChildren",), b"/", "INBOX"),
+              ((b"\\HasChildren", b"\\Noselect"), b"/", "[Gmail]"),
+              ((b"\\All", b"\\HasNoChildren"), b"/", "[Gmail]/Alle Nachrichten"),
+              ((b"\\HasNoChildren", b"\\Sent"), b"/", "[Gmail]/Gesendet"),
+              ((b"\\HasNoChildren", b"\\Junk"), b"/", "[Gmail]/Spam")]
+
+
+def test_folders_are_found_by_special_use_not_by_name():
+    roles = imap.folder_roles(GMAIL_LIST)
+    assert "[Gmail]" not in roles  # \Noselect
+    assert imap.choose_folders(roles, ("\\Inbox", "\\Sent", "\\All")) == [
+        ("INBOX", "\\Inbox"), ("[Gmail]/Gesendet", "\\Sent"), ("[Gmail]/Alle Nachrichten", "\\All")]
+    with pytest.raises(ImapError) as missing:
+        imap.choose_folders(roles, ("\\Drafts",))
+    assert missing.value.stage == "folder"
+    assert str(missing.value).startswith("folder: no folder with \\Drafts; folders are: INBOX (\\Inbox), ")
+
+
+def test_a_gmail_message_has_one_location_in_every_folder_and_junk_is_named_for_the_pipeline():
+    assert imap.copy_location("INBOX", 7, 12, gmail_id=1234) == imap.copy_location("[Gmail]/All", 3, 99, 1234)
+    assert imap.copy_location("INBOX", 7, 12) != imap.copy_location("INBOX", 8, 12)
+    assert imap.pipeline_folder("[Gmail]/Spam", "\\Junk") == "Junk"
+    assert imap.pipeline_folder("[Gmail]/Gesendet", "\\Sent") == "Sent"
+    assert imap.pipeline_folder("Projects", "") == "Projects"
+
+
+# -- connecting to the real server -------------------------------------------------------------
+
+def test_connects_over_verified_tls_and_starttls_and_finds_the_folders(dovecot):
+    alice = dovecot.add_user("alice", "s3cret")
+    dovecot.append(alice, "INBOX", [mail("pipeline-new-lead-company.eml")] * 3)
+    every = ("\\Inbox", "\\Sent", "\\Junk", "Drafts")
+    for settings in (dovecot.settings(alice, folders=every),
+                     dovecot.settings(alice, folders=every, security="starttls", port=dovecot.starttls_port)):
+        client = imap.connect(settings)
+        try:
+            folders = imap.resolve_folders(client, settings)
+        finally:
+            client.logout()
+        assert [(f.name, f.role) for f in folders] == [
+            ("INBOX", "\\Inbox"), ("Sent", "\\Sent"), ("Junk", "\\Junk"), ("Drafts", "\\Drafts")]
+        assert folders[0].messages == 3 and folders[0].uidnext == 4
+        assert folders[0].uidvalidity > 0 and folders[0].highestmodseq is not None
+
+
+def test_a_certificate_from_another_ca_fails_at_the_tls_stage(dovecot, tls_files):
+    alice = dovecot.add_user("alice", "s3cret")
+    for settings in (dovecot.settings(alice, ca_file=str(tls_files.other_ca)),
+                     dovecot.settings(alice, ca_file=str(tls_files.other_ca), security="starttls",
+                                      port=dovecot.starttls_port)):
+        with pytest.raises(ImapError) as failed:
+            imap.connect(settings)
+        assert failed.value.stage == "tls"
+        assert f"certificate verify failed for 127.0.0.1:{settings.port}" in str(failed.value)
+        assert "--ca-file" in str(failed.value)
+
+
+def test_verification_off_is_an_explicit_setting_that_connects(dovecot, tls_files, caplog):
+    alice = dovecot.add_user("alice", "s3cret")
+    settings = dovecot.settings(alice, ca_file=str(tls_files.other_ca), verify=False)
+    assert "insecure" in caplog.text and "certificate NOT verified" in settings.describe()
+    imap.connect(settings).logout()
+
+
+def test_a_wrong_password_fails_at_the_login_stage_without_the_password(dovecot, tmp_path):
+    alice = dovecot.add_user("alice", "s3cret")
+    wrong = tmp_path / "pw"
+    wrong.write_text("not-the-password\n")
+    with pytest.raises(ImapError) as failed:
+        imap.connect(dovecot.settings(alice, secret=SecretRef(file=str(wrong))))
+    assert failed.value.stage == "login"
+    assert "the server refused user alice (" in str(failed.value) and f"file {wrong}" in str(failed.value)
+    assert "not-the-password" not in str(failed.value)
+    with pytest.raises(ImapError) as unset:
+        imap.connect(dovecot.settings(alice, secret=PASSWORD), environ={})
+    assert unset.value.stage == "login" and "IMAP_PASSWORD" in str(unset.value)
+
+
+def test_no_server_fails_at_connect_and_an_unknown_host_at_dns(dovecot):
+    alice = dovecot.add_user("alice", "s3cret")
+    dovecot.stop()
+    with pytest.raises(ImapError) as refused:
+        imap.connect(dovecot.settings(alice))
+    assert refused.value.stage == "connect" and f"127.0.0.1:{dovecot.port}" in str(refused.value)
+    with pytest.raises(ImapError) as unknown:
+        imap.connect(dovecot.settings(alice, host="no-such-host.invalid"))
+    assert unknown.value.stage == "dns" and "no-such-host.invalid" in str(unknown.value)
+
+
+def test_a_missing_folder_names_the_folders_there_are(dovecot):
+    alice = dovecot.add_user("alice", "s3cret")
+    settings = dovecot.settings(alice, folders=("\\Inbox", "Projects"))
+    with pytest.raises(ImapError) as failed:
+        imap.resolve_folders(imap.connect(settings), settings)
+    assert failed.value.stage == "folder"
+    assert 'no folder named "Projects"; folders are: ' in str(failed.value) and "Sent (\\Sent)" in str(failed.value)
+
+
+def test_fetching_reads_bodies_and_changes_no_flag(dovecot):
+    alice = dovecot.add_user("alice", "s3cret")
+    dovecot.append(alice, "INBOX", [mail("pipeline-new-lead-company.eml")] * 2)
+    dovecot.append(alice, "INBOX", [mail("pipeline-freemail-lead.eml")], flags=[b"\\Flagged"])
+    before = dovecot.flags(alice, "INBOX")
+    client = imap.connect(dovecot.settings(alice))
+    folder = imap.examine(client, "INBOX")
+    uids = imap.new_uids(client, 1, None)
+    got = list(imap.fetch(client, folder, uids, batch=1))
+    assert [m.uid for m in got] == [2, 3] and got[1].data.replace(b"\r\n", b"\n") == mail("pipeline-freemail-lead.eml")
+    assert got[0].location == f"imap:INBOX:{folder.uidvalidity}:2" and got[0].folder == "INBOX"
+    assert imap.new_uids(client, 3, None) == []  # "4:*" would match UID 3; it must not
+    client.logout()
+    assert dovecot.flags(alice, "INBOX") == before == {1: (), 2: (), 3: (b"\\Flagged",)}
+
+
+def test_idle_returns_within_two_seconds_of_a_delivery(dovecot):
+    alice = dovecot.add_user("alice", "s3cret")
+    client = imap.connect(dovecot.settings(alice))
+    assert imap.supports_idle(client)
+    started = time.monotonic()
+    assert imap.wait_for_change(client, "INBOX", timeout=0.5) is False  # nothing came
+    assert 0.5 <= time.monotonic() - started < 1.5
+    delivered: list[float] = []
+
+    def deliver():
+        time.sleep(0.3)
+        dovecot.append(alice, "INBOX", [mail("pipeline-new-lead-company.eml")])
+        delivered.append(time.monotonic())
+
+    threading.Thread(target=deliver).start()
+    assert imap.wait_for_change(client, "INBOX", timeout=10) is True
+    assert time.monotonic() - delivered[0] < 2.0
+    # mail that came before the IDLE started is not waited for
+    uidnext = imap.examine(client, "INBOX").uidnext
+    dovecot.append(alice, "INBOX", [mail("pipeline-freemail-lead.eml")])
+    started = time.monotonic()
+    assert imap.wait_for_change(client, "INBOX", timeout=10, known_uidnext=uidnext) is True
+    assert time.monotonic() - started < 0.5
+    client.logout()
+
+
+def test_idle_stops_when_asked(dovecot):
+    alice = dovecot.add_user("alice", "s3cret")
+    client = imap.connect(dovecot.settings(alice))
+    stop = threading.Event()
+    threading.Timer(0.3, stop.set).start()
+    started = time.monotonic()
+    assert imap.wait_for_change(client, "INBOX", timeout=30, stop=stop) is False
+    assert time.monotonic() - started < 1.5
+    client.logout()
+
+
+# -- XOAUTH2: the access token comes from the token endpoint and is cached until it expires -----
+
+class TokenEndpoint(BaseHTTPRequestHandler):
+    grants: ClassVar[list[dict]] = []
+    answer: ClassVar[tuple[int, dict]] = (200, {})
+
+    def do_POST(self):
+        form = parse_qs(self.rfile.read(int(self.headers["Content-Length"])).decode())
+        TokenEndpoint.grants.append({k: v[0] for k, v in form.items()})
+        code, body = TokenEndpoint.answer
+        data = json.dumps(body).encode()
+        self.send_response(code)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def token_endpoint():
+    server = HTTPServer(("127.0.0.1", 0), TokenEndpoint)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    TokenEndpoint.grants = []
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+def test_xoauth2_refreshes_the_access_token_only_when_it_expires(token_endpoint):
+    settings = build_settings("imap.example.com", user="sales@acme.example", auth="xoauth2",
+                              secret=SecretRef(env="REFRESH"), oauth_client_id="client-1",
+                              oauth_client_secret=SecretRef(env="CLIENT_SECRET"),
+                              oauth_token_url=f"http://127.0.0.1:{token_endpoint.server_port}/token")
+    environ = {"REFRESH": "refresh-token-1", "CLIENT_SECRET": "cs"}
+    clock = [1000.0]
+    imap.forget_token(settings)
+    TokenEndpoint.answer = (200, {"access_token": "access-1", "expires_in": 3600})
+    assert imap.access_token(settings, environ, clock=lambda: clock[0]) == "access-1"
+    assert TokenEndpoint.grants == [{"grant_type": "refresh_token", "refresh_token": "refresh-token-1",
+                                     "client_id": "client-1", "client_secret": "cs"}]
+    TokenEndpoint.answer = (200, {"access_token": "access-2", "expires_in": 3600})
+    clock[0] += 3000
+    assert imap.access_token(settings, environ, clock=lambda: clock[0]) == "access-1"  # still valid
+    clock[0] += 600
+    assert imap.access_token(settings, environ, clock=lambda: clock[0]) == "access-2"  # refreshed
+    assert len(TokenEndpoint.grants) == 2
+    imap.forget_token(settings)
+    TokenEndpoint.answer = (400, {"error": "invalid_grant", "error_description": "Token has been revoked."})
+    with pytest.raises(ImapError) as refused:
+        imap.access_token(settings, environ)
+    assert refused.value.stage == "login"
+    assert "refused the refresh token (invalid_grant: Token has been revoked.)" in str(refused.value)
+    assert "refresh-token-1" not in str(refused.value)
