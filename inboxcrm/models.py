@@ -161,13 +161,19 @@ class Stage(Base):
 
 class Deal(Base):
     __tablename__ = "deals"
-    __table_args__ = (Index("ix_deals_contact_open", "contact_id", "closed_at"),)
+    __table_args__ = (
+        Index("ix_deals_contact_open", "contact_id", "closed_at"),
+        # the digest: a rep's open deals, the open next steps a rep holds, open totals per stage
+        Index("ix_deals_owner_open", "owner_rep_id", "closed_at"),
+        Index("ix_deals_next_step_owner_open", "next_step_owner_id", "closed_at"),
+        Index("ix_deals_open_stage", "closed_at", "stage_id", "value"),
+    )
     id: Mapped[int] = mapped_column(primary_key=True)  # the number in its reference D-<id>
     title: Mapped[str] = mapped_column(String(300), default="")
     contact_id: Mapped[int] = mapped_column(ForeignKey("contacts.id"))
     company_id: Mapped[int | None] = mapped_column(ForeignKey("companies.id"), index=True)
     stage_id: Mapped[int] = mapped_column(ForeignKey("stages.id"), index=True)
-    owner_rep_id: Mapped[int | None] = mapped_column(ForeignKey("reps.id"), index=True)
+    owner_rep_id: Mapped[int | None] = mapped_column(ForeignKey("reps.id"))
     value: Mapped[float | None] = mapped_column(Numeric(14, 2))
     source: Mapped[str] = mapped_column(String(100), default="")
     fit_score: Mapped[int] = mapped_column(Integer, default=0)

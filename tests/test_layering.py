@@ -14,9 +14,11 @@ import inboxcrm
 PACKAGE = Path(inboxcrm.__file__).parent
 CORE = {f"inboxcrm.{name}" for name in (
     "values", "parse", "classify", "freemail", "forms", "match", "rules", "scoring", "decide", "parse_ahead", "errors",
+    "digest",
 )}
 CORE_FORBIDS = ("sqlalchemy", "alembic", "imapclient", "smtplib", "click")
-ADAPTERS = ("inboxcrm.store", "inboxcrm.db", "inboxcrm.importer", "inboxcrm.sources")
+ADAPTERS = ("inboxcrm.store", "inboxcrm.db", "inboxcrm.importer", "inboxcrm.sources", "inboxcrm.sync",
+            "inboxcrm.digest_store", "inboxcrm.render")
 
 
 def module_name(path: Path, root: Path) -> str:
