@@ -232,6 +232,17 @@ class MailboxRow:
     source: str
     policy: str
     copies: int
+    imap: str | None = None  # "user@host:port" of a synced mailbox; None: fed by import only
+
+
+def imap_address(connection: dict | None) -> str | None:
+    """Where a mailbox is read from, safe to show: the connection holds no secret, and this
+    shows only the login and the server."""
+    if not connection or not connection.get("host"):
+        return None
+    port = f":{connection['port']}" if connection.get("port") else ""
+    user = f"{connection['user']}@" if connection.get("user") else ""
+    return f"{user}{connection['host']}{port}"
 
 
 def _choice(kind: str, value: str, valid: tuple[str, ...]) -> str:
@@ -249,9 +260,13 @@ def find_mailbox(session: Session, name: str) -> Mailbox:
 
 
 def add_mailbox(session: Session, now: datetime, actor: str, name: str, owner: str | None, role: str,
-                source: str | None = None, policy: str | None = None) -> MailboxRow:
+                source: str | None = None, policy: str | None = None,
+                connection: dict | None = None) -> MailboxRow:
     """A capture mailbox (sales@) makes leads by default; a rep's own inbox holds new senders for
-    review, because most of what lands there is not sales."""
+    review, because most of what lands there is not sales.
+
+    ``connection`` (``ImapSettings.to_json()``, which names where a secret lives but never holds
+    one) makes it a mailbox the daemon syncs; without it, only ``import`` feeds it."""
     check_name("mailbox", name)
     _choice("role", role, ROLES)
     policy = _choice("policy", policy or ("create" if role == "capture" else "review"), POLICIES)
@@ -261,12 +276,15 @@ def add_mailbox(session: Session, now: datetime, actor: str, name: str, owner: s
     rep = find_rep(session, owner) if owner is not None else None
     if session.scalar(select(Mailbox.id).where(Mailbox.name == name)) is not None:
         raise Invalid(f'mailbox "{name}" already exists; choose another name')
-    row = Mailbox(name=name, owner=rep, role=role, default_source=source, new_sender_policy=policy, created_at=now)
+    row = Mailbox(name=name, owner=rep, role=role, default_source=source, new_sender_policy=policy, created_at=now,
+                  failures=0)
+    if connection is not None:  # assigning None would store JSON 'null', which IS NULL does not find
+        row.connection = connection
     session.add(row)
     session.flush()
     audit(session, now, actor, "create", "mailbox", row.id, name=name, owner=rep and rep.name, role=role,
-          source=source, policy=policy)
-    return MailboxRow(name, role, rep and rep.name, source, policy, 0)
+          source=source, policy=policy, imap=imap_address(connection))
+    return MailboxRow(name, role, rep and rep.name, source, policy, 0, imap_address(connection))
 
 
 def list_mailboxes(session: Session) -> list[MailboxRow]:
@@ -275,7 +293,8 @@ def list_mailboxes(session: Session) -> list[MailboxRow]:
     rows = session.execute(select(Mailbox, Rep.name, func.coalesce(copies.c.n, 0))
                            .outerjoin(Rep, Rep.id == Mailbox.owner_rep_id)
                            .outerjoin(copies, copies.c.mailbox_id == Mailbox.id).order_by(Mailbox.name))
-    return [MailboxRow(m.name, m.role, owner, m.default_source, m.new_sender_policy, n) for m, owner, n in rows]
+    return [MailboxRow(m.name, m.role, owner, m.default_source, m.new_sender_policy, n, imap_address(m.connection))
+            for m, owner, n in rows]
 
 
 def remove_mailbox(session: Session, now: datetime, actor: str, name: str, force: bool = False) -> Removed:

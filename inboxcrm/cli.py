@@ -7,10 +7,9 @@ command line keeps working while an optional part is broken or missing.
 from __future__ import annotations
 
 import getpass
-import logging
 import os
 import sys
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from importlib import resources
 from pathlib import Path
 from typing import Any, Callable
@@ -19,7 +18,7 @@ from zoneinfo import ZoneInfo
 import click
 from sqlalchemy.exc import ArgumentError, OperationalError
 
-from . import __version__, admin, db, deals, views
+from . import __version__, admin, db, deals, logs, views
 from . import config as config_mod
 from .errors import InboxCRMError
 
@@ -128,9 +127,6 @@ def list_command(group: click.Group, fn: Callable, listing: views.Listing, help:
         emit(app.read(fn), listing, as_json)
 
 
-LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
-
-
 @click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--config", "config_path", envvar="INBOXCRM_CONFIG", metavar="PATH",
               help="Configuration file (env INBOXCRM_CONFIG; default ~/.config/inboxcrm/config.toml).")
@@ -143,12 +139,12 @@ def main(ctx: click.Context, config_path: str | None, database_url: str | None) 
     """inboxcrm: a sales CRM that lives in the team's inbox.
 
     Start with "inboxcrm init", add reps and mailboxes, then import mail.
-    Log level: env INBOXCRM_LOG_LEVEL (default WARNING); log lines go to stderr.
+    Log level: env INBOXCRM_LOG_LEVEL (default WARNING); log lines go to stderr as logfmt events.
     """
-    level = os.environ.get("INBOXCRM_LOG_LEVEL", "WARNING").upper()
-    if level not in LOG_LEVELS:
-        raise click.UsageError(f'INBOXCRM_LOG_LEVEL="{level}" is not a log level; use one of {", ".join(LOG_LEVELS)}')
-    logging.basicConfig(level=level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    try:
+        logs.setup(os.environ)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
     ctx.obj = App(config_path, database_url)
     ctx.call_on_close(ctx.obj.close)
 
@@ -247,6 +243,80 @@ def mailbox() -> None:
     """Mailboxes mail is read from: a capture mailbox (sales@) or a rep's own inbox."""
 
 
+def _secret(kind: str, env: str | None, file: str | None, command: str | None):
+    """The one secret source given as --KIND-env/-file/-command, the same sources as the config."""
+    from .secret import SecretRef
+
+    given = {k: v for k, v in (("env", env), ("file", file), ("command", command)) if v}
+    if len(given) > 1:
+        raise Failure(f"give only one of --{kind}-env, --{kind}-file, --{kind}-command")
+    if "file" in given:  # the daemon runs elsewhere than this shell: keep no relative path
+        given["file"] = str(Path(given["file"]).expanduser().resolve())
+    return SecretRef(**given) if given else None
+
+
+def imap_options(fn):
+    """The connection options of ``mailbox add``: where and how to read the mailbox over IMAP."""
+    options = [
+        click.option("--host", help="IMAP server; without it the mailbox is fed by \"inboxcrm import\" only."),
+        click.option("--port", type=int, help="Default: 993 for tls, 143 for starttls and plain."),
+        click.option("--security", type=click.Choice(("tls", "starttls", "plain")), default="tls", show_default=True,
+                     help="Implicit TLS, STARTTLS, or none (plain: only for a server on this machine)."),
+        click.option("--no-verify", is_flag=True,
+                     help="Do not check the server's certificate (logged as a warning at every connection); "
+                          "prefer --ca-file for a private CA."),
+        click.option("--ca-file", type=click.Path(exists=True, dir_okay=False), help="PEM file of CAs to trust."),
+        click.option("--user", help="IMAP login, often the email address."),
+        click.option("--auth", type=click.Choice(("password", "xoauth2")), default="password", show_default=True,
+                     help="xoauth2: OAuth2 for Gmail and Microsoft 365 (the secret is then the refresh token)."),
+        click.option("--password-env", metavar="VAR", help="Environment variable holding the password."),
+        click.option("--password-file", metavar="PATH",
+                     help="File holding the password, e.g. a systemd credential "
+                          "/run/credentials/inboxcrm.service/NAME."),
+        click.option("--password-command", metavar="CMD", help="Command printing the password (no shell)."),
+        click.option("--oauth-provider", type=click.Choice(("google", "microsoft")),
+                     help="Where the access token comes from (with --auth xoauth2)."),
+        click.option("--oauth-client-id", metavar="ID", help="The OAuth2 client the refresh token was issued to."),
+        click.option("--oauth-client-secret-env", metavar="VAR", help="Environment variable holding the client secret."),
+        click.option("--oauth-client-secret-file", metavar="PATH", help="File holding the client secret."),
+        click.option("--oauth-client-secret-command", metavar="CMD", help="Command printing the client secret."),
+        click.option("--oauth-token-url", metavar="URL", help="Token endpoint, instead of --oauth-provider."),
+        click.option("--folder", "folders", multiple=True, metavar="FOLDER",
+                     help="Repeatable: a special-use role (\\Inbox, \\Sent, \\All) or a folder name "
+                          "(default: \\Inbox and \\Sent)."),
+        click.option("--since", type=click.DateTime(["%Y-%m-%d"]), metavar="YYYY-MM-DD",
+                     help="First sync reads mail from this day on (default: [sync] since_days ago)."),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+def connection_from(app: App, options: dict) -> dict | None:
+    """``ImapSettings.to_json()`` from the command's options, or None without --host."""
+    password = _secret("password", options.pop("password_env"), options.pop("password_file"),
+                       options.pop("password_command"))
+    client_secret = _secret("oauth-client-secret", options.pop("oauth_client_secret_env"),
+                            options.pop("oauth_client_secret_file"), options.pop("oauth_client_secret_command"))
+    if options["host"] is None:
+        given = [k for k, v in options.items() if v and k not in ("security", "auth")]
+        if password or client_secret or given or options["security"] != "tls" or options["auth"] != "password":
+            raise Failure("the connection options need --host (a mailbox without --host is fed by import only)")
+        return None
+    from .sources.imap import build_settings
+
+    since = options.pop("since")
+    since = since.date() if since else app.local_now().date() - timedelta(days=app.config.sync.since_days)
+    ca_file = options.pop("ca_file")
+    settings = build_settings(
+        host=options["host"], port=options["port"], security=options["security"],
+        verify=not options["no_verify"], ca_file=ca_file and str(Path(ca_file).resolve()), user=options["user"] or "",
+        auth=options["auth"], secret=password, oauth_client_id=options["oauth_client_id"],
+        oauth_client_secret=client_secret, oauth_provider=options["oauth_provider"],
+        oauth_token_url=options["oauth_token_url"], folders=options["folders"], since=since)
+    return settings.to_json()
+
+
 @mailbox.command("add")
 @click.argument("name")
 @click.option("--owner", metavar="REP",
@@ -258,12 +328,24 @@ def mailbox() -> None:
 @click.option("--policy", type=click.Choice(admin.POLICIES),
               help="What a new sender becomes: create a lead, hold it for review, or ignore it "
                    "(default: create for capture, review for rep).")
+@imap_options
 @pass_app
-def mailbox_add(app: App, name: str, owner: str | None, role: str, source: str | None, policy: str | None) -> None:
-    """Add a mailbox NAME: where imported or polled mail counts as arriving, and what it makes of new senders."""
-    row = app.write(admin.add_mailbox, name, owner, role, source, policy)
+def mailbox_add(app: App, name: str, owner: str | None, role: str, source: str | None, policy: str | None,
+                **imap) -> None:
+    """Add a mailbox NAME: where imported or polled mail counts as arriving, and what it makes of new senders.
+
+    With --host it is read over IMAP by "inboxcrm run" and "inboxcrm poll"; check it with
+    "inboxcrm mailbox test NAME". The secret stays where --password-* says; only that place is stored.
+    """
+    connection = connection_from(app, imap)
+    row = app.write(admin.add_mailbox, name, owner, role, source, policy, connection)
     click.echo(f"added {row.role} mailbox {row.name}: owner {row.owner or 'none'}, source {row.source}, "
                f"new senders: {row.policy}")
+    if connection is not None:
+        click.echo(f"IMAP: {row.imap} ({connection['security']}"
+                   f"{'' if connection['verify'] else ', certificate NOT verified'}), "
+                   f"folders {', '.join(connection['folders'])}, since {connection['since']}; "
+                   f'check it with "inboxcrm mailbox test {row.name}"')
 
 
 list_command(mailbox, admin.list_mailboxes, views.MAILBOXES,

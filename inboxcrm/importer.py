@@ -22,7 +22,7 @@ from .decide import MailboxInfo
 from .errors import NotFound
 from .models import Mailbox
 from .parse_ahead import parse_ahead
-from .pipeline import Clock, process, utcnow
+from .pipeline import Clock, Outcome, process, utcnow
 from .sources.local import iter_messages
 from .store import load_context, mailbox_info
 from .values import RawMessage
@@ -50,19 +50,23 @@ def resolve_mailbox(session: Session, name: str) -> MailboxInfo:
 def feed(factory: sessionmaker[Session], config, mailbox: MailboxInfo, messages: Iterable[RawMessage],
          now: Clock = utcnow, progress: Callable[[int], None] | None = None,
          parse_workers: int | None = None, checkpoint: Callable[[Session, RawMessage], None] | None = None,
-         stop: threading.Event | None = None) -> ImportReport:
+         stop: threading.Event | None = None,
+         on_message: Callable[[RawMessage, Outcome], None] | None = None) -> ImportReport:
     """Run raw messages through the pipeline in commit groups; the importer's, demo's and sync's loop.
 
     ``parse_workers``: processes parsing ahead (None: one per spare core, 0: parse in place).
     ``checkpoint(session, last)`` runs inside each group's transaction with the group's last
     message, so a source's position commits together with the records (exactly once).
-    ``stop``: checked between messages; the open group still commits."""
+    ``stop``: checked between messages; the open group still commits.
+    ``on_message(raw, outcome)`` runs for each message of a group once the group has committed,
+    so what it reports (a log line, say) is on record."""
     report = ImportReport()
     with factory() as session:
         ctx = load_context(session, config.team.domains, config.team.freemail_domains)
     iterator = parse_ahead(messages, parse_workers)
     exhausted = False
     while not exhausted:
+        committed: list[tuple[RawMessage, Outcome]] = []
         with factory() as session, session.begin():
             started, size, done, last = time.monotonic(), 0, 0, None
             while done < GROUP_MESSAGES and size < GROUP_BYTES and time.monotonic() - started < GROUP_SECONDS:
@@ -74,8 +78,12 @@ def feed(factory: sessionmaker[Session], config, mailbox: MailboxInfo, messages:
                 done, size, last = done + 1, size + len(raw.data), raw
                 report.total += 1
                 report.counts[outcome.status] += 1
+                if on_message is not None:
+                    committed.append((raw, outcome))
             if checkpoint is not None and last is not None:
                 checkpoint(session, last)
+        for raw, outcome in committed:
+            on_message(raw, outcome)
         if progress and done:
             progress(done)
     iterator.close()  # after a stop: shuts down the parse workers now, not at garbage collection

@@ -24,6 +24,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from .errors import Invalid
+from .logs import event
 from .importer import feed, resolve_mailbox
 from .models import FolderPosition, Mailbox
 from .pipeline import Clock, utcnow
@@ -130,8 +131,15 @@ def sync_mailbox(factory: sessionmaker[Session], config, name: str, now: Clock =
         finally:
             imap.close(client)
     except ImapError as exc:
-        _record_failure(factory, info.id, exc, now())
-        log.error("mailbox=%s event=sync-failed stage=%s error=%s", name, exc.stage, exc.message)
+        _record_failure(factory, info.id, str(exc), now())
+        event(log, logging.DEBUG, "sync-failed", mailbox=name, stage=exc.stage, error=exc.message)
+        raise
+    except Exception as exc:
+        # Not the server's fault (the database, a bug): still shown in `status`, then raised.
+        try:
+            _record_failure(factory, info.id, f"internal: {type(exc).__name__}: {exc}", now())
+        except Exception:  # noqa: BLE001 - the database itself may be what failed
+            log.debug("could not record the failure", exc_info=True)
         raise
     report.total = sum(f.fetched for f in report.folders)
     _record_success(factory, info.id, now())
@@ -148,25 +156,29 @@ def _sync_folder(factory, config, client, info, settings: ImapSettings, status: 
     report.resynced = position is not None and position.uidvalidity not in (None, folder.uidvalidity)
     after = 0 if position is None or position.uidvalidity != folder.uidvalidity else position.last_uid
     if report.resynced:
-        log.warning("mailbox=%s folder=%s event=uidvalidity-changed old=%s new=%s: reading the backfill "
-                    "window again; stored messages are recognised", info.name, folder.name,
-                    position.uidvalidity, folder.uidvalidity)
+        event(log, logging.WARNING, "uidvalidity-changed", mailbox=info.name, folder=folder.name,
+              old=position.uidvalidity, new=folder.uidvalidity,
+              action="reading the backfill window again; stored messages are recognised")
         with factory() as session, session.begin():
             row = _position(session, info.id, folder.name)
             row.uidvalidity, row.last_uid, row.uidnext, row.highest_modseq = folder.uidvalidity, 0, None, None
     since = backfill_since(settings, config, now()) if backfill else None
     uids = imap.new_uids(client, after, since)
-    log.info("mailbox=%s folder=%s event=fetch uids=%d after_uid=%d since=%s", info.name, folder.name,
-             len(uids), after, since)
+    event(log, logging.INFO, "fetch", mailbox=info.name, folder=folder.name, uids=len(uids), after_uid=after,
+          since=since)
 
     def checkpoint(session: Session, last: ImapMessage) -> None:
         row = _position(session, info.id, folder.name)
         row.uidvalidity, row.last_uid, row.role = folder.uidvalidity, last.uid, role_name(folder.role)
         row.updated_at = now()
-        log.debug("mailbox=%s folder=%s uid=%d event=committed", info.name, folder.name, last.uid)
+        event(log, logging.DEBUG, "committed", mailbox=info.name, folder=folder.name, uid=last.uid)
+
+    def logged(raw: ImapMessage, outcome) -> None:
+        event(log, logging.INFO, "message", mailbox=info.name, folder=folder.name, uid=raw.uid,
+              status=outcome.status, reason=outcome.reason, deal=outcome.deal_ref, id=outcome.message_pk)
 
     result = feed(factory, config, info, imap.fetch(client, folder, uids), now, progress, parse_workers,
-                  checkpoint=checkpoint, stop=stop)
+                  checkpoint=checkpoint, stop=stop, on_message=logged)
     report.fetched, report.counts = result.total, result.counts
     if stop is None or not stop.is_set():
         # Every UID below UIDNEXT was read or is gone for good: the next pass starts after them.
@@ -176,8 +188,8 @@ def _sync_folder(factory, config, client, info, settings: ImapSettings, status: 
             row.last_uid = max(row.last_uid or 0, folder.uidnext - 1)
             row.uidnext, row.message_count = folder.uidnext, folder.messages
             row.highest_modseq, row.updated_at = folder.highestmodseq, now()
-    log.info("mailbox=%s folder=%s event=synced fetched=%d %s", info.name, folder.name, result.total,
-             " ".join(f"{k}={v}" for k, v in sorted(result.counts.items())))
+    event(log, logging.INFO, "synced", mailbox=info.name, folder=folder.name, fetched=result.total,
+          **dict(sorted(result.counts.items())))
     return report
 
 
@@ -193,9 +205,9 @@ def _record_success(factory, mailbox_id: int, at: datetime) -> None:
         row.last_success_at, row.failures, row.failing_since = at, 0, None
 
 
-def _record_failure(factory, mailbox_id: int, exc: ImapError, at: datetime) -> None:
+def _record_failure(factory, mailbox_id: int, error: str, at: datetime) -> None:
     with factory() as session, session.begin():
         row = session.get(Mailbox, mailbox_id)
-        row.last_error_at, row.last_error = at, str(exc)[:2000]
+        row.last_error_at, row.last_error = at, error[:2000]
         row.failures = (row.failures or 0) + 1
         row.failing_since = row.failing_since or at

@@ -116,7 +116,7 @@ REPS = Listing((col("NAME", "name"), col("EMAILS", "emails", 60), col("TIMEZONE"
                 col("ACTIVE", "active"), col("OPEN DEALS", "open_deals", right=True)),
                'no reps yet; add one with "inboxcrm rep add NAME --email ADDRESS"')
 MAILBOXES = Listing((col("NAME", "name"), col("ROLE", "role"), col("OWNER", "owner"), col("SOURCE", "source"),
-                     col("POLICY", "policy"), col("COPIES", "copies", right=True)),
+                     col("POLICY", "policy"), col("COPIES", "copies", right=True), col("IMAP", "imap")),
                     'no mailboxes yet; add one with "inboxcrm mailbox add NAME --role capture --owner REP"')
 STAGES = Listing((col("#", "position", right=True), col("NAME", "name"), col("KIND", "kind"),
                   col("DEALS", "deals", right=True)), "no stages")

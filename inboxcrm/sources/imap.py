@@ -28,6 +28,7 @@ from imapclient import IMAPClient
 from imapclient.exceptions import IMAPClientAbortError, IMAPClientError, LoginError
 
 from ..errors import InboxCRMError, Invalid, SecretError
+from ..logs import event
 from ..secret import SecretRef
 from ..values import RawMessage
 
@@ -191,8 +192,8 @@ def build_settings(host: str, port: int | None = None, security: str = "tls", ve
         except ValueError:
             raise Invalid(f"--since {since!r}: expected a date as YYYY-MM-DD") from None
     if security == "plain" or not verify:
-        log.warning("host=%s event=insecure security=%s verify=%s: passwords and mail can be read on the way",
-                    host, security, verify)
+        event(log, logging.WARNING, "insecure", host=host, security=security, verify=verify,
+              risk="passwords and mail can be read on the way")
     return ImapSettings(host=host.strip(), port=port, security=security, verify=bool(verify), ca_file=ca_file,
                         user=user.strip(), auth=auth, secret=secret, oauth_client_id=oauth_client_id,
                         oauth_client_secret=oauth_client_secret, oauth_token_url=oauth_token_url,
@@ -247,8 +248,8 @@ def _open(settings: ImapSettings, timeout: float) -> IMAPClient:
             _drop(client)
             raise ImapError("tls", f"STARTTLS with {where} failed ({exc})") from None
     elif settings.security == "plain":
-        log.warning("host=%s event=plaintext: IMAP without TLS; the password crosses the network readable",
-                    settings.host)
+        event(log, logging.WARNING, "plaintext", host=settings.host,
+              risk="IMAP without TLS; the password crosses the network readable")
     return client
 
 
