@@ -303,6 +303,15 @@ _VALIDATORS: dict[str, dict[str, Callable[[Any], Any]]] = {
                "first_response_hours": _hours, "business_hours": _business_hours},
 }
 _WITH_PASSWORD = ("database", "smtp")
+
+
+def check(section: str, key: str, value: Any) -> Any:
+    """The file's rule for one setting, for a command that sets the same thing another way
+    (``rep digest --time``), so the two cannot disagree. ValueError says what is expected."""
+    try:
+        return _VALIDATORS[section][key](value)
+    except _Bad as bad:
+        raise ValueError(bad.expected) from None
 KEYS: dict[str, tuple[str, ...]] = {
     section: (*checks, *PASSWORD_KEYS) if section in _WITH_PASSWORD else tuple(checks)
     for section, checks in _VALIDATORS.items()

@@ -5,15 +5,16 @@ real database), imports the sample mailboxes shipped in the package, and prints 
 """
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
-from zoneinfo import ZoneInfo
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from importlib.resources import files
 from pathlib import Path
-from typing import Callable
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import select
 
-from . import admin, deals, views
+from . import admin, deals, notify, render, views
 from .config import database_url, default_data_dir, load_config
 from .db import make_engine, session_factory, transaction, upgrade
 from .importer import import_path
@@ -59,8 +60,25 @@ def _fresh(data_dir: Path) -> Path:
     config = data_dir / "config.toml"
     config.write_text(
         "# Written by `inboxcrm demo`: the demo's own database, never your real one.\n"
-        f'[database]\nurl = "sqlite:///{db}"\n\n[team]\ndomains = ["{TEAM_DOMAIN}"]\n', encoding="utf-8")
+        f'[database]\nurl = "sqlite:///{db}"\n\n[team]\ndomains = ["{TEAM_DOMAIN}"]\n\n'
+        f'[digest]\ncommand_address = "crm@{TEAM_DOMAIN}"\n', encoding="utf-8")
     return config
+
+
+@dataclass(frozen=True)
+class DigestPage:
+    subject: str
+    path: Path
+
+
+def _write_digest(session, config, data_dir: Path, now: datetime) -> DigestPage:
+    """Alice's digest as the HTML file a browser shows: what a rep sees of inboxcrm every day."""
+    schedule = notify.schedule_for(session, config, "alice")
+    mail = notify.preview(session, config, schedule, now.astimezone(schedule.zone).date(), now,
+                          render.template_env(config.digest.templates_dir))
+    path = (data_dir / "digest-alice.html").resolve()
+    path.write_text(mail.html, encoding="utf-8")
+    return DigestPage(mail.subject, path)
 
 
 def run_demo(data_dir: Path | None, echo: Callable[[str], None]) -> Path:
@@ -71,7 +89,7 @@ def run_demo(data_dir: Path | None, echo: Callable[[str], None]) -> Path:
     engine = make_engine(database_url(config.database))
     upgrade(engine)
     factory = session_factory(engine)
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
 
     echo(f"inboxcrm demo: Brightpath Consulting ({TEAM_DOMAIN}), reps Alice and Bob\n")
     with transaction(factory) as s:
@@ -116,6 +134,9 @@ def run_demo(data_dir: Path | None, echo: Callable[[str], None]) -> Path:
         echo(f"\nQuarantine ({len(bad)}): kept with their raw bytes, never dropped.")
         for row in bad:
             echo(f"  #{row.id} {row.reason}: {row.detail}")
+        page = _write_digest(s, config, data_dir, now)
+        echo(f"\nAlice's digest for today, the email she gets at her digest time: {page.subject}")
+        echo(f"  open it in a browser: {page.path}")
     engine.dispose()
     cmd = f"inboxcrm --config {config_path}"
     echo("\nNoise (auto-replies, bounces, newsletters) and internal mail were stored but made no deals.")
@@ -125,5 +146,6 @@ def run_demo(data_dir: Path | None, echo: Callable[[str], None]) -> Path:
     echo(f"  {cmd} deals list --quiet   deals with no activity for 14 days")
     echo(f"  {cmd} review list          accept or reject held senders")
     echo(f"  {cmd} rule explain <Message-ID>   why a message went where it went")
+    echo(f"  {cmd} digest preview bob   the digest another rep would get")
     echo("Set up your own: inboxcrm init, then rep add, mailbox add and import (see README.md).")
     return config_path

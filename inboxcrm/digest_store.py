@@ -55,7 +55,7 @@ _DEAL_COLUMNS = (
 )
 
 
-def _deals(where) -> select:
+def deals_query(where) -> select:
     """Names come from scalar subqueries by primary key: a join let PostgreSQL hash the whole
     companies table for each rep's 150 deals."""
     return (select(*_DEAL_COLUMNS)
@@ -72,9 +72,9 @@ def statements(rep_id: int) -> dict[str, select]:
                       select(RepAddress.address).where(RepAddress.rep_id == Rep.id)
                       .order_by(RepAddress.id).limit(1).scalar_subquery())
         .where(Rep.id == rep_id),
-        "owned deals": _deals(Deal.owner_rep_id == rep_id),
+        "owned deals": deals_query(Deal.owner_rep_id == rep_id),
         # steps the rep holds on others' deals; their own deals came with the query above
-        "next steps held": _deals(and_(Deal.next_step_owner_id == rep_id,
+        "next steps held": deals_query(and_(Deal.next_step_owner_id == rep_id,
                                        or_(Deal.owner_rep_id.is_(None), Deal.owner_rep_id != rep_id))),
         "held messages": (select(Message.id, Message.from_address, Message.subject, Message.received_at,
                                  func.min(Mailbox.name))

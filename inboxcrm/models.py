@@ -341,7 +341,8 @@ class OutboxMessage(Base):
     subject: Mapped[str] = mapped_column(Text)
     message_id: Mapped[str] = mapped_column(String(300), unique=True)
     body: Mapped[bytes] = mapped_column(LargeBinary)  # the complete RFC 5322 message as sent
-    status: Mapped[str] = mapped_column(String(10), default="pending")  # pending | sent | failed | skipped
+    # pending | sending (handed to SMTP) | sent | failed | skipped (empty digest) | unknown (crashed mid-send)
+    status: Mapped[str] = mapped_column(String(10), default="pending")
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime)
     last_error: Mapped[str | None] = mapped_column(Text)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -77,3 +78,14 @@ def test_the_printed_config_opens_the_demo_database(run, tmp_path):
 def test_demo_counts_read_as_english(run, tmp_path):
     out = run("demo", "--data-dir", str(tmp_path / "demo"))
     assert not re.search(r"\b1 messages\b", out)
+
+
+def test_demo_writes_alices_digest_as_a_page_to_open(run, tmp_path):
+    out = run("demo", "--data-dir", str(tmp_path / "demo"))
+    (subject,) = re.findall(r"Alice's digest for today, the email she gets at her digest time: (.+)", out)
+    (path,) = re.findall(r"open it in a browser: (\S+)", out)
+    assert path == str((tmp_path / "demo" / "digest-alice.html").resolve())
+    html = Path(path).read_text(encoding="utf-8")
+    assert subject.startswith("inboxcrm: 1 overdue") and f"<title>{subject}</title>" in html
+    assert "Tom Becker" in html and "Send the support contract draft" in html  # the overdue step
+    assert "mailto:crm@brightpath.example?subject=%5BD-" in html  # quick actions to the command address
