@@ -189,9 +189,12 @@ def init(app: App) -> None:
     click.echo("\nnext steps:\n"
                f"  1. edit {path}: set [team] domains to your email domains\n"
                "  2. inboxcrm rep add alice --email alice@example.com\n"
-               "  3. inboxcrm mailbox add sales --role capture --owner alice\n"
-               "  4. inboxcrm import PATH --mailbox sales   (an mbox, Maildir or .eml files)\n"
-               "  5. inboxcrm pipeline")
+               "  3. inboxcrm mailbox add sales --role capture --owner alice \\\n"
+               "       --host imap.example.com --user sales@example.com --password-env SALES_IMAP_PASSWORD\n"
+               "  4. inboxcrm mailbox test sales, then inboxcrm poll --once   (or: inboxcrm import PATH "
+               "--mailbox sales for an mbox, Maildir or .eml files)\n"
+               "  5. inboxcrm run   (the daemon; systemd/README.md installs it as a service)\n"
+               "  6. inboxcrm pipeline")
 
 
 @main.group("db")

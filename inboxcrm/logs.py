@@ -30,10 +30,12 @@ _BARE = re.compile(r"[^\s\"=\\]+")
 _PRIORITY = {logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4, logging.ERROR: 3, logging.CRITICAL: 2}
 
 
-def event(logger: logging.Logger, level: int, name: str, **fields: Any) -> None:
-    """Logs the event ``name`` with its fields in the order given; None values are left out."""
+def event(logger: logging.Logger, level: int, name: str, exc_info: bool = False, **fields: Any) -> None:
+    """Logs the event ``name`` with its fields in the order given; None values are left out.
+    ``exc_info``: add the exception being handled as an ``error`` field."""
     if logger.isEnabledFor(level):
-        logger.log(level, name, extra={_FIELDS: {k: v for k, v in fields.items() if v is not None}})
+        logger.log(level, name, exc_info=exc_info,
+                   extra={_FIELDS: {k: v for k, v in fields.items() if v is not None}})
 
 
 def quote(value: Any) -> str:

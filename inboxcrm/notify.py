@@ -37,6 +37,7 @@ from .db import transaction
 from .digest import ACTIONS, DealRow, mailto, span
 from .digest_store import build_for_rep, deals_query, rep_timezone
 from .errors import Invalid
+from .logs import event
 from .models import Deal, OutboxMessage, Rep, RepAddress
 
 log = logging.getLogger(__name__)
@@ -74,7 +75,7 @@ def _days(text: str | None, config: Config, rep: str) -> tuple[frozenset[int], s
         try:
             return parse_weekdays(text), text
         except ValueError:
-            log.warning("rep %s: digest days %r are not valid; using [digest] days", rep, text)
+            event(log, logging.WARNING, "digest-days-invalid", rep=rep, days=text, using=config.digest.days)
     return parse_weekdays(config.digest.days), config.digest.days
 
 
@@ -182,9 +183,10 @@ def enqueue_due(factory: sessionmaker, config: Config, now: datetime) -> int:
             with transaction(factory) as session:
                 result = queue_digest(session, config, schedule, day, now, env)
             queued += result.new and result.status == "pending"
-            log.info("digest for %s on %s: %s", schedule.rep, day, result.status)
+            event(log, logging.INFO, "digest", rep=schedule.rep, date=day, status=result.status)
         except Exception:
-            log.exception("digest for %s on %s could not be built; retried on the next pass", schedule.rep, day)
+            event(log, logging.ERROR, "digest-failed", rep=schedule.rep, date=day, exc_info=True,
+                  action="retried on the next pass")
     with transaction(factory) as session:
         queued += enqueue_nudges(session, config, now, env)
     return queued

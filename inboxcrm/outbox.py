@@ -39,6 +39,7 @@ from .admin import audit
 from .config import Config
 from .db import transaction
 from .errors import Invalid, NotFound
+from .logs import event
 from .models import OutboxMessage
 
 log = logging.getLogger(__name__)
@@ -234,8 +235,9 @@ def recover(factory: sessionmaker, now: datetime) -> int:
             session.execute(update(OutboxMessage).where(OutboxMessage.id == pk, OutboxMessage.status == "sending")
                             .values(status="unknown", last_error="the sender stopped after the server accepted the "
                                     "envelope: the message may or may not have been delivered"))
-            log.error("outbox %s (%s): delivery unknown after a crash mid-send; not resent automatically, "
-                      "check and use \"inboxcrm outbox retry %s\" if it never arrived", pk, key, pk)
+            event(log, logging.ERROR, "outbox-unknown", outbox=pk, key=key,
+                  why="crashed mid-send; not resent automatically",
+                  action=f"check and run: inboxcrm outbox retry {pk}, if it never arrived")
     return len(stale)
 
 
@@ -277,11 +279,11 @@ def _defer(factory: sessionmaker, pk: int, now: datetime, error: Exception, rng:
         permanent = isinstance(error, smtp.SmtpError) and error.permanent and error.stage in ("envelope", "data")
         if permanent or row.attempts >= MAX_ATTEMPTS:
             row.status = "failed"
-            log.error("outbox %s (%s) failed (attempt %d): %s", pk, row.key, row.attempts, error)
+            event(log, logging.ERROR, "outbox-failed", outbox=pk, key=row.key, attempt=row.attempts, error=error)
         else:
             row.status, row.next_attempt_at = "pending", now + backoff(row.attempts, rng)
-            log.warning("outbox %s (%s) not sent, retry at %s: %s", pk, row.key, row.next_attempt_at.isoformat(),
-                        error)
+            event(log, logging.WARNING, "outbox-retry", outbox=pk, key=row.key, attempt=row.attempts,
+                  retry_at=row.next_attempt_at, error=error)
         return row.status
 
 
@@ -295,7 +297,8 @@ def send_due(factory: sessionmaker, config: Config, now: datetime, environ: Mapp
             waiting = session.scalar(select(func.count()).select_from(OutboxMessage)
                                      .where(OutboxMessage.status == "pending")) or 0
         if waiting and not _warned_unconfigured:
-            log.warning("%d message(s) wait in the outbox: no SMTP server is configured ([smtp] host)", waiting)
+            event(log, logging.WARNING, "outbox-waiting", messages=waiting,
+                  why="no SMTP server is configured ([smtp] host)")
             _warned_unconfigured = True
         return SendReport(deferred=waiting)
     due = _due(factory, now, limit)
@@ -324,7 +327,8 @@ def send_due(factory: sessionmaker, config: Config, now: datetime, environ: Mapp
                 if not exc.definite:
                     _set(factory, pk, None, status="unknown", attempts=OutboxMessage.attempts + 1,
                          last_error=f"{exc}: the message may or may not have been delivered")
-                    log.error("outbox %s: delivery unknown (%s); not resent automatically", pk, exc)
+                    event(log, logging.ERROR, "outbox-unknown", outbox=pk, error=exc,
+                          why="the connection failed during DATA; not resent automatically")
                     report += SendReport(unknown=1)
                 else:
                     status = _defer(factory, pk, now, exc, rng)
@@ -333,6 +337,6 @@ def send_due(factory: sessionmaker, config: Config, now: datetime, environ: Mapp
                     break  # the rest stay due for the next pass, on a new connection
                 continue
             _set(factory, pk, None, status="sent", sent_at=now, attempts=OutboxMessage.attempts + 1, last_error=None)
-            log.info("outbox %s sent to %s", pk, to_address)
+            event(log, logging.INFO, "outbox-sent", outbox=pk, to=to_address)
             report += SendReport(sent=1)
     return report

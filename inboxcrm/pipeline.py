@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from .db import transaction
 from .decide import Context, MailboxInfo, decide
 from .errors import Invalid, NotFound, ParseError
+from .logs import event
 from .models import AuditEntry, Mailbox, Message, MessageCopy, RejectedSender
 from .parse import content_hash, identify, parse
 from .parse_ahead import Prepared
@@ -79,7 +80,8 @@ def interpret(store: Store, msg: StoredMessage, data: bytes, mailbox: MailboxInf
     except (OperationalError, InterfaceError):
         raise  # the database is unwell, not the message: stop; a re-run resumes where this stopped
     except Exception as exc:  # noqa: BLE001 - a bug must quarantine one message, not stop the run
-        log.exception("message=%s mailbox=%s event=internal-error", msg.message_id, mailbox.name)
+        event(log, logging.ERROR, "internal-error", exc_info=True, mailbox=mailbox.name, message=msg.message_id,
+              action="quarantined; inboxcrm quarantine retry runs it again after a fix")
         store.quarantine(msg, "internal-error", f"{type(exc).__name__}: {exc}", data)
         return Outcome("quarantined", "internal-error", f"{type(exc).__name__}: {exc}", msg.id)
     return Outcome(decision.status, decision.reason, decision.detail, msg.id, f"D-{deal_id}" if deal_id else None)

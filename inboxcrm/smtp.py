@@ -26,6 +26,7 @@ from typing import Self
 
 from .config import SmtpConfig
 from .errors import InboxCRMError, SecretError
+from .logs import event
 
 log = logging.getLogger(__name__)
 STAGES = ("connect", "tls", "auth", "envelope", "data")
@@ -157,7 +158,8 @@ def connect(cfg: SmtpConfig, environ: Mapping[str, str] = os.environ) -> Connect
         raise SmtpError(host, port, "connect", 'security "plain" sends mail and passwords unencrypted; it is only '
                         'allowed for a relay on this machine (localhost, 127.0.0.1, ::1); use "starttls" or "tls"')
     if cfg.security != "plain" and not cfg.verify:
-        log.warning("SMTP %s:%s: TLS certificate verification is off ([smtp] verify = false)", host, port)
+        event(log, logging.WARNING, "smtp-insecure", host=host, port=port,
+              why="TLS certificate verification is off ([smtp] verify = false)")
     context = tls_context(cfg) if cfg.security != "plain" else None
     try:
         if cfg.security == "tls":
@@ -192,7 +194,7 @@ def connect(cfg: SmtpConfig, environ: Mapping[str, str] = os.environ) -> Connect
     except (smtplib.SMTPException, OSError) as exc:
         client.close()
         raise fail(stage, exc) from None
-    log.info("SMTP %s:%s: connected (%s)", host, port, cfg.security)
+    event(log, logging.INFO, "smtp-connected", host=host, port=port, security=cfg.security)
     return Connection(client, host, port)
 
 
