@@ -32,6 +32,7 @@ from .sources import imap
 from .sources.imap import FolderInfo, ImapError, ImapMessage, ImapSettings
 
 log = logging.getLogger("inboxcrm.sync")
+BULK = 200  # messages in one folder's pass from which parsing ahead in a worker process pays off
 
 
 @dataclass
@@ -105,9 +106,13 @@ def _position(session: Session, mailbox_id: int, folder: str) -> FolderPosition:
 
 def sync_mailbox(factory: sessionmaker[Session], config, name: str, now: Clock = utcnow,
                  progress: Callable[[int], None] | None = None, stop: threading.Event | None = None,
-                 environ: Mapping[str, str] = os.environ, parse_workers: int | None = 0) -> SyncReport:
+                 environ: Mapping[str, str] = os.environ, parse_workers: int | None = -1) -> SyncReport:
     """One pass over the mailbox's folders. Records success or failure on the mailbox row;
-    on failure re-raises the ImapError after recording it."""
+    on failure re-raises the ImapError after recording it.
+
+    ``parse_workers``: as for ``importer.feed``; -1 (the default) chooses per folder: parse
+    workers for a backlog of at least ``BULK`` messages (a first backfill), none for the few
+    messages of a routine pass, where starting a process would cost more than it saves."""
     with factory() as session:
         info = resolve_mailbox(session, name)
         settings = load_settings(session, name)
@@ -177,6 +182,8 @@ def _sync_folder(factory, config, client, info, settings: ImapSettings, status: 
         event(log, logging.INFO, "message", mailbox=info.name, folder=folder.name, uid=raw.uid,
               status=outcome.status, reason=outcome.reason, deal=outcome.deal_ref, id=outcome.message_pk)
 
+    if parse_workers == -1:
+        parse_workers = None if len(uids) >= BULK else 0
     result = feed(factory, config, info, imap.fetch(client, folder, uids), now, progress, parse_workers,
                   checkpoint=checkpoint, stop=stop, on_message=logged)
     report.fetched, report.counts = result.total, result.counts
