@@ -330,6 +330,13 @@ class Daemon:
             event(log, level, "synced", mailbox=box.name, folder=folder.folder, fetched=folder.fetched,
                   resynced=folder.resynced or None,
                   **{f"status_{status}": n for status, n in sorted(folder.counts.items())})
+        if report.total:
+            self._run_now("notify")  # a new lead's nudge goes out now, not at the next 30 s tick
+
+    def _run_now(self, job_id: str) -> None:
+        job = self.scheduler.get_job(job_id)
+        if job is not None and not self.stop.is_set():
+            job.modify(next_run_time=utcnow())
 
     def _failed(self, box: _Box, exc: BaseException) -> None:
         box.failures += 1
@@ -393,7 +400,8 @@ class Daemon:
         def run() -> None:
             from .notify import enqueue_due
 
-            enqueue_due(self.factory, self.config, utcnow())
+            if enqueue_due(self.factory, self.config, utcnow()):
+                self._run_now("outbox")
 
         self._guarded("notify", run)
 

@@ -16,6 +16,7 @@ from sqlalchemy import URL, Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
 MIGRATIONS = Path(__file__).with_name("migrations")
+WRITE_OPTION = "inboxcrm_writes"  # execution option: this transaction will write (see _sqlite_begin)
 
 
 def make_engine(url: URL | str) -> Engine:
@@ -45,7 +46,13 @@ def make_engine(url: URL | str) -> Engine:
 
         @event.listens_for(engine, "begin")
         def _sqlite_begin(conn):  # pragma: no cover - exercised by every test
-            conn.exec_driver_sql("BEGIN")
+            # A unit of work (``transaction``) takes the write lock at BEGIN (IMMEDIATE): a
+            # deferred transaction that read first and writes after another connection committed
+            # fails at once with "database is locked" (SQLITE_BUSY_SNAPSHOT), whatever the busy
+            # timeout, and the daemon's threads (sync passes, digests, the outbox) write at the
+            # same time. Reading sessions stay deferred, so in WAL mode they never wait for a writer.
+            immediate = conn.get_execution_options().get(WRITE_OPTION)
+            conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
     return engine
 
@@ -80,6 +87,8 @@ def session_factory(engine: Engine) -> sessionmaker[Session]:
 
 @contextmanager
 def transaction(factory: sessionmaker[Session]) -> Iterator[Session]:
-    """One unit of work: commit on success, roll back on any exception."""
+    """One unit of work: commit on success, roll back on any exception. Every transaction that
+    writes goes through here, so that SQLite queues writers instead of failing one."""
     with factory() as session, session.begin():
+        session.connection(execution_options={WRITE_OPTION: True})
         yield session

@@ -18,6 +18,7 @@ from pathlib import Path
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from .db import transaction
 from .decide import MailboxInfo
 from .errors import NotFound
 from .models import Mailbox
@@ -67,7 +68,7 @@ def feed(factory: sessionmaker[Session], config, mailbox: MailboxInfo, messages:
     exhausted = False
     while not exhausted:
         committed: list[tuple[RawMessage, Outcome]] = []
-        with factory() as session, session.begin():
+        with transaction(factory) as session:
             started, size, done, last = time.monotonic(), 0, 0, None
             while done < GROUP_MESSAGES and size < GROUP_BYTES and time.monotonic() - started < GROUP_SECONDS:
                 raw, prepared = (None, None) if stop is not None and stop.is_set() else next(iterator, (None, None))

@@ -27,6 +27,7 @@ from typing import Self
 from .config import SmtpConfig
 from .errors import InboxCRMError, SecretError
 from .logs import event
+from .tls import client_context
 
 log = logging.getLogger(__name__)
 STAGES = ("connect", "tls", "auth", "envelope", "data")
@@ -58,11 +59,7 @@ def is_loopback(host: str) -> bool:
 
 
 def tls_context(cfg: SmtpConfig) -> ssl.SSLContext:
-    context = ssl.create_default_context(cafile=cfg.ca_file)
-    if not cfg.verify:
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-    return context
+    return client_context(cfg.ca_file, cfg.verify)
 
 
 _PERIOD = re.compile(rb"(?m)^\.")

@@ -23,6 +23,7 @@ from datetime import date, datetime, timedelta
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from .db import transaction
 from .errors import Invalid
 from .logs import event
 from .importer import feed, resolve_mailbox
@@ -164,7 +165,7 @@ def _sync_folder(factory, config, client, info, settings: ImapSettings, status: 
         event(log, logging.WARNING, "uidvalidity-changed", mailbox=info.name, folder=folder.name,
               old=position.uidvalidity, new=folder.uidvalidity,
               action="reading the backfill window again; stored messages are recognised")
-        with factory() as session, session.begin():
+        with transaction(factory) as session:
             row = _position(session, info.id, folder.name)
             row.uidvalidity, row.last_uid, row.uidnext, row.highest_modseq = folder.uidvalidity, 0, None, None
     since = backfill_since(settings, config, now()) if backfill else None
@@ -189,7 +190,7 @@ def _sync_folder(factory, config, client, info, settings: ImapSettings, status: 
     report.fetched, report.counts = result.total, result.counts
     if stop is None or not stop.is_set():
         # Every UID below UIDNEXT was read or is gone for good: the next pass starts after them.
-        with factory() as session, session.begin():
+        with transaction(factory) as session:
             row = _position(session, info.id, folder.name)
             row.uidvalidity, row.role = folder.uidvalidity, role_name(folder.role)
             row.last_uid = max(row.last_uid or 0, folder.uidnext - 1)
@@ -201,19 +202,19 @@ def _sync_folder(factory, config, client, info, settings: ImapSettings, status: 
 
 
 def _touch(factory, mailbox_id: int, folder: FolderInfo, at: datetime) -> None:
-    with factory() as session, session.begin():
+    with transaction(factory) as session:
         row = _position(session, mailbox_id, folder.name)
         row.message_count, row.highest_modseq, row.updated_at = folder.messages, folder.highestmodseq, at
 
 
 def _record_success(factory, mailbox_id: int, at: datetime) -> None:
-    with factory() as session, session.begin():
+    with transaction(factory) as session:
         row = session.get(Mailbox, mailbox_id)
         row.last_success_at, row.failures, row.failing_since = at, 0, None
 
 
 def _record_failure(factory, mailbox_id: int, error: str, at: datetime) -> None:
-    with factory() as session, session.begin():
+    with transaction(factory) as session:
         row = session.get(Mailbox, mailbox_id)
         row.last_error_at, row.last_error = at, error[:2000]
         row.failures = (row.failures or 0) + 1

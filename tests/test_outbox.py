@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
+from inboxcrm.logs import LogfmtFormatter
 from inboxcrm import outbox, smtp
 from inboxcrm.config import build_config
 from inboxcrm.db import transaction
@@ -158,7 +159,8 @@ def test_verify_false_connects_but_says_so(factory, tls_files, caplog):
     with SmtpServer("starttls", tls_files) as server:
         cfg = config(server, ca_file=str(tls_files.other_ca), verify=False)
         assert "certificate NOT verified" in smtp.check(cfg.smtp)
-    assert any("verification is off" in r.message and r.levelname == "WARNING" for r in caplog.records)
+    lines = [LogfmtFormatter().format(r) for r in caplog.records if r.levelname == "WARNING"]
+    assert any("event=smtp-insecure" in line and "verification is off" in line for line in lines)
 
 
 def test_a_wrong_password_is_an_auth_error_without_the_password(factory, tls_files):

@@ -30,6 +30,7 @@ from imapclient.exceptions import IMAPClientAbortError, IMAPClientError, LoginEr
 from ..errors import InboxCRMError, Invalid, SecretError
 from ..logs import event
 from ..secret import SecretRef
+from ..tls import client_context
 from ..values import RawMessage
 
 log = logging.getLogger("inboxcrm.imap")
@@ -203,11 +204,7 @@ def build_settings(host: str, port: int | None = None, security: str = "tls", ve
 # -- connecting --------------------------------------------------------------------------------
 
 def ssl_context(settings: ImapSettings) -> ssl.SSLContext:
-    context = ssl.create_default_context(cafile=settings.ca_file)
-    if not settings.verify:
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-    return context
+    return client_context(settings.ca_file, settings.verify)
 
 
 def _tls_error(settings: ImapSettings, exc: ssl.SSLError) -> ImapError:

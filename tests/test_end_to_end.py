@@ -1,0 +1,75 @@
+"""The whole product in one run: ``inboxcrm run`` reads a real Dovecot, records a new lead, and
+the rep hears of it through a real SMTP server, once. Our own nudge, delivered back into the
+synced mailbox, is recognised as ours and makes no lead.
+
+The parts have their own tests; this one checks that the daemon wires them together.
+"""
+from __future__ import annotations
+
+import signal
+import time
+from datetime import UTC, datetime
+
+from inboxcrm.models import Deal, Message, OutboxMessage
+
+from .dovecot import dovecot_server  # noqa: F401 - registers the fixture "dovecot"
+from .smtp_server import SmtpServer
+from .test_daemon import add_imap, count, eventually, start  # noqa: F401 - "start" is a fixture
+
+SMTP_PASSWORD = "smtp-secret-4711"
+
+
+def fresh_lead() -> bytes:
+    """Dated now: only leads of the last 24 hours nudge their rep (a backfill must not)."""
+    return (f"From: Nora Field <nora@fieldworks.example>\r\nTo: sales@acme.example\r\n"
+            f"Subject: Quote for a new office network\r\nDate: {datetime.now(UTC):%a, %d %b %Y %H:%M:%S +0000}\r\n"
+            f"Message-ID: <e2e-lead@fieldworks.example>\r\n\r\n"
+            f"Hello, could you send us a quote for 30 seats?\r\n").encode()
+
+
+def test_a_new_lead_reaches_its_rep_by_mail_once_and_our_mail_never_becomes_a_lead(
+        team, dovecot, engine, start, config_file, tls_files, monkeypatch):
+    alice = dovecot.add_user("alice", "pw")
+    add_imap(team, dovecot, alice, "inbox")
+    smtp = SmtpServer(mode="starttls", tls_files=tls_files, users={"crm": SMTP_PASSWORD}).start()
+    try:
+        config_file.write_text(config_file.read_text() + (
+            f'\n[smtp]\nhost = "127.0.0.1"\nport = {smtp.port}\nsecurity = "starttls"\n'
+            f'ca_file = "{tls_files.ca}"\nusername = "crm"\npassword_env = "TEST_SMTP_PASSWORD"\n'
+            f'from_address = "crm@acme.example"\n'
+            f'\n[digest]\ncommand_address = "crm@acme.example"\ndays = "daily"\ntime = "00:00"\n'))
+        monkeypatch.setenv("TEST_SMTP_PASSWORD", SMTP_PASSWORD)  # the daemon inherits it
+        daemon = start()
+        daemon.notify.wait_for("READY=1")
+        # Today's digests are due at once (00:00, daily) and empty: decided, skipped, not sent.
+        eventually(lambda: count(engine, OutboxMessage.id, OutboxMessage.status == "skipped") == 2,
+                   what="both reps' empty digests decided")
+        eventually(lambda: "event=idle-watching mailbox=inbox" in daemon.log(), what="IDLE")
+
+        arrived = time.monotonic()
+        dovecot.append(alice, "INBOX", [fresh_lead()])
+        eventually(lambda: len(smtp.messages) == 1, timeout=20.0, what="the new-lead nudge at the SMTP server")
+        latency = time.monotonic() - arrived
+        nudge = smtp.messages[0]
+        assert nudge.rcpt_tos == ("alice@acme.example",) and smtp.logins == ["crm"]
+        message = nudge.message
+        assert message["Subject"].startswith("New lead D-1: Nora Field")
+        assert message["Auto-Submitted"] == "auto-generated" and message["X-InboxCRM"] == "nudge"
+        assert latency < 10.0, f"the nudge took {latency:.1f} s"
+        eventually(lambda: count(engine, OutboxMessage.id, OutboxMessage.status == "sent") == 1,
+                   what="the nudge marked sent")
+
+        # The nudge lands in a synced mailbox (a rep forwarding it, a copy to sales@): it is ours.
+        dovecot.append(alice, "INBOX", [nudge.data])
+        eventually(lambda: count(engine, Message.id, Message.reason == "own") == 1, what="our nudge read back")
+        assert count(engine, Deal.id) == 1
+        time.sleep(1.0)  # a second notify pass would have sent a duplicate by now
+        assert len(smtp.messages) == 1
+
+        daemon.signal(signal.SIGTERM)
+        assert daemon.wait() == 0
+        log = daemon.log()
+        assert SMTP_PASSWORD not in log and "Traceback" not in log
+        assert "event=outbox-sent" in log
+    finally:
+        smtp.stop()
