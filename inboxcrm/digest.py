@@ -182,6 +182,13 @@ class Digest:
         return (self.overdue, self.due_today, self.awaiting_reply, self.new_leads, self.no_next_step,
                 self.quiet, self.stalled, self.held)
 
+    def shortened(self, limit: int) -> Digest:
+        """The same digest showing at most ``limit`` items per section; the rest stay counted,
+        with the command that lists them."""
+        names = ("overdue", "due_today", "awaiting_reply", "new_leads", "no_next_step", "quiet", "stalled", "held")
+        return replace(self, **{name: replace(getattr(self, name), items=getattr(self, name).items[:limit])
+                                for name in names})
+
     @property
     def is_empty(self) -> bool:
         """Nothing to act on; the pipeline summary alone is not worth an email."""

@@ -108,6 +108,18 @@ def render_pair(env: Environment, base_name: str, context: dict[str, Any]) -> tu
     return text, _INLINER.inline(html)
 
 
+# Gmail clips a message whose HTML passes 102 KB behind a "View entire message" link, and the
+# inlined CSS makes an item about 1.7 KB: a busy rep's digest shows fewer items per section
+# (the rest counted, with the command that lists them) rather than being clipped.
+HTML_BUDGET = 95_000
+SHORTER_LIMITS = (10, 5, 3, 1)
+
+
 def render_digest(digest: Digest, env: Environment) -> RenderedMail:
     text, html = render_pair(env, "digest", {"digest": digest, "subject": digest.subject})
+    for limit in SHORTER_LIMITS:
+        if len(html.encode()) <= HTML_BUDGET:
+            break
+        shorter = digest.shortened(limit)
+        text, html = render_pair(env, "digest", {"digest": shorter, "subject": digest.subject})
     return RenderedMail(digest.subject, text, html)

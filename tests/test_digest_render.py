@@ -15,7 +15,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from inboxcrm.digest import DealRow, DigestData, HeldRow, RepInfo, StageTotal, build_digest
-from inboxcrm.render import TemplateProblem, builtin_templates, render_digest, render_pair, template_env
+from inboxcrm.render import SHORTER_LIMITS, TemplateProblem, builtin_templates, render_digest, render_pair, template_env
 
 from .conftest import server_missing
 
@@ -202,3 +202,21 @@ def test_the_html_digest_fits_360_and_1200_px_without_horizontal_scrolling(tmp_p
     for name in ("phone", "desktop"):
         scroll, client = widths[name]
         assert scroll <= client, f"{name}: content {scroll} px wide in a {client} px viewport"
+
+
+def test_a_busy_reps_digest_stays_under_gmails_clipping_size_and_counts_what_it_leaves_out():
+    """Gmail hides everything after 102 KB of HTML behind a link; 200 awaiting prospects would
+    make a digest of several hundred KB. Fewer items are shown; the counts stay whole."""
+    deals = tuple(row(i, title=f"Enquiry number {i}", last_inbound_at=NOW - timedelta(hours=i + 1))
+                  for i in range(1, 201))
+    data = DigestData(RepInfo(1, "alice", "alice@acme.example", "Europe/Berlin"), deals, (), (),
+                      NOW - timedelta(hours=24))
+    digest = build_digest(data, NOW, ZoneInfo("Europe/Berlin"), lambda stage: 14, 30, "crm@acme.example")
+    unlimited = render_pair(template_env(), "digest", {"digest": digest, "subject": digest.subject})[1]
+    assert len(unlimited.encode()) > 102_400  # the case is real: without the budget it would be clipped
+
+    mail = render_digest(digest, template_env())
+    assert len(mail.html.encode()) <= 95_000
+    assert "Awaiting your reply" in mail.html and "(200)" in mail.html  # the whole count
+    assert any(f"and {200 - shown} more" in mail.html for shown in SHORTER_LIMITS)
+    assert "Enquiry number 200" in mail.html  # the longest wait comes first and is kept
