@@ -287,6 +287,24 @@ def add_mailbox(session: Session, now: datetime, actor: str, name: str, owner: s
     return MailboxRow(name, role, rep and rep.name, source, policy, 0, imap_address(connection))
 
 
+def connect_mailbox(session: Session, now: datetime, actor: str, name: str, connection: dict) -> MailboxRow:
+    """Gives an existing mailbox its IMAP connection, or replaces it (a new secret source, port,
+    folders). Positions stay while it is the same account on the same server; another server
+    or login starts afresh from its own since date (stored messages are still recognised)."""
+    row = find_mailbox(session, name)
+    old = row.connection
+    same_account = old is not None and (old.get("host"), old.get("user")) == (connection["host"], connection["user"])
+    if not same_account:
+        session.execute(delete(FolderPosition).where(FolderPosition.mailbox_id == row.id))
+    row.connection = connection
+    row.failures, row.failing_since = 0, None
+    audit(session, now, actor, "connect", "mailbox", row.id, name=name, imap=imap_address(connection),
+          was=imap_address(old), positions="kept" if same_account else "reset")
+    copies = session.scalar(select(func.count(MessageCopy.id)).where(MessageCopy.mailbox_id == row.id))
+    return MailboxRow(row.name, row.role, row.owner and row.owner.name, row.default_source, row.new_sender_policy,
+                      copies, imap_address(connection))
+
+
 def list_mailboxes(session: Session) -> list[MailboxRow]:
     copies = (select(MessageCopy.mailbox_id, func.count(MessageCopy.id).label("n"))
               .group_by(MessageCopy.mailbox_id).subquery())

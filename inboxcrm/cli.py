@@ -351,6 +351,28 @@ def mailbox_add(app: App, name: str, owner: str | None, role: str, source: str |
                    f'check it with "inboxcrm mailbox test {row.name}"')
 
 
+@mailbox.command("connect")
+@click.argument("name")
+@imap_options
+@pass_app
+def mailbox_connect(app: App, name: str, **imap) -> None:
+    """Give mailbox NAME its IMAP connection, or replace it (another secret source, port, folders).
+
+    Takes the same connection options as "mailbox add"; all of them describe the new connection.
+    The positions stay while the server and login are the same; with another server or login the
+    first pass reads from --since again (messages already stored are recognised, never doubled).
+    A running daemon uses the new settings from its next pass.
+    """
+    connection = connection_from(app, imap)
+    if connection is None:
+        raise Failure("mailbox connect needs --host (and the other connection options of mailbox add)")
+    row = app.write(admin.connect_mailbox, name, connection)
+    click.echo(f"mailbox {row.name} now reads IMAP {row.imap} ({connection['security']}"
+               f"{'' if connection['verify'] else ', certificate NOT verified'}), "
+               f"folders {', '.join(connection['folders'])}; "
+               f'check it with "inboxcrm mailbox test {row.name}"')
+
+
 list_command(mailbox, admin.list_mailboxes, views.MAILBOXES,
              "List mailboxes with role, owner, lead source, policy and stored message copies.")
 

@@ -141,3 +141,35 @@ def test_status_shows_positions_backlog_and_a_loud_failing_mark(team, dovecot, t
     team("poll", "--once", "a-inbox")
     rows = {m["name"]: m for m in json.loads(team("status", "--json").stdout)["mailboxes"]}
     assert next(f for f in rows["a-inbox"]["folders"] if f["folder"] == "INBOX")["last_uid"] == 2
+
+
+def test_mailbox_connect_gives_an_import_mailbox_imap_and_replaces_a_connection(team, dovecot, engine, tmp_path):
+    alice, bob = dovecot.add_user("alice", "pw"), dovecot.add_user("bob", "pw")
+    dovecot.append(alice, "INBOX", [LEAD])
+    server = ["--host", dovecot.host, "--port", str(dovecot.port), "--ca-file", str(dovecot.tls.ca)]
+    assert "needs --host" in refused(team, "mailbox", "connect", "sales")
+    assert 'unknown mailbox "nope"' in refused(team, "mailbox", "connect", "nope", *server, "--user", "alice",
+                                               "--password-file", str(dovecot.secret_file(alice)))
+
+    # "sales" (from the team fixture) was import-only; now it is read over IMAP.
+    out = team("mailbox", "connect", "sales", *server, "--user", "alice",
+               "--password-file", str(dovecot.secret_file(alice))).stdout
+    assert out.startswith(f"mailbox sales now reads IMAP alice@{dovecot.host}:{dovecot.port} (tls)")
+    assert "sales: 1 new message" in team("poll", "--once", "sales").stdout
+
+    # A new secret source for the same account keeps the positions: nothing is read again.
+    moved = tmp_path / "moved-secret"
+    moved.write_text(dovecot.secret_file(alice).read_text())
+    team("mailbox", "connect", "sales", *server, "--user", "alice", "--password-file", str(moved))
+    assert "sales: 0 new messages" in team("poll", "--once", "sales").stdout
+
+    # Another account starts afresh from its since date; mail already stored is not doubled.
+    dovecot.append(bob, "INBOX", [LEAD])
+    team("mailbox", "connect", "sales", *server, "--user", "bob", "--password-file", str(dovecot.secret_file(bob)))
+    assert "sales: 1 new message" in team("poll", "--once", "sales").stdout
+    with session_factory(engine)() as session:
+        assert session.scalar(select(func.count(Deal.id))) == 1
+        box = session.scalar(select(Mailbox).where(Mailbox.name == "sales"))
+        assert box.connection["user"] == "bob" and "pw" not in json.dumps(box.connection)
+        actions = session.scalars(select(AuditEntry.detail).where(AuditEntry.action == "connect")).all()
+    assert [a["positions"] for a in actions] == ["reset", "kept", "reset"]
