@@ -28,7 +28,7 @@ import signal
 import socket
 import threading
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -384,7 +384,7 @@ class Daemon:
                             event(log, logging.DEBUG, "idle-change", mailbox=box.name, folder=folder, uidnext=known)
                             self.trigger(box.name)
                 finally:
-                    _close(client)
+                    imap.close(client)
             except Exception as exc:  # noqa: BLE001 - the watcher outlives any one connection
                 if box.quit.is_set():
                     return
@@ -425,12 +425,3 @@ def _reason(exc: BaseException) -> str:
     """The user-facing message of our own errors; the type too for anything unexpected."""
     text = str(exc) or type(exc).__name__
     return text if isinstance(exc, InboxCRMError) else f"{type(exc).__name__}: {text}"
-
-
-def _close(client) -> None:
-    """LOGOUT politely; a connection already gone is just closed (nothing is left to save)."""
-    try:
-        client.logout()
-    except Exception:  # noqa: BLE001
-        with suppress(Exception):
-            client.shutdown()

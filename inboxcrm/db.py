@@ -12,7 +12,11 @@ from alembic import command
 from alembic.config import Config as AlembicConfig
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import URL, Engine, create_engine, event
+from functools import cache
+
+from sqlalchemy import URL, Engine, Table, create_engine, event
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session, sessionmaker
 
 MIGRATIONS = Path(__file__).with_name("migrations")
@@ -79,6 +83,15 @@ def head_revision() -> str:
 
 def is_current(engine: Engine) -> bool:
     return current_revision(engine) == head_revision()
+
+
+@cache
+def insert_new(dialect: str, table: Table, key: str):
+    """INSERT ... ON CONFLICT (key) DO NOTHING RETURNING id, built once per table: one round trip
+    that both writes a new row and says whether the key existed (no id back), on both backends.
+    The raw message store and the outbox both decide "once" this way."""
+    dialect_insert = postgresql_insert if dialect == "postgresql" else sqlite_insert
+    return dialect_insert(table).on_conflict_do_nothing(index_elements=[key]).returning(table.c.id)
 
 
 def session_factory(engine: Engine) -> sessionmaker[Session]:

@@ -16,6 +16,8 @@ from decimal import Decimal
 from urllib.parse import quote
 from zoneinfo import ZoneInfo
 
+from .views import plural
+
 WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")  # not strftime: the locale must not change mail
 MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 DEFAULT_LIMIT = 25  # items shown per section; the rest are counted, with the command that lists them
@@ -221,10 +223,6 @@ SUBJECT_WORDS = {"overdue": "overdue", "due_today": "due today", "awaiting_reply
 def day_label(day: date) -> str:
     """"Tue 24 Nov", the same in every locale."""
     return f"{WEEKDAYS[day.weekday()]} {day.day} {MONTHS[day.month - 1]}"
-
-
-def plural(n: int, one: str) -> str:
-    return f"{n} {one}" if n == 1 else f"{n} {one}s"
 
 
 def span(seconds: float) -> str:

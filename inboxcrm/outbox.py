@@ -30,14 +30,12 @@ from email.parser import BytesParser
 from email.utils import format_datetime
 
 from sqlalchemy import func, select, update
-from sqlalchemy.dialects.postgresql import insert as postgresql_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session, sessionmaker
 
 from . import smtp
 from .admin import audit
 from .config import Config
-from .db import transaction
+from .db import insert_new, transaction
 from .errors import Invalid, NotFound
 from .logs import event
 from .models import OutboxMessage
@@ -81,12 +79,9 @@ def build_message(now: datetime, *, key: str, kind: str, from_address: str, to_a
 
 
 def _insert(session: Session, **values) -> bool:
-    """INSERT ... ON CONFLICT (key) DO NOTHING: False when the key was already decided."""
-    dialect = session.get_bind().dialect.name
-    dialect_insert = postgresql_insert if dialect == "postgresql" else sqlite_insert
-    table = OutboxMessage.__table__
-    stmt = dialect_insert(table).values(**values).on_conflict_do_nothing(index_elements=["key"]).returning(table.c.id)
-    return session.execute(stmt).scalar() is not None
+    """False (nothing written) when the key was already decided."""
+    stmt = insert_new(session.get_bind().dialect.name, OutboxMessage.__table__, "key")
+    return session.execute(stmt, values).scalar() is not None
 
 
 def enqueue(session: Session, now: datetime, *, key: str, kind: str, to_address: str, subject: str, text: str,

@@ -12,13 +12,12 @@ from datetime import datetime, timedelta
 from typing import Sequence
 
 from sqlalchemy import bindparam, insert, select, update
-from sqlalchemy.dialects.postgresql import insert as postgresql_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
 from . import scoring
 from .classify import TeamContext
+from .db import insert_new
 from .decide import Context, Decision, MailboxInfo
 from .match import ContactInfo
 from .models import (
@@ -106,19 +105,6 @@ _THREAD_OUTREACH = (select(Message.from_address).where(
     Message.direction == "outbound").order_by(Message.sent_at).limit(1))
 _INSERT_RAW = insert(MessageRaw.__table__)
 _INSERTS: dict[type, object] = {}
-_NEW_MESSAGE: dict[str, object] = {}
-
-
-def _insert_new_message(dialect: str):
-    """INSERT ... ON CONFLICT (message_id) DO NOTHING RETURNING id: one round trip for the
-    common case of a message never seen before, on both backends."""
-    stmt = _NEW_MESSAGE.get(dialect)
-    if stmt is None:
-        dialect_insert = postgresql_insert if dialect == "postgresql" else sqlite_insert
-        table = Message.__table__
-        stmt = dialect_insert(table).on_conflict_do_nothing(index_elements=["message_id"]).returning(table.c.id)
-        _NEW_MESSAGE[dialect] = stmt
-    return stmt
 _UPDATES: dict[type, object] = {}
 
 
@@ -185,7 +171,7 @@ class Store:
     def save_raw(self, raw: RawMessage, mailbox_id: int, message_id: str, synthetic: bool,
                  sha256: str, keep_raw: bool = True) -> tuple[StoredMessage, bool]:
         """Store the bytes and the copy before interpreting; (message, True) if never seen before."""
-        pk = self.conn.scalar(_insert_new_message(self.conn.dialect.name), dict(
+        pk = self.conn.scalar(insert_new(self.conn.dialect.name, Message.__table__, "message_id"), dict(
             message_id=message_id, synthetic_id=synthetic, sha256=sha256, size=len(raw.data),
             received_at=self.now, status="pending", subject="", from_address=""))
         is_new = pk is not None

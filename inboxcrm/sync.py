@@ -196,8 +196,6 @@ def _sync_folder(factory, config, client, info, settings: ImapSettings, status: 
             row.last_uid = max(row.last_uid or 0, folder.uidnext - 1)
             row.uidnext, row.message_count = folder.uidnext, folder.messages
             row.highest_modseq, row.updated_at = folder.highestmodseq, now()
-    event(log, logging.INFO, "synced", mailbox=info.name, folder=folder.name, fetched=result.total,
-          **dict(sorted(result.counts.items())))
     return report
 
 

@@ -28,7 +28,7 @@ def fresh_lead() -> bytes:
 
 
 def test_a_new_lead_reaches_its_rep_by_mail_once_and_our_mail_never_becomes_a_lead(
-        team, dovecot, engine, start, config_file, tls_files, monkeypatch):
+        team, dovecot, engine, start, config_file, tls_files, monkeypatch):  # noqa: F811 - fixtures
     alice = dovecot.add_user("alice", "pw")
     add_imap(team, dovecot, alice, "inbox")
     smtp = SmtpServer(mode="starttls", tls_files=tls_files, users={"crm": SMTP_PASSWORD}).start()
