@@ -8,6 +8,7 @@ from __future__ import annotations
 import re
 from datetime import date, timedelta
 from decimal import Decimal
+from typing import Sequence
 
 from .errors import Invalid
 
@@ -50,3 +51,11 @@ def parse_due(text: str, today: date) -> date:
         return date.fromisoformat(word)
     except ValueError:
         raise Invalid(f'invalid due date "{text}"; expected {DUE_FORMS}') from None
+
+
+def matching_names(wanted: str, names: Sequence[str]) -> list[str]:
+    """Exact name in any case, else every name it starts ("prop" -> Proposal): one answer means
+    found, several mean ambiguous, none unknown. Stages and reps are named this way everywhere."""
+    key = " ".join((wanted or "").split()).casefold()
+    exact = [n for n in names if " ".join(n.split()).casefold() == key]
+    return exact or [n for n in names if key and " ".join(n.split()).casefold().startswith(key)]
