@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session, selectinload
 
 from . import rules
 from .errors import Invalid, NotFound
+from .inputs import matching_names
 from .models import (
     AuditEntry, Contact, Deal, FolderPosition, Mailbox, Message, MessageCopy, Rep, RepAddress,
     RoutingRule, Stage, StageChange,
@@ -24,7 +25,7 @@ from .models import (
 from .store import load_rule_specs  # one reader of the rules table, for the pipeline and for this module
 from .views import clip, plural
 
-ROLES = ("capture", "rep")
+ROLES = ("capture", "rep", "commands")
 POLICIES = ("create", "review", "ignore")
 STAGE_KINDS = ("open", "won", "lost")
 PREVIEW_BYTES = 4096
@@ -89,9 +90,8 @@ def stages(session: Session) -> list[Stage]:
 def find_stage(session: Session, name: str, kinds: tuple[str, ...] = STAGE_KINDS) -> Stage:
     """Exact name in any case, else a unique prefix ("prop" -> Proposal)."""
     candidates = [s for s in stages(session) if s.kind in kinds]
-    wanted = (name or "").strip().lower()
-    exact = [s for s in candidates if s.name.lower() == wanted]
-    found = exact or [s for s in candidates if wanted and s.name.lower().startswith(wanted)]
+    picked = matching_names(name, [s.name for s in candidates])
+    found = [s for s in candidates if s.name in picked]
     names = ", ".join(s.name for s in candidates)
     what = "stage" if kinds == STAGE_KINDS else "/".join(kinds) + " stage"
     if len(found) > 1:
@@ -269,7 +269,8 @@ def add_mailbox(session: Session, now: datetime, actor: str, name: str, owner: s
     one) makes it a mailbox the daemon syncs; without it, only ``import`` feeds it."""
     check_name("mailbox", name)
     _choice("role", role, ROLES)
-    policy = _choice("policy", policy or ("create" if role == "capture" else "review"), POLICIES)
+    # A commands mailbox makes no leads at all: every message in it is read as command mail.
+    policy = _choice("policy", policy or {"capture": "create", "rep": "review"}.get(role, "ignore"), POLICIES)
     source = short_text("source", source or (name if role == "capture" else "rep-inbox"), 100, "website")
     if owner is None and role == "rep":
         raise Invalid(f"a rep mailbox needs --owner; reps are: {listed(rep_names(session))}")

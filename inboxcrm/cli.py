@@ -18,7 +18,7 @@ from zoneinfo import ZoneInfo
 import click
 from sqlalchemy.exc import ArgumentError, OperationalError
 
-from . import __version__, admin, db, deals, logs, views
+from . import __version__, admin, commands, db, deals, logs, views
 from . import config as config_mod
 from .errors import InboxCRMError
 
@@ -325,7 +325,8 @@ def connection_from(app: App, options: dict) -> dict | None:
 @click.option("--owner", metavar="REP",
               help="Rep who owns the mailbox and new leads from it (required for --role rep).")
 @click.option("--role", type=click.Choice(admin.ROLES), required=True,
-              help="capture: a shared address whose new senders are leads; rep: a rep's own inbox.")
+              help="capture: a shared address whose new senders are leads; rep: a rep's own inbox; "
+                   "commands: the command address's mailbox, where reps' command emails arrive.")
 @click.option("--source", metavar="S", help="Lead source recorded for new leads (default: the mailbox name for "
                                              "capture, rep-inbox for rep).")
 @click.option("--policy", type=click.Choice(admin.POLICIES),
@@ -552,12 +553,21 @@ def deal() -> None:
 @json_option
 @pass_app
 def deal_show(app: App, ref: str, as_json: bool) -> None:
-    """Everything about a deal: contact, stage, next step, score, notes, history and messages."""
-    emit(app.read(deals.show_deal, ref), None, as_json, lambda d: views.render_deal(d, app.local_now()))
+    """Everything about a deal: contact, stage, next step, snooze, score, notes, history and messages."""
+    emit(app.read(deals.show_deal, ref), None, as_json, lambda d: _render_deal(d, app.local_now()))
 
 
-def _change(app: App, fn: Callable, *args) -> None:
-    click.echo(views.render_change(app.write(fn, *args)))
+def _render_deal(d: deals.DealDetail, now: datetime) -> str:
+    """A snooze in force goes right under the title: it is why the deal is missing from the digest."""
+    text = views.render_deal(d, now)
+    if d.snoozed_until is None or d.snoozed_until <= now.date():
+        return text
+    title, _, rest = text.partition("\n")
+    return f"{title}\n  Snoozed until {d.snoozed_until.isoformat()} (wake it: inboxcrm deal snooze {d.ref} off)\n{rest}"
+
+
+def _change(app: App, fn: Callable, *args, **kwargs) -> None:
+    click.echo(views.render_change(app.write(fn, *args, **kwargs)))
 
 
 @deal.command("stage")
@@ -579,6 +589,17 @@ def deal_stage(app: App, ref: str, stage: str, reason: str) -> None:
 def deal_next(app: App, ref: str, text: str, due: str | None, owner: str | None) -> None:
     """Set the deal's next step TEXT."""
     _change(app, deals.set_next, ref, text, deals.parse_due(due, app.local_now().date()) if due else None, owner)
+
+
+@deal.command("snooze", help="Leave the deal out of the quiet, stalled and no-next-step lists (digest and deals "
+                              "list) until WHEN, at most a year ahead; new email from the prospect wakes it too. "
+                              f"Overdue steps and replies owed still show.\n\nWHEN: {commands.SNOOZE_FORMS}.")
+@click.argument("ref")
+@click.argument("when", nargs=-1, required=True, metavar="WHEN")
+@pass_app
+def deal_snooze(app: App, ref: str, when: tuple[str, ...]) -> None:
+    today = app.local_now().date()
+    _change(app, deals.set_snooze, ref, commands.snooze_until(" ".join(when), today), today=today)
 
 
 def _deal_edit(name: str, fn: Callable, metavar: str, help: str) -> None:
@@ -749,4 +770,4 @@ def demo(data_dir: Path | None) -> None:
 
 # The sync daemon's and outgoing mail's commands live in their own modules; importing them
 # registers them on ``main`` (they import this module's groups and helpers).
-from . import cli_mail, cli_sync  # noqa: E402,F401  (registration)
+from . import cli_commands, cli_mail, cli_sync  # noqa: E402,F401  (registration)

@@ -108,6 +108,24 @@ class DigestConfig:
 
 
 @dataclass(frozen=True)
+class CommandsConfig:
+    """Who may change deals by email, and how loudly we answer. See README "Who may send commands"."""
+
+    # authserv-ids of the team's own receiving servers (e.g. "mx.team.example"; Gmail: "mx.google.com")
+    trusted_authserv_ids: tuple[str, ...] = ()
+    # None: required exactly when trusted_authserv_ids is set (mail without their verdict is refused)
+    require_authentication: bool | None = None
+    burst_limit: int = 20  # command emails per sender per burst window; more are refused
+    burst_minutes: int = 60
+    answers_per_hour: int = 30  # answers to one rep per hour; beyond that we stay silent (and log it)
+    token_key_file: str | None = None  # the reply-token key; default: <data dir>/reply-token.key
+
+    @property
+    def authentication_required(self) -> bool:
+        return bool(self.trusted_authserv_ids) if self.require_authentication is None else self.require_authentication
+
+
+@dataclass(frozen=True)
 class Config:
     path: Path | None
     database: DatabaseConfig
@@ -116,6 +134,7 @@ class Config:
     sync: SyncConfig = SyncConfig()
     smtp: SmtpConfig = SmtpConfig()
     digest: DigestConfig = DigestConfig()
+    commands: CommandsConfig = CommandsConfig()
 
     def with_database_url(self, url: str, source: str = "--database-url") -> Config:
         """The same checks as the file's url (no password in it), named after where it came from."""
@@ -193,12 +212,16 @@ def _flag(value: Any) -> bool:
     return value
 
 
-def _seconds(minimum: int) -> Callable[[Any], int]:
+def _count(minimum: int, unit: str) -> Callable[[Any], int]:
     def check(value: Any) -> int:
         if type(value) is not int or value < minimum:
-            raise _Bad(f"a whole number of seconds, at least {minimum}")
+            raise _Bad(f"a whole number of {unit}, at least {minimum}")
         return value
     return check
+
+
+def _seconds(minimum: int) -> Callable[[Any], int]:
+    return _count(minimum, "seconds")
 
 
 def _port(value: Any) -> int:
@@ -267,6 +290,15 @@ def _weekdays(value: Any) -> str:
         raise _Bad('weekdays such as "mon-fri", "mon,wed,fri" or "daily"') from None
 
 
+def _hostnames(value: Any) -> tuple[str, ...]:
+    if not isinstance(value, list):
+        raise _Bad('a list of authserv-ids (host names) such as ["mx.example.com"]')
+    for item in value:
+        if not isinstance(item, str) or not re.fullmatch(r"[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?", item):
+            raise _Bad('an authserv-id: a host name such as "mx.example.com"', item)
+    return tuple(dict.fromkeys(item.lower() for item in value))
+
+
 def _hours(value: Any) -> float:
     if type(value) not in (int, float) or not 0 < value <= 168:
         raise _Bad("a number of business hours, more than 0")
@@ -301,6 +333,9 @@ _VALIDATORS: dict[str, dict[str, Callable[[Any], Any]]] = {
              "ca_file": _text, "username": _text, "from_address": _address, "timeout": _seconds(1)},
     "digest": {"time": _clock, "days": _weekdays, "command_address": _address, "templates_dir": _text,
                "first_response_hours": _hours, "business_hours": _business_hours},
+    "commands": {"trusted_authserv_ids": _hostnames, "require_authentication": _flag,
+                 "burst_limit": _count(1, "emails"), "burst_minutes": _count(1, "minutes"),
+                 "answers_per_hour": _count(1, "answers"), "token_key_file": _text},
 }
 _WITH_PASSWORD = ("database", "smtp")
 
@@ -355,6 +390,7 @@ def build_config(data: Mapping[str, Any], path: Path | None, environ: Environ = 
         sync=SyncConfig(**section("sync")),
         smtp=_smtp(section("smtp"), data.get("smtp", {}), name, path),
         digest=_digest(section("digest"), path),
+        commands=_commands(section("commands"), path, environ),
     )
 
 
@@ -377,6 +413,12 @@ def _digest(values: dict[str, Any], path: Path | None) -> DigestConfig:
     if "templates_dir" in values:
         values["templates_dir"] = _relative(values["templates_dir"], path)
     return DigestConfig(**values)
+
+
+def _commands(values: dict[str, Any], path: Path | None, environ: Environ) -> CommandsConfig:
+    key = values.get("token_key_file")
+    values["token_key_file"] = _relative(key, path) if key else str(default_data_dir(environ) / "reply-token.key")
+    return CommandsConfig(**values)
 
 
 def load_config(path: Path, must_exist: bool, environ: Environ = os.environ) -> Config:

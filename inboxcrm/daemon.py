@@ -332,6 +332,8 @@ class Daemon:
                   **{f"status_{status}": n for status, n in sorted(folder.counts.items())})
         if report.total:
             self._run_now("notify")  # a new lead's nudge goes out now, not at the next 30 s tick
+        if any(folder.counts.get("command") or folder.counts.get("refused") for folder in report.folders):
+            self._run_now("outbox")  # the answer to a command email, while the rep still looks
 
     def _run_now(self, job_id: str) -> None:
         job = self.scheduler.get_job(job_id)

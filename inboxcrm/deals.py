@@ -1,20 +1,22 @@
-"""Deals as reps and the admin handle them by hand: leads, stages, next steps, listings.
+"""Deals as reps and the admin handle them by hand: leads, stages, next steps, snoozes, listings.
 
 Functions take a Session and plain values and return frozen rows. Rep actions (a stage move, a
-note, a next step) count as activity, so a deal someone is working on is not reported as quiet.
+note, a next step, a snooze) count as activity, so a deal someone is working on is not reported
+as quiet. The CLI and commands by email call the same functions, so both do the same thing.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal
 
-from sqlalchemy import func, select
+from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session, aliased, selectinload
 
 from . import scoring
 from .admin import audit, change_stage, find_rep, find_stage, first_stage, normalize_address, short_text
 from .errors import Invalid, NotFound
+from .commands import SNOOZE_MAX_DAYS
 from .inputs import REF_HINT, CENTS, DUE_FORMS, parse_due, parse_ref, parse_value  # noqa: F401 - the CLI's names
 from .match import company_domain
 from .models import (
@@ -157,18 +159,41 @@ def _next_text(text: str | None, due: date | None, owner: str | None) -> str | N
     return text and (f"{text} ({extra})" if extra else text)
 
 
+def _refuse_closed(deal: Deal) -> None:
+    if deal.closed_at is not None:
+        raise Invalid(f"{deal.ref} is closed ({deal.stage.name}); reopen it first: "
+                      f"inboxcrm deal stage {deal.ref} STAGE")
+
+
 def set_next(session: Session, now: datetime, actor: str, ref: str, text: str, due: date | None = None,
              owner: str | None = None) -> DealChange:
     """Without ``owner`` the step stays with whoever had it, else goes to the deal's owner."""
     deal = get_deal(session, ref)
     text = short_text("next step", text, 500, "send the proposal")
-    if deal.closed_at is not None:
-        raise Invalid(f"{deal.ref} is closed ({deal.stage.name}); reopen it first: "
-                      f"inboxcrm deal stage {deal.ref} STAGE")
+    _refuse_closed(deal)
     rep = find_rep(session, owner) if owner else (deal.next_step_owner or deal.owner)
     old = _next_text(deal.next_step, deal.next_step_due, deal.next_step_owner and deal.next_step_owner.name)
     deal.next_step, deal.next_step_due, deal.next_step_owner = text, due, rep
     return _changed(session, now, actor, deal, "next-step", old, _next_text(text, due, rep and rep.name))
+
+
+def set_snooze(session: Session, now: datetime, actor: str, ref: str, until: date | None, reason: str = "", *,
+               today: date) -> DealChange:
+    """Until ``until`` (exclusive) the deal is left out of what says "nothing is happening" (the
+    digest's quiet, stalled and no-next-step sections, ``deals list --quiet/--stalled``), not out
+    of real work (overdue or due steps, replies owed). ``None`` wakes it, and so does new inbound
+    mail. ``today`` is the actor's local date, which only the caller knows (a rep's time zone);
+    ``reason`` goes to the audit log (a command email's Message-ID)."""
+    deal = get_deal(session, ref)
+    if until is not None:
+        _refuse_closed(deal)
+        latest = today + timedelta(days=SNOOZE_MAX_DAYS)
+        if not today < until <= latest:
+            raise Invalid(f"cannot snooze {deal.ref} until {until.isoformat()}: expected a date after today "
+                          f"({today.isoformat()}) and at most {SNOOZE_MAX_DAYS} days ahead ({latest.isoformat()}), "
+                          f"such as in 2 weeks, friday or {(today + timedelta(weeks=2)).isoformat()}")
+    old, deal.snoozed_until = deal.snoozed_until, until
+    return _changed(session, now, actor, deal, "snooze", old, until, reason)
 
 
 def set_owner(session: Session, now: datetime, actor: str, ref: str, rep: str) -> DealChange:
@@ -220,7 +245,8 @@ def list_deals(session: Session, now: datetime, stage: str | None = None, owner:
                stalled_days: int | None = None) -> list[DealRow]:
     """Open deals unless ``include_closed`` or a closed ``stage`` is asked for; ``quiet_days``
     keeps open deals with no activity for that many days, ``stalled_days`` those whose stage
-    has not changed for that many days."""
+    has not changed for that many days. Both leave out deals snoozed past ``now``'s (UTC) date,
+    as the digest does."""
     owner_rep = aliased(Rep)
     query = (select(Deal.id, Contact.name, _first_address(), Company.name, Stage.name, owner_rep.name, Deal.value,
                     Deal.next_step, Deal.next_step_due, Deal.last_activity_at)
@@ -240,6 +266,9 @@ def list_deals(session: Session, now: datetime, stage: str | None = None, owner:
                 raise Invalid(f"invalid number of {kind} days {days}; expected a whole number of at least 1")
             query = query.where(column < now - timedelta(days=days))
             include_closed = False
+    if quiet_days is not None or stalled_days is not None:
+        today = now.astimezone(timezone.utc).date()
+        query = query.where(or_(Deal.snoozed_until.is_(None), Deal.snoozed_until <= today))
     if not include_closed:
         query = query.where(Deal.closed_at.is_(None))
     return [DealRow(f"D-{r[0]}", *r[1:]) for r in session.execute(query)]
@@ -297,6 +326,7 @@ class DealDetail:
     next_step: str | None
     next_step_due: date | None
     next_step_owner: str | None
+    snoozed_until: date | None  # as stored: a date on or before today means awake again
     first_response_seconds: int | None
     created_at: datetime
     last_activity_at: datetime
@@ -329,7 +359,8 @@ def show_deal(session: Session, ref: str) -> DealDetail:
         score=deal.score, fit=deal.fit_score,
         engagement=scoring.engagement_points(deal.inbound_count, deal.outbound_count),
         value=deal.value, next_step=deal.next_step, next_step_due=deal.next_step_due,
-        next_step_owner=name(deal.next_step_owner), first_response_seconds=deal.first_response_seconds,
+        next_step_owner=name(deal.next_step_owner), snoozed_until=deal.snoozed_until,
+        first_response_seconds=deal.first_response_seconds,
         created_at=deal.created_at, last_activity_at=deal.last_activity_at,
         last_stage_change_at=deal.last_stage_change_at, closed_at=deal.closed_at, lost_reason=deal.lost_reason,
         flags=tuple(FlagRow(f.kind, f.detail, f.created_at) for f in rows(DealFlag, DealFlag.created_at, DealFlag.id)),

@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from typing import Protocol, Sequence
 
 from . import classify as classify_mod
+from . import sender_check
+from .commands import has_command
 from .forms import form_prospect
 from .match import Lookup, Match, match
 from .rules import Routing, RuleSpec, evaluate
@@ -27,6 +29,18 @@ class MailboxInfo:
 
 
 @dataclass(frozen=True)
+class CommandSettings:
+    """Commands by email: who may send them (the gate) and where they arrive."""
+
+    gate: sender_check.Gate
+    has_commands_mailbox: bool  # else mail to the command address is read wherever it lands
+    answers_per_hour: int = 30
+    from_address: str = ""  # what our answers come from
+    reply_addresses: dict[str, str] = field(default_factory=dict, hash=False)  # rep -> command address + token
+    rep_zones: dict[str, str] = field(default_factory=dict, hash=False)  # rep -> IANA zone, for "today"
+
+
+@dataclass(frozen=True)
 class Context:
     """Everything a decision depends on besides the message and the records."""
 
@@ -36,6 +50,7 @@ class Context:
     freemail: frozenset[str] = frozenset()
     rep_ids: dict[str, int] = field(default_factory=dict, hash=False)
     stages: tuple[tuple[int, str, str], ...] = ()  # (id, name, kind) in pipeline order
+    commands: CommandSettings | None = None  # None: commands by email are off, a tag is just text
 
     @property
     def first_open(self) -> tuple[int, str]:
@@ -44,6 +59,9 @@ class Context:
 
 class DecisionLookup(Lookup, Protocol):
     def is_rejected_sender(self, address: str) -> bool: ...
+    def recent_commands(self, address: str, minutes: int) -> int:
+        """Command emails (obeyed or refused) from ``address`` received in the last ``minutes``."""
+        ...
     def thread_outreach(self, message_ids: Sequence[str]) -> str | None:
         """The sender of a stored outbound message in the thread that joined no deal yet."""
         ...
@@ -69,6 +87,7 @@ class Decision:
     owner: str | None = None  # owner of a deal created by this message
     create_deal: bool = False
     explanations: tuple[Explanation, ...] = ()
+    verdict: sender_check.Verdict | None = None  # for a command email: obey or not, answer or not
 
 
 def _first_external(addresses: tuple[Address, ...], team_domains: frozenset[str]) -> Address | None:
@@ -89,6 +108,9 @@ def decide(email: Email, mailbox: MailboxInfo, ctx: Context, lookup: DecisionLoo
         cls = Classification("spam", "junk-folder", f"found in the {folder} folder")
         notes.append(Explanation("classify", cls.reason, True, cls.detail))
         return result("noise", cls.reason, cls.detail, classification=cls)
+
+    if ctx.commands is not None and (source := command_source(email, mailbox, ctx.commands, ctx.team)):
+        return _command(email, mailbox, ctx, lookup, source, folder, notes, explain, result)
 
     if routing.ignore:
         return result("ignored", "rule-ignore", f"rule {routing.ignore} says ignore")
@@ -149,6 +171,47 @@ def decide(email: Email, mailbox: MailboxInfo, ctx: Context, lookup: DecisionLoo
         return result("held", "policy-review", f"new sender {prospect.email} held for review by {why}", **common)
     owner = routing.owner or mailbox.owner
     return result("processed", found.reason, _describe(found), owner=owner, create_deal=True, **common)
+
+
+def command_source(email: Email, mailbox: MailboxInfo, settings: CommandSettings,
+                   team: classify_mod.TeamContext) -> str | None:
+    """Why a message is command mail: "mailbox" (it arrived in the commands mailbox),
+    "addressed" (to the command address, with no commands mailbox to read it from), "copy" (to
+    the command address, found elsewhere: the commands mailbox's copy is the one obeyed),
+    "tagged" (a rep's mail among the team with "[D-42] verb" in the subject); None: not one.
+
+    A prospect's "[D-42] won" is not command mail: it is captured like any other message."""
+    if mailbox.role == "commands":
+        return "mailbox"
+    if sender_check.addressed_to_command(email, settings.gate.command_addresses):
+        return "copy" if settings.has_commands_mailbox else "addressed"
+    sender = email.from_.email if email.from_ else ""
+    if (sender in settings.gate.rep_by_address and has_command(email.subject)
+            and all(a.domain in team.team_domains or a.email in team.rep_addresses for a in email.recipients)):
+        return "tagged"
+    return None
+
+
+def _command(email: Email, mailbox: MailboxInfo, ctx: Context, lookup: DecisionLookup, source: str, folder: str,
+             notes: list[Explanation], explain: bool, result) -> Decision:
+    settings = ctx.commands
+    if source == "copy":
+        return result("internal", "command-copy",
+                      "a copy of a command email; the copy in the commands mailbox is the one obeyed",
+                      classification=Classification("command", "command-copy"), direction="inbound")
+    sender = email.from_.email if email.from_ else ""
+    # Only that rep's own login puts mail in the Sent folder of their own mailbox.
+    own_sent = (folder == "Sent" and mailbox.role == "rep" and mailbox.owner is not None
+                and settings.gate.rep_by_address.get(sender) == mailbox.owner)
+    recent = lookup.recent_commands(sender, settings.gate.burst_window_minutes) if sender else 0
+    verdict = sender_check.check(email, settings.gate, recent, own_sent)
+    if explain:
+        notes.extend(sender_check.explain(email, settings.gate, recent, own_sent))
+    else:
+        notes.append(Explanation("command", verdict.reason, True, verdict.detail))
+    cls = Classification("command", f"command-{source}", f"command mail ({source})")
+    return result("command" if verdict.obey else "refused", verdict.reason, verdict.detail,
+                  classification=cls, direction="inbound", verdict=verdict)
 
 
 def _describe(found: Match) -> str:

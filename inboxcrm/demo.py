@@ -61,7 +61,9 @@ def _fresh(data_dir: Path) -> Path:
     config.write_text(
         "# Written by `inboxcrm demo`: the demo's own database, never your real one.\n"
         f'[database]\nurl = "sqlite:///{db}"\n\n[team]\ndomains = ["{TEAM_DOMAIN}"]\n\n'
-        f'[digest]\ncommand_address = "crm@{TEAM_DOMAIN}"\n', encoding="utf-8")
+        f'[digest]\ncommand_address = "crm@{TEAM_DOMAIN}"\n\n'
+        '[commands]\ntoken_key_file = "reply-token.key"  # beside this file: the demo writes nothing elsewhere\n',
+        encoding="utf-8")
     return config
 
 

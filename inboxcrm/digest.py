@@ -56,6 +56,7 @@ class DealRow:
     last_outbound_at: datetime | None
     last_stage_change_at: datetime
     closed_at: datetime | None = None
+    snoozed_until: date | None = None  # asleep before this date (the rep's local date), awake on it
 
 
 @dataclass(frozen=True)
@@ -250,6 +251,9 @@ def build_digest(data: DigestData, now: datetime, tz: ZoneInfo, quiet_days_for: 
     today = now.astimezone(tz).date()
     open_deals = [d for d in data.deals if d.closed_at is None]
     owned = [d for d in open_deals if d.owner_rep_id == rep.id]
+    # a snooze silences the "nothing is happening" sections (4 and 5), never what needs doing
+    # (steps due, replies owed, new leads) nor the pipeline's counts
+    awake = [d for d in owned if d.snoozed_until is None or d.snoozed_until <= today]
 
     def act(deal: DealRow, *kinds: str) -> tuple[Action, ...]:
         if not command_address:
@@ -302,16 +306,16 @@ def build_digest(data: DigestData, now: datetime, tz: ZoneInfo, quiet_days_for: 
     def last_email(d: DealRow) -> datetime:
         return max(filter(None, (d.last_inbound_at, d.last_outbound_at)), default=d.created_at)
 
-    unplanned = sorted((d for d in owned if not d.next_step), key=lambda d: (last_email(d), d.id))
+    unplanned = sorted((d for d in awake if not d.next_step), key=lambda d: (last_email(d), d.id))
     no_next = [item(d, f"{d.stage}, last email {span((now - last_email(d)).total_seconds())} ago", "next", "lost")
                for d in unplanned]
 
     # 5. quiet (no email) and stalled (no stage change)
-    quiet_rows = sorted(((d, quiet_days_for(d.stage)) for d in owned), key=lambda p: (last_email(p[0]), p[0].id))
+    quiet_rows = sorted(((d, quiet_days_for(d.stage)) for d in awake), key=lambda p: (last_email(p[0]), p[0].id))
     quiet = [item(d, f"no email for {span((now - last_email(d)).total_seconds())} "
                      f"({d.stage} counts as quiet after {plural(days, 'day')})", "next", "stage", "lost")
              for d, days in quiet_rows if last_email(d) < now - timedelta(days=days)]
-    stalled_rows = sorted((d for d in owned if d.last_stage_change_at < now - timedelta(days=stalled_days)),
+    stalled_rows = sorted((d for d in awake if d.last_stage_change_at < now - timedelta(days=stalled_days)),
                           key=lambda d: (d.last_stage_change_at, d.id))
     stalled = [item(d, f"in {d.stage} for {span((now - d.last_stage_change_at).total_seconds())}",
                     "stage", "next", "lost") for d in stalled_rows]

@@ -4,7 +4,9 @@ Five small Core queries per rep, each served by an index on SQLite and PostgreSQ
 0003; ``bench/digest_bench.py`` prints their plans): the rep, the open deals they own, the open
 deals whose next step they hold, the messages held in their mailboxes, and the team's totals
 per stage. The team totals are the same for every rep, so a run over all reps loads them once
-(``team_totals``) and passes them in.
+(``team_totals``) and passes them in. Snoozed deals are loaded like the others: they still count
+in the pipeline and still show when a step is due, and whether a snooze is over depends on the
+rep's local date, so ``build_digest`` leaves them out of the sections a snooze silences.
 """
 from __future__ import annotations
 
@@ -28,6 +30,7 @@ from .digest import (
     build_digest,
 )
 from .errors import NotFound
+from .gatekeeper import rep_reply_address
 from .models import (
     Company,
     Contact,
@@ -51,7 +54,7 @@ _DEAL_COLUMNS = (
     .order_by(ContactAddress.id).limit(1).scalar_subquery(),
     select(Company.name).where(Company.id == Deal.company_id).scalar_subquery(), Stage.name, Deal.value, Deal.source, Deal.score, Deal.owner_rep_id, _owner.name,
     Deal.next_step, Deal.next_step_due, Deal.next_step_owner_id, Deal.created_at, Deal.last_inbound_at,
-    Deal.last_outbound_at, Deal.last_stage_change_at, Deal.closed_at,
+    Deal.last_outbound_at, Deal.last_stage_change_at, Deal.closed_at, Deal.snoozed_until,
 )
 
 
@@ -125,8 +128,9 @@ def rep_timezone(name: str | None, fallback: str) -> ZoneInfo:
 
 def build_for_rep(session: Session, rep_id: int, now: datetime, config: Config, since: datetime | None = None,
                   team: Sequence[StageTotal] | None = None) -> Digest:
-    """The digest for one rep at ``now``: their time zone, the config's quiet and stalled days
-    and command address."""
+    """The digest for one rep at ``now``: their time zone, the config's quiet and stalled days,
+    and the command address with the rep's reply token for the quick actions."""
     data = load_digest_data(session, rep_id, now, since, config, team)
     return build_digest(data, now, rep_timezone(data.rep.timezone, config.team.timezone),
-                        config.pipeline.quiet_days_for, config.pipeline.stalled_days, config.digest.command_address)
+                        config.pipeline.quiet_days_for, config.pipeline.stalled_days,
+                        rep_reply_address(session, config, rep_id))

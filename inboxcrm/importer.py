@@ -25,7 +25,8 @@ from .models import Mailbox
 from .parse_ahead import parse_ahead
 from .pipeline import Clock, Outcome, process, utcnow
 from .sources.local import iter_messages
-from .store import load_context, mailbox_info
+from .gatekeeper import context_for
+from .store import mailbox_info
 from .values import RawMessage
 
 GROUP_MESSAGES = 100
@@ -63,7 +64,7 @@ def feed(factory: sessionmaker[Session], config, mailbox: MailboxInfo, messages:
     so what it reports (a log line, say) is on record."""
     report = ImportReport()
     with factory() as session:
-        ctx = load_context(session, config.team.domains, config.team.freemail_domains)
+        ctx = context_for(session, config)
     iterator = parse_ahead(messages, parse_workers)
     exhausted = False
     while not exhausted:

@@ -70,6 +70,8 @@ class Rep(Base):
     digest_days: Mapped[str | None] = mapped_column(String(40))  # e.g. "mon-fri", "mon,wed,fri"
     digest_always: Mapped[bool] = mapped_column(Boolean, default=False)  # send even when empty
     digest_enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    # Bumped by "rep token --rotate": the reply token is derived from it, so old tokens stop working.
+    command_token_generation: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     addresses: Mapped[list[RepAddress]] = relationship(
         back_populates="rep", cascade="all, delete-orphan", order_by="RepAddress.id"
     )
@@ -182,6 +184,8 @@ class Deal(Base):
     outbound_count: Mapped[int] = mapped_column(Integer, default=0)
     next_step: Mapped[str | None] = mapped_column(String(500))
     next_step_due: Mapped[date | None] = mapped_column(Date)
+    # "snooze: 2 weeks": quiet, stalled and no-next-step leave the digest until then; new mail wakes it.
+    snoozed_until: Mapped[date | None] = mapped_column(Date)
     next_step_owner_id: Mapped[int | None] = mapped_column(ForeignKey("reps.id"))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     last_activity_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)

@@ -23,6 +23,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from . import config as config_mod
 from . import outbox, render
+from .gatekeeper import rep_reply_address
+from .outbox import sender_address
 from .admin import audit, find_rep
 from .business_time import (
     add_business_hours,
@@ -45,13 +47,6 @@ log = logging.getLogger(__name__)
 LEAD_LOOKBACK = timedelta(hours=24)  # older deals were backfilled, not "just arrived"
 UNANSWERED_LOOKBACK = timedelta(days=7)
 FIRST_DIGEST_SINCE = timedelta(hours=24)
-
-
-def sender_address(config: Config) -> str:
-    """Our From; mail queued before SMTP is set up still needs one."""
-    if config.smtp.from_address:
-        return config.smtp.from_address
-    return f"inboxcrm@{config.team.domains[0] if config.team.domains else 'localhost'}"
 
 
 @dataclass(frozen=True)
@@ -153,7 +148,8 @@ def queue_digest(session: Session, config: Config, schedule: Schedule, day: date
     else:
         mail = render.render_digest(digest, env)
         outbox.enqueue(session, now, key=key, kind="digest", to_address=to_address, subject=mail.subject,
-                       text=mail.text, html=mail.html, rep_id=schedule.rep_id, reply_to=config.digest.command_address,
+                       text=mail.text, html=mail.html, rep_id=schedule.rep_id,
+                       reply_to=rep_reply_address(session, config, schedule.rep_id),
                        from_address=sender)
     row = outbox.find_key(session, key)
     return Queued(key, row.id, row.status, new=True, empty=digest.is_empty)
@@ -201,9 +197,9 @@ def _actions(ref: str, command_address: str | None, *kinds: str) -> list[dict]:
             for label, subject in (ACTIONS[k](ref) for k in kinds)]
 
 
-def _context(deal: DealRow, schedule: Schedule, config: Config, **extra) -> dict:
+def _context(deal: DealRow, schedule: Schedule, command: str | None, **extra) -> dict:
+    """``command``: the command address with the rep's reply token, or None."""
     ref = f"D-{deal.id}"
-    command = config.digest.command_address
     return {"deal": deal, "ref": ref, "rep_name": schedule.rep, "timezone": schedule.zone.key,
             "who": ", ".join(filter(None, (deal.contact or deal.address, deal.company))),
             "link": mailto(command, f"[{ref}] ") if command else None, "command_address": command,
@@ -215,11 +211,12 @@ def _queue_nudge(session: Session, config: Config, env: Environment, now: dateti
                  subject: str, deal: DealRow, schedule: Schedule, **extra) -> bool:
     if not schedule.address:
         return False
-    context = _context(deal, schedule, config, subject=subject, **extra)
+    command = rep_reply_address(session, config, schedule.rep_id)
+    context = _context(deal, schedule, command, subject=subject, **extra)
     text, html = render.render_pair(env, template, context)
     return outbox.enqueue(session, now, key=key, kind="nudge", to_address=schedule.address, subject=subject,
                           text=text, html=html, rep_id=schedule.rep_id, deal_id=deal.id,
-                          reply_to=config.digest.command_address, from_address=sender_address(config))
+                          reply_to=command, from_address=sender_address(config))
 
 
 KEY_BATCH = 500  # keys per IN (...) lookup: each one a probe of the unique index on outbox.key

@@ -59,8 +59,16 @@ def message_id_for(key: str, kind: str, from_address: str) -> str:
     return f"<{kind}.{digest}@{from_address.rpartition('@')[2] or 'localhost'}>"
 
 
+def sender_address(config: Config) -> str:
+    """Our From; mail queued before SMTP is set up still needs one."""
+    if config.smtp.from_address:
+        return config.smtp.from_address
+    return f"inboxcrm@{config.team.domains[0] if config.team.domains else 'localhost'}"
+
+
 def build_message(now: datetime, *, key: str, kind: str, from_address: str, to_address: str, subject: str,
-                  text: str, html: str | None = None, reply_to: str | None = None) -> EmailMessage:
+                  text: str, html: str | None = None, reply_to: str | None = None,
+                  in_reply_to: str | None = None) -> EmailMessage:
     message = EmailMessage(policy=policy.SMTP)
     message["From"] = from_address
     message["To"] = to_address
@@ -69,6 +77,8 @@ def build_message(now: datetime, *, key: str, kind: str, from_address: str, to_a
     message["Message-ID"] = message_id_for(key, kind, from_address)
     if reply_to:
         message["Reply-To"] = reply_to
+    if in_reply_to:  # an answer threads under the email it answers
+        message["In-Reply-To"] = message["References"] = f"<{in_reply_to.strip('<>')}>"
     message["Auto-Submitted"] = "auto-generated"  # RFC 3834: no auto-replies to this, please
     message["X-Auto-Response-Suppress"] = "All"  # the same, for Exchange and Outlook
     message[OWN_HEADER] = kind
@@ -86,12 +96,12 @@ def _insert(session: Session, **values) -> bool:
 
 def enqueue(session: Session, now: datetime, *, key: str, kind: str, to_address: str, subject: str, text: str,
             html: str | None = None, rep_id: int | None = None, deal_id: int | None = None,
-            reply_to: str | None = None, from_address: str) -> bool:
+            reply_to: str | None = None, from_address: str, in_reply_to: str | None = None) -> bool:
     """Queues a message in the caller's transaction; False (and nothing written) when ``key`` exists."""
     if kind not in KINDS:
         raise Invalid(f'invalid outbox kind "{kind}"; expected one of {", ".join(KINDS)}')
     message = build_message(now, key=key, kind=kind, from_address=from_address, to_address=to_address,
-                            subject=subject, text=text, html=html, reply_to=reply_to)
+                            subject=subject, text=text, html=html, reply_to=reply_to, in_reply_to=in_reply_to)
     return _insert(session, key=key, kind=kind, rep_id=rep_id, deal_id=deal_id, to_address=to_address,
                    subject=str(message["Subject"]), message_id=str(message["Message-ID"]), body=message.as_bytes(),
                    status="pending", attempts=0, next_attempt_at=now, created_at=now)

@@ -19,16 +19,19 @@ from .db import transaction
 from .decide import Context, MailboxInfo, decide
 from .errors import Invalid, NotFound, ParseError
 from .logs import event
+from .obey import obey
 from .models import AuditEntry, Mailbox, Message, MessageCopy, RejectedSender
 from .parse import content_hash, identify, parse
 from .parse_ahead import Prepared
-from .store import Store, StoredMessage, load_context, mailbox_info
+from .gatekeeper import context_for
+from .store import Store, StoredMessage, mailbox_info
 from .values import Email, Explanation, RawMessage
 
 log = logging.getLogger("inboxcrm.pipeline")
 Clock = Callable[[], datetime]
 # A copy arriving in a capture mailbox re-decides a message its first mailbox only held or ignored.
 RETRY_IN_CREATE_MAILBOX = frozenset({"policy-review", "policy-ignore"})
+# A command email stored first from another copy (the rep's Sent folder) is obeyed from the commands mailbox.
 
 
 def utcnow() -> datetime:
@@ -55,7 +58,8 @@ def process(session: Session, raw: RawMessage, mailbox: MailboxInfo, ctx: Contex
         message_id, synthetic, sha256, parsed = prepared.message_id, prepared.synthetic, prepared.sha256, prepared.parsed
     msg, is_new = store.save_raw(raw, mailbox.id, message_id, synthetic, sha256, keep_raw)
     if not is_new:
-        if msg.reason in RETRY_IN_CREATE_MAILBOX and mailbox.policy == "create":
+        if (msg.reason in RETRY_IN_CREATE_MAILBOX and mailbox.policy == "create"
+                or msg.reason == "command-copy" and mailbox.role == "commands"):
             # held or ignored where it arrived first (a rep's inbox); a capture mailbox takes it
             return interpret(store, msg, raw.data, mailbox, ctx, parsed=parsed, folder=raw.folder)
         return Outcome("duplicate", "already-stored", f"copy of message {msg.id} ({msg.status})", msg.id,
@@ -74,6 +78,8 @@ def interpret(store: Store, msg: StoredMessage, data: bytes, mailbox: MailboxInf
             email = parsed if parsed is not None else parse(data, msg.message_id)
             decision = decide(email, mailbox, ctx, store, force_create=force_create, folder=folder)
             deal_id = store.apply(msg, email, decision, mailbox, ctx)
+            if decision.verdict is not None:
+                return _obey(store, msg, email, decision, ctx, mailbox)
     except ParseError as exc:
         store.quarantine(msg, exc.reason, exc.detail, data)
         return Outcome("quarantined", exc.reason, exc.detail, msg.id)
@@ -85,6 +91,17 @@ def interpret(store: Store, msg: StoredMessage, data: bytes, mailbox: MailboxInf
         store.quarantine(msg, "internal-error", f"{type(exc).__name__}: {exc}", data)
         return Outcome("quarantined", "internal-error", f"{type(exc).__name__}: {exc}", msg.id)
     return Outcome(decision.status, decision.reason, decision.detail, msg.id, f"D-{deal_id}" if deal_id else None)
+
+
+def _obey(store: Store, msg: StoredMessage, email: Email, decision, ctx: Context, mailbox: MailboxInfo) -> Outcome:
+    result = obey(store.session, store.now, msg.id, msg.message_id, email, decision, ctx)
+    if result.reason != decision.reason:
+        store._update_message(msg.id, reason=result.reason, detail=result.detail)
+    ref = f"D-{result.deals[0]}" if result.deals else None
+    event(log, logging.INFO if decision.status == "command" else logging.WARNING, "command", mailbox=mailbox.name,
+          message=msg.message_id, sender=email.from_.email if email.from_ else "", status=decision.status,
+          reason=result.reason, deals=",".join(f"D-{d}" for d in result.deals) or None, answered=result.answered)
+    return Outcome(decision.status, result.reason, result.detail, msg.id, ref)
 
 
 def _first_copy(session: Session, row: Message) -> tuple[MailboxInfo, str]:
@@ -113,7 +130,7 @@ def _rerun(factory: sessionmaker[Session], config, pk: int, statuses: tuple[str,
             raise Invalid(f"message {pk} is a web-form notification that names no prospect, so there is no "
                           f'lead to accept; add it by hand with "inboxcrm lead add --email ADDRESS", then '
                           f'"inboxcrm review reject {pk}"')
-        ctx = load_context(session, config.team.domains, config.team.freemail_domains)
+        ctx = context_for(session, config)
         msg = StoredMessage(row.id, row.message_id, row.status, row.deal_id, row.reason)
         mailbox, folder = _first_copy(session, row)
         outcome = interpret(Store(session, now()), msg, row.raw, mailbox, ctx, force_create, folder=folder)
@@ -170,7 +187,7 @@ def explain(factory: sessionmaker[Session], config, raw: bytes, mailbox: str | N
         if mailbox is None:
             mailbox = session.scalar(select(Mailbox.name).order_by(Mailbox.id)) or ""
         info = mailbox_info(session, mailbox) or MailboxInfo(0, mailbox or "(none)", "capture", None, "email", "create")
-        ctx = load_context(session, config.team.domains, config.team.freemail_domains)
+        ctx = context_for(session, config)
         try:
             email = parse(raw, message_id)
         except ParseError as exc:

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Sequence
 
-from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy import bindparam, func, insert, select, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
@@ -103,6 +103,9 @@ _UNMATCHED_IN_THREAD = select(Message.id, Message.direction, Message.sent_at, Me
 _THREAD_OUTREACH = (select(Message.from_address).where(
     Message.message_id.in_(bindparam("ids", expanding=True)), Message.status == "unmatched",
     Message.direction == "outbound").order_by(Message.sent_at).limit(1))
+_RECENT_COMMANDS = select(func.count(Message.id)).where(
+    Message.status.in_(("command", "refused")), Message.from_address == bindparam("address"),
+    Message.received_at >= bindparam("since"))
 _INSERT_RAW = insert(MessageRaw.__table__)
 _INSERTS: dict[type, object] = {}
 _UPDATES: dict[type, object] = {}
@@ -153,6 +156,10 @@ class Store:
 
     def is_rejected_sender(self, address: str) -> bool:
         return self.conn.scalar(_REJECTED, {"address": address}) is not None
+
+    def recent_commands(self, address: str, minutes: int) -> int:
+        """Few rows: the status index narrows it to command mail before the address is compared."""
+        return self.conn.scalar(_RECENT_COMMANDS, {"address": address, "since": self.now - timedelta(minutes=minutes)})
 
     # -- raw first ---------------------------------------------------------------------
     def _insert(self, model, **values) -> int:
@@ -348,6 +355,7 @@ class Store:
         else:
             changes["inbound_count"] = deal["inbound_count"] + 1
             changes["last_inbound_at"] = max(filter(None, (deal["last_inbound_at"], when)))
+            changes["snoozed_until"] = None  # the prospect wrote: a snoozed deal wakes up
         deal.update(changes)
         for key in ("created_at", "inbound_count", "outbound_count"):  # a new deal may have adopted mail
             changes[key] = deal[key]

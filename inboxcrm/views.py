@@ -245,7 +245,7 @@ def render_change(change) -> str:
     """``change`` is a deals.DealChange."""
     if change.field == "note":
         return f"{change.ref}: note added"
-    return f"{change.ref}: {change.field} {change.old or '(none)'} -> {change.new}"
+    return f"{change.ref}: {change.field} {change.old or '(none)'} -> {change.new or '(none)'}"
 
 
 def render_removed(removed) -> str:

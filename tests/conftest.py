@@ -32,6 +32,19 @@ def server_missing(what: str, why: str) -> None:
     pytest.skip(message)
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _data_home(tmp_path_factory):
+    """Defaults that live in the data directory (the reply-token key) go to a temporary one,
+    never to the home directory of whoever runs the tests."""
+    old = os.environ.get("XDG_DATA_HOME")
+    os.environ["XDG_DATA_HOME"] = str(tmp_path_factory.mktemp("data-home"))
+    yield
+    if old is None:
+        os.environ.pop("XDG_DATA_HOME", None)
+    else:
+        os.environ["XDG_DATA_HOME"] = old
+
+
 def mail(name: str) -> bytes:
     """The bytes of a fixture under tests/mail/."""
     return (MAIL / name).read_bytes()

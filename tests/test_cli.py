@@ -148,6 +148,44 @@ def test_deals_list_quiet(team, factory):
     assert "30d ago" in team("deals", "list", "--quiet", "20").stdout
 
 
+def test_deal_snooze_show_list_and_wake(team, factory):
+    for address in ("a@one.example", "b@two.example"):
+        team("lead", "add", "--email", address, "--owner", "alice")
+    with transaction(factory) as s:
+        s.execute(update(Deal).values(last_activity_at=datetime.now(timezone.utc) - timedelta(days=30)))
+    today = datetime.now(timezone.utc).date()  # the team's time zone is UTC
+    until = (today + timedelta(weeks=2)).isoformat()
+    assert team("deal", "snooze", "D-1", "in", "2", "weeks").stdout == f"D-1: snooze (none) -> {until}\n"
+    shown = team("deal", "show", "D-1").stdout.splitlines()
+    assert shown[1] == f"  Snoozed until {until} (wake it: inboxcrm deal snooze D-1 off)"
+    assert json.loads(team("deal", "show", "D-1", "--json").stdout)["snoozed_until"] == until
+    assert "Snoozed" not in team("deal", "show", "D-2").stdout
+    refs = lambda *args: [r["ref"] for r in json.loads(team("deals", "list", *args, "--json").stdout)]  # noqa: E731
+    assert refs("--quiet") == ["D-2"] and refs() == ["D-1", "D-2"]  # snoozing counted as activity, listed first
+    assert team("deal", "snooze", "D-1", "OFF").stdout == f"D-1: snooze {until} -> (none)\n"
+    assert "Snoozed" not in team("deal", "show", "D-1").stdout
+    assert json.loads(team("deal", "show", "D-1", "--json").stdout)["snoozed_until"] is None
+    with factory() as s:
+        assert [a.action for a in s.scalars(select(AuditEntry).where(AuditEntry.entity_id == 1,
+                                                                     AuditEntry.entity == "deal"))] == [
+            "create", "snooze", "snooze"]
+
+
+def test_deal_snooze_refusals_say_what_is_valid(team):
+    team("lead", "add", "--email", "a@one.example")
+    today = datetime.now(timezone.utc).date()
+    assert refused(team, "deal", "snooze", "D-1", "today") == (
+        f"error: cannot snooze until {today}: expected a date after today ({today}) and at most 365 days ahead "
+        f"({today + timedelta(days=365)}), such as 2 weeks or friday\n")
+    assert refused(team, "deal", "snooze", "D-1", "someday") == (
+        'error: invalid snooze "someday"; expected 3 days, 2 weeks or 1 month (also with in: in 2 weeks), '
+        "until DATE, a weekday such as friday, YYYY-MM-DD, or off to wake the deal\n")
+    team("deal", "won", "D-1")
+    assert refused(team, "deal", "snooze", "D-1", "tomorrow") == (
+        "error: D-1 is closed (Won); reopen it first: inboxcrm deal stage D-1 STAGE\n")
+    assert "Missing argument 'WHEN" in refused(team, "deal", "snooze", "D-1")
+
+
 def test_an_unmigrated_database_asks_for_init(tmp_path, config_file):
     result = CliRunner().invoke(main, ["--config", str(config_file), "--database-url",
                                        f"sqlite:///{tmp_path / 'fresh.db'}", "rep", "list"])

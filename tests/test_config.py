@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from inboxcrm.config import (KEYS, Config, DatabaseConfig, PipelineConfig, TeamConfig, build_config,
+from inboxcrm.config import (KEYS, CommandsConfig, Config, DatabaseConfig, PipelineConfig, TeamConfig, build_config,
                              database_url, default_data_dir, load_config, resolve_config_path)
 from inboxcrm.errors import ConfigError, SecretError
 from inboxcrm.secret import SecretRef, secret_from_table
@@ -69,7 +69,8 @@ def test_defaults_when_default_file_missing(env):
     path, named = resolve_config_path(None, env)
     cfg = load_config(path, named, env)
     assert cfg == Config(None, DatabaseConfig("sqlite:////data/inboxcrm/inboxcrm.db"), TeamConfig(),
-                         PipelineConfig())
+                         PipelineConfig(), commands=CommandsConfig(token_key_file="/data/inboxcrm/reply-token.key"))
+    assert not cfg.commands.authentication_required  # nothing to check against until a trusted server is named
     assert (cfg.team.timezone, cfg.pipeline.quiet_days, cfg.pipeline.stalled_days) == ("UTC", 14, 30)
 
 
@@ -228,8 +229,32 @@ def test_example_values_are_valid_and_defaults_match(env, section, key, value):
         else {key: value}
     cfg = build_config({section: table}, EXAMPLE, env)
     default = getattr(getattr(build_config({}, None, env), section), key, None)
-    # The database lines are examples (their defaults depend on the environment), and so is a key
-    # whose default is "not set" or a secret source.
-    if section != "database" and default is not None and key not in ("port",):
+    # The database lines and the key file are examples (their defaults depend on the environment),
+    # and so is a key whose default is "not set" (None, or an empty list) or a secret source.
+    if section != "database" and default not in (None, ()) and key not in ("port", "token_key_file"):
         assert getattr(getattr(cfg, section), key) == default
     assert "Default:" in EXAMPLE.read_text(encoding="utf-8").split(f"# {key} =")[0].rsplit("\n\n", 1)[-1]
+
+
+def test_commands_section(tmp_path, env):
+    cfg = load_config(write(tmp_path, '[commands]\ntrusted_authserv_ids = ["MX.Team.example", "mx.google.com"]\n'
+                                      'burst_limit = 5\ntoken_key_file = "keys/reply.key"\n'), True, env)
+    assert cfg.commands.trusted_authserv_ids == ("mx.team.example", "mx.google.com")
+    assert cfg.commands.authentication_required and cfg.commands.burst_limit == 5
+    assert cfg.commands.token_key_file == str(tmp_path / "keys/reply.key")  # relative to the file
+    off = load_config(write(tmp_path, '[commands]\ntrusted_authserv_ids = ["mx.team.example"]\n'
+                                      'require_authentication = false\n'), True, env)
+    assert not off.commands.authentication_required
+
+
+@pytest.mark.parametrize("line, key, expected", [
+    ('trusted_authserv_ids = "mx.team.example"', "commands.trusted_authserv_ids", "a list of authserv-ids"),
+    ('trusted_authserv_ids = ["mx team"]', "commands.trusted_authserv_ids", "an authserv-id"),
+    ("burst_limit = 0", "commands.burst_limit", "a whole number of emails, at least 1"),
+    ('answers_per_hour = "many"', "commands.answers_per_hour", "a whole number of answers"),
+])
+def test_commands_section_errors_name_key_and_form(tmp_path, env, line, key, expected):
+    path = write(tmp_path, f"[commands]\n{line}\n")
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, True, env)
+    assert str(path) in str(caught.value) and key in str(caught.value) and expected in str(caught.value)

@@ -1,13 +1,13 @@
 """Deal operations and listings against a real database (SQLite and PostgreSQL)."""
 from __future__ import annotations
 
-from datetime import date, datetime, timedelta
+from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal
 
 import pytest
 from sqlalchemy import event, select, update
 
-from inboxcrm import admin, deals
+from inboxcrm import admin, commands, deals
 from inboxcrm.db import transaction
 from inboxcrm.errors import Invalid, NotFound
 from inboxcrm.models import AuditEntry, Deal, DealFlag, Mailbox, Message, MessageCopy
@@ -203,6 +203,69 @@ def test_rep_actions_count_as_activity(crm):
     assert deal_of(crm, ref).last_activity_at == NOW
 
 
+def snooze(factory, ref: str, until: date | None, reason: str = "", today: date = MONDAY) -> deals.DealChange:
+    return run(factory, deals.set_snooze, ref, until, reason, today=today)
+
+
+def test_snooze_sets_and_clears_with_audit_and_activity(crm):
+    ref = lead(crm, "ann@northwind.example", owner="alice")
+    set_activity(crm, ref, NOW - timedelta(days=30))
+    assert snooze(crm, ref.lower(), date(2026, 12, 7), "<cmd-1@acme.example>") == deals.DealChange(
+        ref, "snooze", None, "2026-12-07")
+    snoozed = deal_of(crm, ref)
+    assert (snoozed.snoozed_until, snoozed.last_activity_at) == (date(2026, 12, 7), NOW)
+    assert read(crm, deals.show_deal, ref).snoozed_until == date(2026, 12, 7)
+    assert snooze(crm, ref, date(2026, 12, 1)) == deals.DealChange(ref, "snooze", "2026-12-07", "2026-12-01")
+    assert snooze(crm, ref, None, "<cmd-2@acme.example>") == deals.DealChange(ref, "snooze", "2026-12-01", None)
+    assert deal_of(crm, ref).snoozed_until is None and read(crm, deals.show_deal, ref).snoozed_until is None
+    with crm() as s:
+        rows = s.scalars(select(AuditEntry).where(AuditEntry.action == "snooze").order_by(AuditEntry.id))
+        assert [(a.reason, a.detail["old"], a.detail["new"]) for a in rows] == [
+            ("<cmd-1@acme.example>", None, "2026-12-07"), ("", "2026-12-07", "2026-12-01"),
+            ("<cmd-2@acme.example>", "2026-12-01", None)]
+
+
+@pytest.mark.parametrize("until", [MONDAY - timedelta(days=3), MONDAY, MONDAY + timedelta(days=366)])
+def test_snooze_must_end_after_today_and_within_a_year(crm, until):
+    ref = lead(crm, "ann@northwind.example")
+    with pytest.raises(Invalid, match=f"cannot snooze {ref} until {until}: expected a date after today "
+                                      r"\(2026-11-23\) and at most 365 days ahead \(2027-11-23\), such as in 2 weeks"):
+        snooze(crm, ref, until)
+    assert deal_of(crm, ref).snoozed_until is None
+
+
+def test_snooze_today_is_the_callers_date(crm):
+    """At 09:00 UTC on the 23rd it is already the 24th in Auckland: "tomorrow" there is the 25th."""
+    ref = lead(crm, "ann@northwind.example")
+    with pytest.raises(Invalid, match="after today \\(2026-11-24\\)"):
+        snooze(crm, ref, date(2026, 11, 24), today=date(2026, 11, 24))
+    assert snooze(crm, ref, MONDAY + timedelta(days=365)).new == "2027-11-23"  # a year is the most
+
+
+def test_closed_deals_cannot_be_snoozed_but_can_be_woken(crm):
+    ref = lead(crm, "ann@northwind.example")
+    snooze(crm, ref, date(2026, 12, 7))
+    run(crm, deals.mark_won, ref)
+    with pytest.raises(Invalid, match=f"{ref} is closed \\(Won\\); reopen it first: inboxcrm deal stage {ref} STAGE"):
+        snooze(crm, ref, date(2026, 12, 8))
+    assert snooze(crm, ref, None).new is None
+    with pytest.raises(NotFound, match="no deal D-99"):
+        snooze(crm, "D-99", date(2026, 12, 8))
+
+
+@pytest.mark.parametrize("text, expected", [("off", None), (" OFF ", None), ("in 2 weeks", date(2026, 12, 7)),
+                                            ("2 weeks", date(2026, 12, 7)), ("fri", date(2026, 11, 27)),
+                                            ("2026-12-24", date(2026, 12, 24))])
+def test_snooze_forms_of_the_cli_and_of_email_are_one(text, expected):
+    assert commands.snooze_until(text, MONDAY) == expected  # what "deal snooze" and "[D-1] snooze:" both read
+
+
+@pytest.mark.parametrize("text", ["someday", "", "of"])
+def test_bad_snooze_lists_the_forms(text):
+    with pytest.raises(Invalid, match="invalid snooze .*; expected 3 days, 2 weeks or 1 month"):
+        commands.snooze_until(text, MONDAY)
+
+
 # -- listings -------------------------------------------------------------------------------
 
 def test_list_deals_filters_and_sorts(crm):
@@ -238,6 +301,23 @@ def test_stalled_deals_are_those_whose_stage_has_not_moved(crm):
     assert read(crm, deals.list_deals, NOW, quiet_days=30) == []
     with pytest.raises(Invalid, match="invalid number of stalled days 0"):
         read(crm, deals.list_deals, NOW, stalled_days=0)
+
+
+def test_quiet_and_stalled_listings_skip_snoozed_deals_until_the_snooze_date(crm):
+    asleep, waking, awake = (lead(crm, f"p{i}@company{i}.example") for i in range(3))
+    with transaction(crm) as s:  # all three quiet for 40 days and in New for 40 days
+        for ref, until in ((asleep, MONDAY + timedelta(days=1)), (waking, MONDAY), (awake, None)):
+            deal = s.get(Deal, int(ref[2:]))
+            deal.last_stage_change_at = deal.last_activity_at = NOW - timedelta(days=40 + int(ref[2:]))
+            deal.snoozed_until = until
+    assert [r.ref for r in read(crm, deals.list_deals, NOW, quiet_days=30)] == [waking, awake]
+    assert [r.ref for r in read(crm, deals.list_deals, NOW, stalled_days=30)] == [waking, awake]
+    assert [r.ref for r in read(crm, deals.list_deals, NOW)] == [asleep, waking, awake]  # only those lists
+    # the date is now's in UTC: 05:00 in Auckland on the 24th is still the 23rd
+    late = datetime(2026, 11, 24, 5, 0, tzinfo=timezone(timedelta(hours=13)))
+    assert [r.ref for r in read(crm, deals.list_deals, late, quiet_days=30)] == [waking, awake]
+    assert [r.ref for r in read(crm, deals.list_deals, NOW + timedelta(days=1), quiet_days=30)] == [
+        asleep, waking, awake]
 
 
 def test_list_deals_is_one_query_however_many_deals(crm, engine):

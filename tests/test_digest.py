@@ -3,6 +3,8 @@ on the rep's local date. Deals are made with the real admin and deal functions (
 with the pipeline); the clock is passed in, so the same team is looked at on different days."""
 from __future__ import annotations
 
+import re
+
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal
@@ -194,6 +196,36 @@ def test_quiet_by_email_activity_with_a_per_stage_override_and_stalled_by_stage_
     assert refs(later.stalled) == [quiet, emailed] and later.stalled.items[0].detail == "in New for 31 days"
 
 
+def test_a_snooze_silences_quiet_stalled_and_no_next_step_but_not_work_or_the_pipeline(factory):
+    t = Team(factory)
+    days = lambda n: NOW - timedelta(days=n)  # noqa: E731
+    dull = dict(last_outbound_at=days(20), last_stage_change_at=days(40))  # quiet, stalled, no next step
+    snoozed = t.lead("alice", **dull)
+    overdue = t.lead("alice", step="send terms", due=date(2026, 11, 20), **dull)
+    owed = t.lead("alice", last_inbound_at=days(20), last_outbound_at=days(21), last_stage_change_at=days(40))
+    with transaction(factory) as s:
+        for ref in (snoozed, overdue, owed):  # the real function, on the day it was said
+            deals.set_snooze(s, T0, "alice", ref, date(2026, 12, 7), today=T0.date())
+    awake = t.lead("alice", **dull)
+    digest = t.digest("alice")
+    assert refs(digest.quiet) == refs(digest.stalled) == [awake]
+    assert refs(digest.no_next_step) == [awake]
+    assert refs(digest.overdue) == [overdue] and refs(digest.awaiting_reply) == [owed]  # real work still shows
+    assert digest.pipeline.deals == 4 and digest.pipeline.team_deals == 4
+    back = t.digest("alice", now=datetime(2026, 12, 6, 23, 0, tzinfo=UTC))  # 00:00 on the 7th in Berlin
+    assert refs(back.no_next_step) == [snoozed, owed, awake] and snoozed in refs(back.quiet)
+
+
+def test_a_snooze_ends_on_the_reps_local_date(factory):
+    """07:00 UTC on the 24th: Berlin's 24th has begun, Los Angeles is still on the 23rd."""
+    t = Team(factory)
+    quiet = dict(created=NOW - timedelta(days=30), snoozed_until=date(2026, 11, 24))
+    berlin, angeles = t.lead("alice", **quiet), t.lead("bob", **quiet)
+    assert refs(t.digest("alice").quiet) == [berlin]
+    assert t.digest("bob").quiet.items == () and t.digest("bob").is_empty  # asleep until LA's midnight
+    assert refs(t.digest("bob", now=NOW + timedelta(hours=1)).quiet) == [angeles]
+
+
 def test_held_for_review_in_the_reps_own_mailboxes(factory):
     t = Team(factory)
     mine = t.hold("alice-inbox", "Hello from a stranger", 1)
@@ -265,7 +297,8 @@ def test_quick_actions_decode_to_the_intended_command(crm):
     decoded = {}
     for action in item.actions:
         parts = urlsplit(action.href)
-        assert parts.scheme == "mailto" and parts.path == "crm@acme.example"
+        # the command address with the rep's reply token: the rep's commands prove where they came from
+        assert parts.scheme == "mailto" and re.fullmatch(r"crm%2B[a-z2-7]{10}@acme\.example", parts.path)
         key, _, value = parts.query.partition("=")
         assert key == "subject" and "&" not in value and " " not in value
         decoded[action.label] = unquote(value)
