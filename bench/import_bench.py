@@ -35,7 +35,8 @@ REPS = ("alice", "bob", "carol")
 
 
 def generate(folder: Path, count: int, attachment_kb: int, seed: int = 7) -> None:
-    """A plausible mix: new leads, replies in threads, reps' answers, noise, 5% big files."""
+    """A plausible mix: new leads, replies in threads, reps' answers, noise, 1% reps' command
+    emails to the command address (each changes a deal and queues an answer), 5% big files."""
     rng = random.Random(seed)
     start = datetime(2026, 1, 1, tzinfo=timezone.utc)
     blob = base64.encodebytes(rng.randbytes(attachment_kb * 1024)).replace(b"\n", b"\r\n")
@@ -44,7 +45,12 @@ def generate(folder: Path, count: int, attachment_kb: int, seed: int = 7) -> Non
         when = format_datetime(start + timedelta(minutes=7 * i)).encode()
         mid = f"m{i}@gen.example"
         kind = rng.random()
-        if kind < 0.08:
+        if kind < 0.01 and sent:
+            rep = rng.choice(REPS)
+            sender, to, subject, extra = f"{rep}@{TEAM}", f"crm@{TEAM}", \
+                f"[D-{rng.randrange(1, len(sent) + 1)}] note: called them about message {i}", b""
+            refs = b""
+        elif kind < 0.08:
             sender, to, subject, extra = f"news{i % 40}@lists{i % 40}.example", f"sales@{TEAM}", "Weekly news", \
                 b"List-Id: <weekly.lists.example>\r\n"
             refs = b""
@@ -97,7 +103,9 @@ def phase_import(folder: str, db: str, workers: int | None) -> dict:
         for rep in REPS:
             admin.add_rep(s, now, "bench", rep, [f"{rep}@{TEAM}"])
         admin.add_mailbox(s, now, "bench", "sales", "alice", "capture", None, "create")
-    config = build_config({"team": {"domains": [TEAM]}}, None)
+    # Commands by email on, as a team with a command address runs: every message meets the gate.
+    config = build_config({"team": {"domains": [TEAM]}, "digest": {"command_address": f"crm@{TEAM}"},
+                           "commands": {"token_key_file": str(Path(folder).parent / "reply-token.key")}}, None)
     t0 = time.perf_counter()
     report = import_path(factory, config, "sales", Path(folder), parse_workers=workers)
     return {"messages": report.total, "seconds": time.perf_counter() - t0, "counts": dict(report.counts)}

@@ -190,6 +190,10 @@ class Daemon:
         self._apply_mailboxes()
         event(log, logging.INFO, "started", mailboxes=len(self.boxes), poll_interval=self.config.sync.poll_interval,
               idle=self.config.sync.idle)
+        if self.config.digest.command_address and not self.config.commands.trusted_authserv_ids:
+            event(log, logging.WARNING, "commands-unauthenticated", command_address=self.config.digest.command_address,
+                  action="only the From address and reply tokens are checked; set [commands] trusted_authserv_ids "
+                         "to the receiving server's authserv-id so forged senders are refused")
         self.notifier.send("READY=1", f"STATUS={self.describe()}", f"MAINPID={os.getpid()}")
 
     def shutdown(self) -> None:

@@ -176,20 +176,24 @@ def decide(email: Email, mailbox: MailboxInfo, ctx: Context, lookup: DecisionLoo
 def command_source(email: Email, mailbox: MailboxInfo, settings: CommandSettings,
                    team: classify_mod.TeamContext) -> str | None:
     """Why a message is command mail: "mailbox" (it arrived in the commands mailbox),
-    "addressed" (to the command address, with no commands mailbox to read it from), "copy" (to
-    the command address, found elsewhere: the commands mailbox's copy is the one obeyed),
+    "addressed" (a rep wrote to the command address, and there is no commands mailbox to read
+    it from), "copy" (the same, found elsewhere: the commands mailbox's copy is the one obeyed),
     "tagged" (a rep's mail among the team with "[D-42] verb" in the subject); None: not one.
 
-    A prospect's "[D-42] won" is not command mail: it is captured like any other message."""
+    Mail a rep sends to a prospect stays the prospect's conversation, also with the command
+    address in Cc or Bcc (a common way to log mail in a CRM). Nobody else's mail is command mail
+    outside the commands mailbox: a prospect's "[D-42] won" to sales@ and crm@ is captured like
+    any other message, and in the commands mailbox the gate refuses it."""
+    sender = email.from_.email if email.from_ else ""
+    is_rep = sender in settings.gate.rep_by_address
+    among_team = all(a.domain in team.team_domains or a.email in team.rep_addresses for a in email.recipients)
     if mailbox.role == "commands":
-        return "mailbox"
+        return None if is_rep and not among_team else "mailbox"
+    if not (is_rep and among_team):
+        return None
     if sender_check.addressed_to_command(email, settings.gate.command_addresses):
         return "copy" if settings.has_commands_mailbox else "addressed"
-    sender = email.from_.email if email.from_ else ""
-    if (sender in settings.gate.rep_by_address and has_command(email.subject)
-            and all(a.domain in team.team_domains or a.email in team.rep_addresses for a in email.recipients)):
-        return "tagged"
-    return None
+    return "tagged" if has_command(email.subject) else None
 
 
 def _command(email: Email, mailbox: MailboxInfo, ctx: Context, lookup: DecisionLookup, source: str, folder: str,

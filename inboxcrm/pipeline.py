@@ -31,7 +31,8 @@ log = logging.getLogger("inboxcrm.pipeline")
 Clock = Callable[[], datetime]
 # A copy arriving in a capture mailbox re-decides a message its first mailbox only held or ignored.
 RETRY_IN_CREATE_MAILBOX = frozenset({"policy-review", "policy-ignore"})
-# A command email stored first from another copy (the rep's Sent folder) is obeyed from the commands mailbox.
+# A command email stored first from another copy (the rep's Sent folder) is obeyed from the commands
+# mailbox; a prospect's mail refused there (they wrote to crm@ and sales@) is captured from the other copy.
 
 
 def utcnow() -> datetime:
@@ -59,7 +60,8 @@ def process(session: Session, raw: RawMessage, mailbox: MailboxInfo, ctx: Contex
     msg, is_new = store.save_raw(raw, mailbox.id, message_id, synthetic, sha256, keep_raw)
     if not is_new:
         if (msg.reason in RETRY_IN_CREATE_MAILBOX and mailbox.policy == "create"
-                or msg.reason == "command-copy" and mailbox.role == "commands"):
+                or msg.reason == "command-copy" and mailbox.role == "commands"
+                or msg.reason == "refused-not-rep" and mailbox.role != "commands"):
             # held or ignored where it arrived first (a rep's inbox); a capture mailbox takes it
             return interpret(store, msg, raw.data, mailbox, ctx, parsed=parsed, folder=raw.folder)
         return Outcome("duplicate", "already-stored", f"copy of message {msg.id} ({msg.status})", msg.id,

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Sequence
 
-from sqlalchemy import bindparam, func, insert, select, update
+from sqlalchemy import bindparam, func, insert, or_, select, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
@@ -103,9 +103,12 @@ _UNMATCHED_IN_THREAD = select(Message.id, Message.direction, Message.sent_at, Me
 _THREAD_OUTREACH = (select(Message.from_address).where(
     Message.message_id.in_(bindparam("ids", expanding=True)), Message.status == "unmatched",
     Message.direction == "outbound").order_by(Message.sent_at).limit(1))
+# Only mail that passed the identity checks counts toward a burst: forged mail in a rep's name
+# must not lock the rep out.
 _RECENT_COMMANDS = select(func.count(Message.id)).where(
-    Message.status.in_(("command", "refused")), Message.from_address == bindparam("address"),
-    Message.received_at >= bindparam("since"))
+    Message.status.in_(("command", "refused")),
+    or_(Message.status == "command", Message.reason.in_(("refused-burst", "refused-token"))),
+    Message.from_address == bindparam("address"), Message.received_at >= bindparam("since"))
 _INSERT_RAW = insert(MessageRaw.__table__)
 _INSERTS: dict[type, object] = {}
 _UPDATES: dict[type, object] = {}
