@@ -109,7 +109,7 @@ def decide(email: Email, mailbox: MailboxInfo, ctx: Context, lookup: DecisionLoo
         notes.append(Explanation("classify", cls.reason, True, cls.detail))
         return result("noise", cls.reason, cls.detail, classification=cls)
 
-    if ctx.commands is not None and (source := command_source(email, mailbox, ctx.commands, ctx.team)):
+    if ctx.commands is not None and (source := command_source(email, mailbox, ctx.commands, ctx.team, folder)):
         return _command(email, mailbox, ctx, lookup, source, folder, notes, explain, result)
 
     if routing.ignore:
@@ -173,8 +173,15 @@ def decide(email: Email, mailbox: MailboxInfo, ctx: Context, lookup: DecisionLoo
     return result("processed", found.reason, _describe(found), owner=owner, create_deal=True, **common)
 
 
+def own_sent_copy(email: Email, mailbox: MailboxInfo, settings: CommandSettings, folder: str) -> bool:
+    """Found in the Sent folder of the sender's own mailbox: only that rep's login puts mail there."""
+    sender = email.from_.email if email.from_ else ""
+    return (folder == "Sent" and mailbox.role == "rep" and mailbox.owner is not None
+            and settings.gate.rep_by_address.get(sender) == mailbox.owner)
+
+
 def command_source(email: Email, mailbox: MailboxInfo, settings: CommandSettings,
-                   team: classify_mod.TeamContext) -> str | None:
+                   team: classify_mod.TeamContext, folder: str = "") -> str | None:
     """Why a message is command mail: "mailbox" (it arrived in the commands mailbox),
     "addressed" (a rep wrote to the command address, and there is no commands mailbox to read
     it from), "copy" (the same, found elsewhere: the commands mailbox's copy is the one obeyed),
@@ -183,7 +190,11 @@ def command_source(email: Email, mailbox: MailboxInfo, settings: CommandSettings
     Mail a rep sends to a prospect stays the prospect's conversation, also with the command
     address in Cc or Bcc (a common way to log mail in a CRM). Nobody else's mail is command mail
     outside the commands mailbox: a prospect's "[D-42] won" to sales@ and crm@ is captured like
-    any other message, and in the commands mailbox the gate refuses it."""
+    any other message, and in the commands mailbox the gate refuses it.
+
+    A tagged subject counts only where the sender can be vouched for (a trusted server's
+    Authentication-Results, or the rep's own Sent folder): it reaches any rep's inbox, and
+    anyone can write a rep's address in From."""
     sender = email.from_.email if email.from_ else ""
     is_rep = sender in settings.gate.rep_by_address
     among_team = all(a.domain in team.team_domains or a.email in team.rep_addresses for a in email.recipients)
@@ -193,7 +204,8 @@ def command_source(email: Email, mailbox: MailboxInfo, settings: CommandSettings
         return None
     if sender_check.addressed_to_command(email, settings.gate.command_addresses):
         return "copy" if settings.has_commands_mailbox else "addressed"
-    return "tagged" if has_command(email.subject) else None
+    vouched = bool(settings.gate.trusted_authserv_ids) or own_sent_copy(email, mailbox, settings, folder)
+    return "tagged" if vouched and has_command(email.subject) else None
 
 
 def _command(email: Email, mailbox: MailboxInfo, ctx: Context, lookup: DecisionLookup, source: str, folder: str,
@@ -204,9 +216,7 @@ def _command(email: Email, mailbox: MailboxInfo, ctx: Context, lookup: DecisionL
                       "a copy of a command email; the copy in the commands mailbox is the one obeyed",
                       classification=Classification("command", "command-copy"), direction="inbound")
     sender = email.from_.email if email.from_ else ""
-    # Only that rep's own login puts mail in the Sent folder of their own mailbox.
-    own_sent = (folder == "Sent" and mailbox.role == "rep" and mailbox.owner is not None
-                and settings.gate.rep_by_address.get(sender) == mailbox.owner)
+    own_sent = own_sent_copy(email, mailbox, settings, folder)
     recent = lookup.recent_commands(sender, settings.gate.burst_window_minutes) if sender else 0
     verdict = sender_check.check(email, settings.gate, recent, own_sent)
     if explain:

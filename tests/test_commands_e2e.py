@@ -20,6 +20,7 @@ from email import message_from_bytes, policy
 from email.message import EmailMessage
 from email.utils import format_datetime
 
+import pytest
 from sqlalchemy import select
 
 from inboxcrm.commands import FORMS
@@ -399,3 +400,36 @@ def test_forged_mail_in_a_reps_name_does_not_use_up_the_reps_burst_allowance(tea
     import_mail(team, tmp_path, command_mail("genuine", "[D-1] note: real", headers=passing))
     assert stored(factory, "genuine@acme.example").reason == "command-applied"
     assert deal(team)["stage"] == "New" and [n["text"] for n in deal(team)["notes"]] == ["real"]
+
+
+# -- a rep's own tagged mail outside the commands mailbox ------------------------------------------
+
+def _feed_into(config_file, factory, mailbox: str, folder: str, data: bytes):
+    from inboxcrm.importer import feed
+    from inboxcrm.store import mailbox_info
+    from inboxcrm.values import RawMessage
+
+    with factory() as s:
+        info = mailbox_info(s, mailbox)
+    feed(factory, load_config(config_file, True), info, [RawMessage(data, f"test:{folder}:{len(data)}", folder)])
+
+
+@pytest.mark.parametrize("folder, trusted, headers, obeyed", [
+    ("Sent", "", "", True),  # only alice's own login puts mail in her Sent folder
+    ("INBOX", "", "", False),  # anyone can write alice's address in From: a tag alone is not enough
+    ("INBOX", 'trusted_authserv_ids = ["mx.acme.example"]',
+     "Authentication-Results: mx.acme.example; dmarc=pass header.from=acme.example", True),
+])
+def test_a_reps_tagged_mail_to_a_colleague_is_a_command_only_where_it_is_vouched_for(
+        team, factory, config_file, tmp_path, folder, trusted, headers, obeyed):
+    enable_commands(team, config_file, tmp_path, trusted, mailbox=False)
+    team("mailbox", "add", "alice-box", "--role", "rep", "--owner", "alice")
+    team("lead", "add", "--email", "nora@fieldworks.example", "--owner", "alice")
+    data = command_mail(f"tagged-{folder}", "[D-1] stage: qualified", to="Bob <bob@acme.example>", headers=headers)
+    _feed_into(config_file, factory, "alice-box", folder, data)
+    found = stored(factory, f"tagged-{folder}@acme.example")
+    if obeyed:
+        assert (found.status, found.reason) == ("command", "command-applied") and deal(team)["stage"] == "Qualified"
+        assert [a.to_address for a in answers(factory)] == ["alice@acme.example"]
+    else:
+        assert found.status == "internal" and deal(team)["stage"] == "New" and answers(factory) == []
