@@ -50,6 +50,7 @@ def generate(folder: Path, count: int, attachment_kb: int, seed: int = 7) -> Non
             sender, to, subject, extra = f"{rep}@{TEAM}", f"crm@{TEAM}", \
                 f"[D-{rng.randrange(1, len(sent) + 1)}] note: called them about message {i}", b""
             refs = b""
+            when = format_datetime(datetime.now(timezone.utc)).encode()  # older commands are history
         elif kind < 0.08:
             sender, to, subject, extra = f"news{i % 40}@lists{i % 40}.example", f"sales@{TEAM}", "Weekly news", \
                 b"List-Id: <weekly.lists.example>\r\n"

@@ -7,6 +7,7 @@ never writes: the store applies the decision, so the same decision can be explai
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import Protocol, Sequence
 
 from . import classify as classify_mod
@@ -26,6 +27,7 @@ class MailboxInfo:
     owner: str | None
     default_source: str
     policy: str  # create | review | ignore
+    created_at: datetime | None = None  # mail dated before this is history (a first sync's backfill)
 
 
 @dataclass(frozen=True)
@@ -66,6 +68,10 @@ class DecisionLookup(Lookup, Protocol):
         """The sender of a stored outbound message in the thread that joined no deal yet."""
         ...
 
+
+# A command dated this long before its mailbox was added is history from the first backfill, not an
+# order: a month of old "[D-42] stage:" mail must not replay. The slack covers clock skew.
+HISTORY_SLACK = timedelta(hours=1)
 
 # Folders whose mail is junk whatever it says (Takeout labels, a client's junk folder).
 JUNK_FOLDERS = frozenset({"spam", "junk", "trash", "bin", "deleted items", "junk e-mail"})
@@ -215,6 +221,12 @@ def _command(email: Email, mailbox: MailboxInfo, ctx: Context, lookup: DecisionL
         return result("internal", "command-copy",
                       "a copy of a command email; the copy in the commands mailbox is the one obeyed",
                       classification=Classification("command", "command-copy"), direction="inbound")
+    if email.date is not None and mailbox.created_at is not None and email.date < mailbox.created_at - HISTORY_SLACK:
+        notes.append(Explanation("command", "command-history", True, "dated before the mailbox was added"))
+        return result("ignored", "command-history",
+                      f"a command email dated {email.date:%Y-%m-%d %H:%M} UTC, before mailbox {mailbox.name} was added: "
+                      f"history from the first sync, not obeyed", classification=Classification("command", source),
+                      direction="inbound")
     sender = email.from_.email if email.from_ else ""
     own_sent = own_sent_copy(email, mailbox, settings, folder)
     recent = lookup.recent_commands(sender, settings.gate.burst_window_minutes) if sender else 0

@@ -69,7 +69,7 @@ def mailbox_info(session: Session, name: str) -> MailboxInfo | None:
     if row is None:
         return None
     return MailboxInfo(id=row.id, name=row.name, role=row.role, owner=row.owner.name if row.owner else None,
-                       default_source=row.default_source, policy=row.new_sender_policy)
+                       default_source=row.default_source, policy=row.new_sender_policy, created_at=row.created_at)
 
 
 def _by_id(model):

@@ -52,6 +52,16 @@ def command_mail(message_id: str, subject: str, body: str = "", *, sender: str =
     return ("\r\n".join(head) + "\r\n\r\n" + "\r\n".join(body.splitlines()) + "\r\n").encode()
 
 
+def redate(data: bytes, when: datetime | None = None) -> bytes:
+    """The message with its own Date header set to ``when`` (default now): command mail dated
+    before its mailbox was added is history, not obeyed, so a fixture must look new."""
+    head, sep, body = data.partition(b"\r\n\r\n") if b"\r\n\r\n" in data else data.partition(b"\n\n")
+    new = f"Date: {format_datetime(when or datetime.now(UTC))}".encode()
+    dated, found = re.subn(rb"(?m)^Date: [^\r\n]*", new, head, count=1)
+    assert found == 1, "the message has no Date header"
+    return dated + sep + body
+
+
 def enable_commands(cli, config_file, tmp_path, commands: str = "", digest: str = "", mailbox: bool = True) -> None:
     """The command address, a reply-token key in the test's own folder, and (``mailbox``) an
     import-only commands mailbox "crm"."""
@@ -264,7 +274,7 @@ def test_a_reply_to_the_digest_wins_the_deal_through_the_daemon(
 
 def test_a_forwarded_prospect_email_becomes_a_lead_of_the_rep_who_forwarded_it(team, factory, config_file, tmp_path):
     enable_commands(team, config_file, tmp_path)
-    forward = (COMMANDS / "forward-gmail-inline.eml").read_bytes()
+    forward = redate((COMMANDS / "forward-gmail-inline.eml").read_bytes())
     assert import_mail(team, tmp_path, forward) == "imported 1 message into crm: 1 command\n"
 
     lead = deal(team)
@@ -297,7 +307,7 @@ def test_an_email_with_two_problems_changes_nothing_and_the_answer_lists_both_an
     enable_commands(team, config_file, tmp_path)
     team("lead", "add", "--email", "nora@fieldworks.example", "--owner", "alice")
     before = deal(team)
-    wrong = (COMMANDS / "ambiguous-stage-and-unknown-rep.eml").read_bytes()
+    wrong = redate((COMMANDS / "ambiguous-stage-and-unknown-rep.eml").read_bytes())
     assert import_mail(team, tmp_path, wrong) == "imported 1 message into crm: 1 command\n"
 
     assert deal(team) == before  # not even the valid "next:" line
@@ -433,3 +443,15 @@ def test_a_reps_tagged_mail_to_a_colleague_is_a_command_only_where_it_is_vouched
         assert [a.to_address for a in answers(factory)] == ["alice@acme.example"]
     else:
         assert found.status == "internal" and deal(team)["stage"] == "New" and answers(factory) == []
+
+
+def test_command_mail_from_before_the_mailbox_was_added_is_history_and_not_obeyed(team, factory, config_file,
+                                                                                  tmp_path):
+    """A first sync backfills a month: last month's "[D-1] lost" must not replay today."""
+    enable_commands(team, config_file, tmp_path)
+    team("lead", "add", "--email", "nora@fieldworks.example", "--owner", "alice")
+    import_mail(team, tmp_path, redate(command_mail("old-order", "[D-1] lost: went quiet"),
+                                       datetime.now(UTC) - timedelta(days=20)))
+    found = stored(factory, "old-order@acme.example")
+    assert (found.status, found.reason) == ("ignored", "command-history") and "before mailbox crm" in found.detail
+    assert deal(team)["stage"] == "New" and answers(factory) == []
