@@ -146,9 +146,10 @@ def obey(session: Session, now: datetime, message_pk: int, message_id: str, emai
     body, default_deal = email.text, _deal_of_thread(session, email)
     savepoint = session.begin_nested()
     try:
-        original = forwarded(email) if is_forward(email.subject) and commands.subject_tag(email.subject) is None \
-            else None
-        if is_forward(email.subject) and commands.subject_tag(email.subject) is None and original is None:
+        # "Fwd: [D-42] ..." is about D-42; an untagged forward brings a prospect's email.
+        a_forward = is_forward(email.subject) and commands.subject_tag(email.subject) is None
+        original = forwarded(email) if a_forward else None
+        if a_forward and original is None:
             errors.append(CommandError("forward", email.subject, "this looks like a forward, but the original "
                                        "sender's address was not found in it; forward the email inline (not as an "
                                        "attachment), or add the lead with [D-n] commands once it exists"))
