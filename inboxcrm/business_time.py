@@ -123,3 +123,11 @@ def add_business_hours(start: datetime, hours: float, zone: ZoneInfo, days: froz
             return begin + left
         left -= close - begin
     raise ValueError(f"{hours} business hours do not fit in {MAX_DAYS} days")
+
+
+def rep_timezone(name: str | None, fallback: str) -> ZoneInfo:
+    """A rep's zone as stored; one the system no longer knows falls back to the team's."""
+    try:
+        return ZoneInfo(name or fallback)
+    except (ValueError, KeyError, OSError):
+        return ZoneInfo(fallback)

@@ -7,7 +7,7 @@ never writes: the store applies the decision, so the same decision can be explai
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, tzinfo
 from typing import Protocol, Sequence
 
 from . import classify as classify_mod
@@ -39,7 +39,7 @@ class CommandSettings:
     answers_per_hour: int = 30
     from_address: str = ""  # what our answers come from
     reply_addresses: dict[str, str] = field(default_factory=dict, hash=False)  # rep -> command address + token
-    rep_zones: dict[str, str] = field(default_factory=dict, hash=False)  # rep -> IANA zone, for "today"
+    rep_zones: dict[str, tzinfo] = field(default_factory=dict, hash=False)  # rep -> time zone, for "today"
 
 
 @dataclass(frozen=True)

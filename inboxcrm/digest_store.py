@@ -13,12 +13,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from decimal import Decimal
-from zoneinfo import ZoneInfo
 
 from sqlalchemy import and_, func, or_, select
 from sqlalchemy.orm import Session, aliased
 
 from .admin import listed, rep_names
+from .business_time import rep_timezone
 from .config import Config
 from .digest import (
     DealRow,
@@ -116,14 +116,6 @@ def load_digest_data(session: Session, rep_id: int, now: datetime, since: dateti
     held = tuple(HeldRow(*r) for r in session.execute(queries["held messages"]))
     return DigestData(rep, tuple(deals), held, tuple(team) if team is not None else team_totals(session),
                       since if since is not None else now - DEFAULT_SINCE)
-
-
-def rep_timezone(name: str | None, fallback: str) -> ZoneInfo:
-    """A rep's zone as stored; one the system no longer knows falls back to the team's."""
-    try:
-        return ZoneInfo(name or fallback)
-    except (ValueError, KeyError, OSError):
-        return ZoneInfo(fallback)
 
 
 def build_for_rep(session: Session, rep_id: int, now: datetime, config: Config, since: datetime | None = None,

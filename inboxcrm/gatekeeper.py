@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 from .admin import audit, find_rep
 from .config import Config
 from .decide import CommandSettings, Context
+from .business_time import rep_timezone
 from .models import Mailbox, Rep
 from .outbox import sender_address
 from .reply_token import load_key, reply_address, token_for
@@ -42,18 +43,18 @@ def command_settings(session: Session, config: Config, ctx: Context) -> CommandS
     reps = session.execute(select(Rep.id, Rep.name, Rep.command_token_generation, Rep.timezone)
                            .where(Rep.active.is_(True))).all()
     tokens = {name: token_for(key, rep_id, generation) for rep_id, name, generation, _ in reps}
-    ours = {sender_address(config), *filter(None, (config.smtp.from_address,))}
+    ours = sender_address(config)  # the smtp from_address when set
     cfg = config.commands
     gate = Gate(team=ctx.team, rep_by_address=ctx.rep_by_address, tokens=tokens,
-                command_addresses=frozenset(filter(None, (address,))), own_addresses=frozenset(ours),
+                command_addresses=frozenset(filter(None, (address,))), own_addresses=frozenset({ours}),
                 trusted_authserv_ids=frozenset(cfg.trusted_authserv_ids),
                 require_authentication=cfg.authentication_required, burst_limit=cfg.burst_limit,
                 burst_window_minutes=cfg.burst_minutes)
     return CommandSettings(
         gate=gate, has_commands_mailbox=has_mailbox, answers_per_hour=cfg.answers_per_hour,
-        from_address=sender_address(config),
+        from_address=ours,
         reply_addresses={name: reply_address(address, token) for name, token in tokens.items()} if address else {},
-        rep_zones={name: zone or config.team.timezone for _, name, _, zone in reps})
+        rep_zones={name: rep_timezone(zone, config.team.timezone) for _, name, _, zone in reps})
 
 
 def rep_reply_address(session: Session, config: Config, rep_id: int) -> str | None:

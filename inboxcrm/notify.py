@@ -33,11 +33,12 @@ from .business_time import (
     next_digest_at,
     parse_clock,
     parse_span,
+    rep_timezone,
 )
 from .config import Config, parse_weekdays
 from .db import transaction
 from .digest import ACTIONS, DealRow, mailto, span
-from .digest_store import build_for_rep, deals_query, rep_timezone
+from .digest_store import build_for_rep, deals_query
 from .errors import Invalid
 from .logs import event
 from .models import Deal, OutboxMessage, Rep, RepAddress
@@ -149,7 +150,7 @@ def queue_digest(session: Session, config: Config, schedule: Schedule, day: date
         mail = render.render_digest(digest, env)
         outbox.enqueue(session, now, key=key, kind="digest", to_address=to_address, subject=mail.subject,
                        text=mail.text, html=mail.html, rep_id=schedule.rep_id,
-                       reply_to=rep_reply_address(session, config, schedule.rep_id),
+                       reply_to=digest.command_address,  # the command address with the rep's token
                        from_address=sender)
     row = outbox.find_key(session, key)
     return Queued(key, row.id, row.status, new=True, empty=digest.is_empty)

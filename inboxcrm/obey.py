@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import datetime, timedelta
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from datetime import datetime, timedelta, timezone
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -45,14 +44,6 @@ class Result:
     detail: str
     answered: bool
     deals: tuple[int, ...] = ()
-
-
-def _today(ctx: Context, rep: str, now: datetime):
-    zone = ctx.commands.rep_zones.get(rep) or "UTC"
-    try:
-        return now.astimezone(ZoneInfo(zone)).date()
-    except (ZoneInfoNotFoundError, ValueError):
-        return now.date()
 
 
 def _rep_addresses(ctx: Context) -> dict[str, list[str]]:
@@ -139,7 +130,7 @@ def obey(session: Session, now: datetime, message_pk: int, message_id: str, emai
         return Result(verdict.reason, verdict.detail, answered)
 
     why = f"message <{message_id}>"
-    today = _today(ctx, rep, now)
+    today = now.astimezone(ctx.commands.rep_zones.get(rep, timezone.utc)).date()  # the rep's today
     errors: list[CommandError] = []
     done: list[str] = []
     touched: list[int] = []

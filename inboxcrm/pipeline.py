@@ -98,7 +98,7 @@ def interpret(store: Store, msg: StoredMessage, data: bytes, mailbox: MailboxInf
 def _obey(store: Store, msg: StoredMessage, email: Email, decision, ctx: Context, mailbox: MailboxInfo) -> Outcome:
     result = obey(store.session, store.now, msg.id, msg.message_id, email, decision, ctx)
     if result.reason != decision.reason:
-        store._update_message(msg.id, reason=result.reason, detail=result.detail)
+        store.update_message(msg.id, reason=result.reason, detail=result.detail)
     ref = f"D-{result.deals[0]}" if result.deals else None
     event(log, logging.INFO if decision.status == "command" else logging.WARNING, "command", mailbox=mailbox.name,
           message=msg.message_id, sender=email.from_.email if email.from_ else "", status=decision.status,

@@ -199,12 +199,12 @@ class Store:
                          location=raw.location, seen_at=self.now)
         return stored, is_new
 
-    def _update_message(self, pk: int, **values) -> None:
+    def update_message(self, pk: int, **values) -> None:
         self._update(Message, pk, **values)
 
     def quarantine(self, msg: StoredMessage, reason: str, detail: str, raw: bytes = b"") -> None:
         subject, sender, date = header_summary(raw)
-        self._update_message(msg.id, status="quarantined", reason=reason, detail=detail[:2000],
+        self.update_message(msg.id, status="quarantined", reason=reason, detail=detail[:2000],
                              processed_at=self.now, subject=subject, from_address=sender, sent_at=date)
 
     # -- applying a decision ---------------------------------------------------------------
@@ -238,7 +238,7 @@ class Store:
                 self._touch_deal(deal, msg, decision, ctx, when, why)
                 if found.via == "thread" and found.contact is None and decision.direction == "inbound":
                     self._learn_address(deal["contact_id"], found.prospect, why)
-        self._update_message(msg.id, **values)
+        self.update_message(msg.id, **values)
         self.flush_audit()
         return deal["id"] if deal else None
 
@@ -320,7 +320,7 @@ class Store:
         earlier = self.conn.execute(_UNMATCHED_IN_THREAD, {"ids": list(email.thread_ids)}).all()
         outreach = [(sent_at, sender) for pk, direction, sent_at, sender in earlier if direction == "outbound"]
         for pk, direction, sent_at, _ in earlier:
-            self._update_message(pk, deal_id=deal["id"], contact_id=deal["contact_id"], status="processed",
+            self.update_message(pk, deal_id=deal["id"], contact_id=deal["contact_id"], status="processed",
                                  reason="thread-adopted")
             deal["outbound_count"] += direction == "outbound"
             if sent_at and sent_at < deal["created_at"]:
