@@ -406,7 +406,7 @@ class Daemon:
         def run() -> None:
             from .notify import enqueue_due
 
-            if enqueue_due(self.factory, self.config, utcnow()):
+            if enqueue_due(self.factory, self.config, utcnow(), stop=self.stop):
                 self._run_now("outbox")
 
         self._guarded("notify", run)

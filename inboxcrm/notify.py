@@ -13,6 +13,7 @@ digest (time, days, always, on/off) live on the rep; ``set_digest`` changes them
 from __future__ import annotations
 
 import logging
+import threading
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
@@ -162,9 +163,12 @@ def preview(session: Session, config: Config, schedule: Schedule, day: date, now
     return render.render_digest(_build(session, config, schedule, day, now), env)
 
 
-def enqueue_due(factory: sessionmaker, config: Config, now: datetime) -> int:
+def enqueue_due(factory: sessionmaker, config: Config, now: datetime, stop: threading.Event | None = None) -> int:
     """Queues every digest whose time has come and every nudge that is due; returns how many
-    messages were queued (skipped digests not counted). Safe to run often and concurrently."""
+    messages were queued (skipped digests not counted). Safe to run often and concurrently.
+
+    ``stop`` set (the daemon is shutting down) ends the pass after the message at hand: what is
+    left is decided by the next pass, since every decision has its own key."""
     env = render.template_env(config.digest.templates_dir)
     with factory() as session:
         due = {s.rep_id: (s, day) for s in schedules(session, config).values()
@@ -173,6 +177,8 @@ def enqueue_due(factory: sessionmaker, config: Config, now: datetime) -> int:
         decided = set(session.scalars(select(OutboxMessage.key).where(OutboxMessage.key.in_(keys)))) if keys else set()
     queued = 0
     for key, rep_id in keys.items():
+        if stop is not None and stop.is_set():
+            return queued
         if key in decided:
             continue
         schedule, day = due[rep_id]
@@ -185,7 +191,7 @@ def enqueue_due(factory: sessionmaker, config: Config, now: datetime) -> int:
             event(log, logging.ERROR, "digest-failed", rep=schedule.rep, date=day, exc_info=True,
                   action="retried on the next pass")
     with transaction(factory) as session:
-        queued += enqueue_nudges(session, config, now, env)
+        queued += enqueue_nudges(session, config, now, env, stop)
     return queued
 
 
@@ -237,7 +243,8 @@ def _full_rows(session: Session, ids: list[int]) -> dict[int, DealRow]:
     return {r[0]: DealRow(*r) for r in session.execute(deals_query(Deal.id.in_(ids)))} if ids else {}
 
 
-def enqueue_nudges(session: Session, config: Config, now: datetime, env: Environment) -> int:
+def enqueue_nudges(session: Session, config: Config, now: datetime, env: Environment,
+                   stop: threading.Event | None = None) -> int:
     """New leads (at once) and unanswered prospects (after the first-response target in business
     hours), each nudging the deal's owner once; in the caller's transaction.
 
@@ -265,12 +272,16 @@ def enqueue_nudges(session: Session, config: Config, now: datetime, env: Environ
     rows = _full_rows(session, [*new_leads.values(), *unanswered.values()])
     queued = 0
     for key, pk in new_leads.items():
+        if stop is not None and stop.is_set():
+            return queued
         deal = rows[pk]
         who = deal.contact or deal.address or "someone"
         subject = f"New lead D-{deal.id}: {who}" + (f" ({deal.company})" if deal.company else "")
         queued += _queue_nudge(session, config, env, now, key, "nudge_lead", subject, deal, reps[deal.owner_rep_id],
                                arrived=deal.created_at)
     for key, pk in unanswered.items():
+        if stop is not None and stop.is_set():
+            return queued
         deal = rows[pk]
         who = deal.contact or deal.address or "A prospect"
         waited = span((now - deal.last_inbound_at).total_seconds())

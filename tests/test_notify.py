@@ -4,6 +4,7 @@ from __future__ import annotations
 import re
 
 import email
+import threading
 from datetime import UTC, date, datetime, time, timedelta
 from email import policy
 from zoneinfo import ZoneInfo
@@ -306,3 +307,16 @@ def test_rep_digest_settings_are_checked_like_the_config_file(factory):
         line = notify.describe(schedule, MONDAY_0800_BERLIN)
     assert (schedule.time_text, schedule.days, schedule.always) == ("07:15", frozenset({0, 2}), True)
     assert "next 2026-11-25 07:15 CET" in line
+
+
+def test_a_shutdown_ends_a_pass_early_and_the_next_pass_decides_the_rest(team):
+    """The daemon's SIGTERM waits for the running pass: a backfill's thousand nudges must not hold it."""
+    alice = team.rep("alice")
+    now = datetime(2026, 11, 24, 13, 0, tzinfo=UTC)
+    for n in range(3):
+        team.deal(alice, f"Lead {n}", f"lead{n}@prospect.example", created=now - timedelta(minutes=3))
+    stopping = threading.Event()
+    stopping.set()
+    assert notify.enqueue_due(team.factory, team.config, now, stop=stopping) == 0 and team.outbox() == []
+    assert team.run(now) == 4  # Tuesday's digest and the three nudges, once
+    assert team.run(now) == 0
