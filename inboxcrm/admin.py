@@ -15,7 +15,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from sqlalchemy import delete, func, or_, select
 from sqlalchemy.orm import Session, selectinload
 
-from . import rules
+from . import addresses, rules
 from .errors import Invalid, NotFound
 from .inputs import matching_names
 from .models import (
@@ -30,7 +30,6 @@ POLICIES = ("create", "review", "ignore")
 STAGE_KINDS = ("open", "won", "lost")
 PREVIEW_BYTES = 4096
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
-_ADDRESS = re.compile(r"[^@\s<>,;\"]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+")
 
 
 # -- shared primitives ----------------------------------------------------------------------
@@ -63,8 +62,8 @@ def short_text(what: str, value: str | None, limit: int, example: str, required:
 
 
 def normalize_address(text: str) -> str:
-    address = (text or "").strip().lower()
-    if not _ADDRESS.fullmatch(address):
+    address = addresses.normalize(text)
+    if address is None:
         raise Invalid(f'invalid address "{text}"; expected an address such as alice@example.com')
     return address
 

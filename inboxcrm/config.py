@@ -76,6 +76,10 @@ class SyncConfig:
     since_days: int = 30  # a new mailbox backfills this many days, not its whole history
     idle: bool = True
     max_backoff: int = 900  # seconds; retries after errors back off exponentially up to this
+    # A message larger than this is recorded from its headers and structure only (BODYSTRUCTURE,
+    # no body), attached to its deal and marked truncated: one huge mail must not exhaust memory.
+    max_message_bytes: int = 25 * 1024 * 1024
+    fetch_batch_bytes: int = 32 * 1024 * 1024  # one FETCH asks for at most this many bytes of bodies
 
 
 @dataclass(frozen=True)
@@ -105,6 +109,13 @@ class DigestConfig:
     templates_dir: str | None = None  # templates here override the built-in ones, by file name
     first_response_hours: float = 2.0  # business hours before an unanswered prospect nudges the owner
     business_hours: str = "09:00-17:00"
+    # Nudges per rep; beyond these the rest wait for the digest, so a backfill cannot flood anyone.
+    nudges_per_hour: int = 6
+    nudges_per_day: int = 30
+
+
+# What a command email must prove besides coming from a rep's address (see [commands] proof).
+PROOFS = ("auth-or-token", "auth", "token", "auth-and-token", "address-only")
 
 
 @dataclass(frozen=True)
@@ -113,7 +124,12 @@ class CommandsConfig:
 
     # authserv-ids of the team's own receiving servers (e.g. "mx.team.example"; Gmail: "mx.google.com")
     trusted_authserv_ids: tuple[str, ...] = ()
-    # None: required exactly when trusted_authserv_ids is set (mail without their verdict is refused)
+    # What a command must prove, one of PROOFS. "auth": a pass in a trusted Authentication-Results
+    # header (or the rep's own Sent folder); "token": the rep's reply token (crm+TOKEN@ or the
+    # X-InboxCRM-Token header); "address-only" trusts the From address alone and must be chosen
+    # explicitly. Whatever is chosen, a failing verdict of a trusted server refuses the mail.
+    proof: str = "auth-or-token"
+    # Legacy (before "proof"): true meant "auth"; kept so existing files still load.
     require_authentication: bool | None = None
     burst_limit: int = 20  # command emails per sender per burst window; more are refused
     burst_minutes: int = 60
@@ -122,7 +138,32 @@ class CommandsConfig:
 
     @property
     def authentication_required(self) -> bool:
-        return bool(self.trusted_authserv_ids) if self.require_authentication is None else self.require_authentication
+        """A trusted server's pass (or the rep's own Sent folder) is needed whatever the token says."""
+        return self.proof in ("auth", "auth-and-token")
+
+    @property
+    def token_required(self) -> bool:
+        """The rep's reply token is needed whatever the Authentication-Results say."""
+        return self.proof in ("token", "auth-and-token")
+
+    def describe(self) -> str:
+        """One sentence on what a command email must prove, for init, status, the daemon's start
+        and refusal answers, so all four say the same thing."""
+        servers = ", ".join(self.trusted_authserv_ids)
+        auth = f"a pass from a trusted receiving server ({servers})" if servers else None
+        token = "the rep's reply token (their crm+TOKEN@ address; see `inboxcrm rep token`)"
+        if self.proof == "address-only":
+            return ("commands by email trust the From address alone ([commands] proof = \"address-only\"): "
+                    "anyone who forges a rep's address can change deals")
+        if self.proof == "auth-and-token":
+            return f"a command email needs both {auth} and {token}"
+        if self.proof == "auth":
+            return f"a command email needs {auth} or must come from the rep's own Sent folder"
+        if self.proof == "token" or auth is None:
+            tail = "" if auth else ("; no trusted server is configured ([commands] trusted_authserv_ids), "
+                                    "so mail without a token is refused")
+            return f"a command email needs {token}{tail}"
+        return f"a command email needs {auth} or {token}"
 
 
 @dataclass(frozen=True)
@@ -328,12 +369,14 @@ _VALIDATORS: dict[str, dict[str, Callable[[Any], Any]]] = {
     "team": {"domains": _domains, "timezone": _timezone, "freemail_domains": _domains},
     "pipeline": {"quiet_days": _days, "stalled_days": _days, "store_raw": _flag,
                  "quiet_days_by_stage": _stage_days},
-    "sync": {"poll_interval": _seconds(5), "since_days": _days, "idle": _flag, "max_backoff": _seconds(1)},
+    "sync": {"poll_interval": _seconds(5), "since_days": _days, "idle": _flag, "max_backoff": _seconds(1),
+             "max_message_bytes": _count(65536, "bytes"), "fetch_batch_bytes": _count(1048576, "bytes")},
     "smtp": {"host": _text, "port": _port, "security": _choice("starttls", "tls", "plain"), "verify": _flag,
              "ca_file": _text, "username": _text, "from_address": _address, "timeout": _seconds(1)},
     "digest": {"time": _clock, "days": _weekdays, "command_address": _address, "templates_dir": _text,
-               "first_response_hours": _hours, "business_hours": _business_hours},
-    "commands": {"trusted_authserv_ids": _hostnames, "require_authentication": _flag,
+               "first_response_hours": _hours, "business_hours": _business_hours,
+               "nudges_per_hour": _count(0, "nudges"), "nudges_per_day": _count(0, "nudges")},
+    "commands": {"trusted_authserv_ids": _hostnames, "proof": _choice(*PROOFS), "require_authentication": _flag,
                  "burst_limit": _count(1, "emails"), "burst_minutes": _count(1, "minutes"),
                  "answers_per_hour": _count(1, "answers"), "token_key_file": _text},
 }
@@ -416,6 +459,13 @@ def _digest(values: dict[str, Any], path: Path | None) -> DigestConfig:
 
 
 def _commands(values: dict[str, Any], path: Path | None, environ: Environ) -> CommandsConfig:
+    if values.get("proof") in ("auth", "auth-and-token") and not values.get("trusted_authserv_ids"):
+        raise ConfigError(str(path), "commands.proof", values["proof"],
+                          "trusted_authserv_ids naming the team's receiving server(s) as well, since "
+                          f'"{values["proof"]}" needs their Authentication-Results; or proof = "token"')
+    if values.get("require_authentication") is True and "proof" not in values:
+        # What the legacy key meant; without a trusted server that refuses all but the rep's own Sent.
+        values["proof"] = "auth"
     key = values.get("token_key_file")
     values["token_key_file"] = _relative(key, path) if key else str(default_data_dir(environ) / "reply-token.key")
     return CommandsConfig(**values)

@@ -22,7 +22,7 @@ from .match import company_domain
 from .models import (
     Company, Contact, ContactAddress, Deal, DealFlag, Message, MessageCopy, Note, Rep, Stage, StageChange,
 )
-from .store import company_name
+from .addresses import company_name
 from .values import Address
 
 

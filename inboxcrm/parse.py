@@ -7,7 +7,6 @@ the full interpretation, raising ParseError with a reason code for quarantine.
 from __future__ import annotations
 
 import hashlib
-import html
 import logging
 import re
 from datetime import datetime, timezone
@@ -17,12 +16,12 @@ from email.utils import getaddresses, parsedate_to_datetime
 
 import mailparser
 
+from .addresses import normalize
 from .errors import ParseError
+from .html_text import html_to_text
 from .values import Address, Attachment, Email
 
 _MSGID = re.compile(r"<([^<>\s]+)>")
-_TAG = re.compile(r"<(script|style)\b.*?</\1>|<[^>]+>", re.S | re.I)
-_BLANK_LINES = re.compile(r"\n\s*\n\s*(\n\s*)+")
 SYNTHETIC_DOMAIN = "inboxcrm.invalid"
 # mail-parser logs a warning per odd message ("Email content 'mixed' not handled") with no
 # message id; we keep what matters as Email.defects instead. Quiet it here, in the one module
@@ -83,6 +82,7 @@ def _addresses(values: list[str]) -> tuple[Address, ...]:
         email = email.strip().strip("<>").lower()
         if "@" not in email or email.startswith("@") or email.endswith("@"):
             continue
+        email = normalize(email) or email
         result.append(Address(email=email, name=name.strip().strip('"')))
     return tuple(result)
 
@@ -100,12 +100,6 @@ def parse_date(value: str | None) -> datetime | None:
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=timezone.utc)
     return parsed.astimezone(timezone.utc)
-
-
-def html_to_text(markup: str) -> str:
-    text = _TAG.sub(" ", markup.replace("<br>", "\n").replace("</p>", "\n"))
-    text = html.unescape(text)
-    return _BLANK_LINES.sub("\n\n", "\n".join(line.strip() for line in text.splitlines()))
 
 
 def header_summary(raw: bytes) -> tuple[str, str, datetime | None]:

@@ -16,6 +16,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
 from . import scoring
+from .addresses import company_name
 from .classify import TeamContext
 from .db import insert_new
 from .decide import Context, Decision, MailboxInfo
@@ -31,12 +32,6 @@ from .values import Address, Email, RawMessage
 PIPELINE_ACTOR = "pipeline"
 # A Date header this far in the future is a sender's broken clock, not a plan.
 FUTURE_SLACK = timedelta(days=1)
-
-
-def company_name(domain: str) -> str:
-    """"northwind-traders.example" -> "Northwind Traders": a readable default, editable later."""
-    label = domain.split(".")[-2] if domain.count(".") >= 1 else domain
-    return " ".join(part.capitalize() for part in label.replace("_", "-").split("-") if part)
 
 
 def load_rule_specs(session: Session) -> tuple[RuleSpec, ...]:
