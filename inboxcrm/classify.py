@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from .values import Address, Classification, Email, Explanation
+from .values import NULL_SENDER, Address, Classification, Email, Explanation
 
 KINDS = ("own", "bounce", "auto-reply", "spam", "list", "robot", "internal", "outbound", "prospect")
 
@@ -58,6 +58,10 @@ class Rule:
         """The kind when the rule fires; only a rule whose header value decides overrides it."""
         return self.kind
 
+    def prospect_for(self, email: Email, ctx: TeamContext) -> Address | None:
+        """Who the prospect is when the rule fires and it is not From; only a relay knows another."""
+        return None
+
 
 class Own(Rule):
     name, kind = "own", "own"
@@ -68,22 +72,21 @@ class Own(Rule):
 
 
 _DAEMON = r"mailer-daemon|postmaster"
-_BOUNCE_SUBJECT = re.compile(
-    r"undelivered mail returned to sender|delivery status notification \((?:failure|delay)\)"
-    r"|mail delivery failed|undeliverable:|returned mail:|delivery failure|failure notice", re.I)
 
 
 class DeliveryStatus(Rule):
     name, kind = "delivery-status", "bounce"
-    description = ("A delivery status notification (multipart/report; report-type=delivery-status), or a bounce "
-                   "subject sent by a mailer-daemon or postmaster: a message could not be delivered.")
+    description = ("A delivery status notification (multipart/report; report-type=delivery-status), or mail from "
+                   "a mailer-daemon or postmaster, or with the null sender (From: <>): a message could not be "
+                   "delivered, or a mail system is talking.")
 
     def check(self, email, ctx):
         if email.content_type == "multipart/report" and email.report_type == "delivery-status":
             return "Content-Type: multipart/report; report-type=delivery-status"
-        found = _BOUNCE_SUBJECT.search(email.subject)
-        if found and re.match(rf"(?:{_DAEMON})$", _local(email), re.I):
-            return f'bounce subject "{found.group(0)}" from {email.from_.email}'
+        if email.from_ == NULL_SENDER:
+            return "the null sender (From: <> or a bare MAILER-DAEMON): only delivery systems send it"
+        if re.match(rf"(?:{_DAEMON})$", _local(email), re.I):
+            return f"sent by {email.from_.email}, a mail system's address"
         return None
 
 
@@ -171,15 +174,55 @@ class MailingList(Rule):
 
 class SpamVerdict(Rule):
     name, kind = "spam-verdict", "spam"
-    description = ("A spam filter upstream said spam: X-Spam-Flag/X-Spam-Status/X-Spam/X-Spam-Verdict/"
-                   "X-Barracuda-Spam-Status yes, or Exchange's spam confidence level (SCL) 5 or more.")
+    description = ("A spam or virus filter upstream said so: X-Spam-Flag/X-Spam-Status/X-Spam/X-Spam-Verdict/"
+                   "X-Barracuda-Spam-Status/X-Mailgun-Sflag yes, Amazon SES's X-SES-Spam-Verdict or "
+                   "X-SES-Virus-Verdict FAIL, or Exchange's spam confidence level (SCL) 5 or more.")
 
     def check(self, email, ctx):
         return _header_match(email, (
             ("X-Spam-Flag", r"yes\b"), ("X-Spam-Status", r"yes\b"), ("X-Spam", r"(?:yes|spam)\b"),
-            ("X-Spam-Verdict", r"yes\b"), ("X-Barracuda-Spam-Status", r"yes\b"),
+            ("X-Spam-Verdict", r"yes\b"), ("X-Barracuda-Spam-Status", r"yes\b"), ("X-Mailgun-Sflag", r"yes\b"),
+            ("X-SES-Spam-Verdict", r"fail\b"), ("X-SES-Virus-Verdict", r"fail\b"),
             ("X-MS-Exchange-Organization-SCL", r"(?:[5-9]|[1-9]\d+)$"),
         ))
+
+
+def _capture_address(address: Address, ctx: TeamContext) -> bool:
+    """A shared team address (sales@, team@): the team's domain, and no rep's own mailbox."""
+    return address.domain in ctx.team_domains and address.email not in ctx.rep_addresses
+
+
+def relayed_author(email: Email, ctx: TeamContext) -> Address | None:
+    """The person a mailing list relayed to the team, or None when this is no such relay.
+
+    Teams run sales@ as a Google Group: the group writes its own address in From and names the
+    author in X-Original-From (else Reply-To). That is a prospect's mail when the list is marked
+    as one (List-Id, Mailing-List or Precedence: list), it went to a shared team address (or the
+    list itself is one), and the author is outside the team and no robot. A list the team merely
+    reads (a newsletter, an open-source list) goes to no shared team address and stays noise."""
+    if email.from_ is None or not (email.header("List-Id") or email.header("Mailing-List")
+                                   or re.match(r"list\b", (email.header("Precedence") or "").strip(), re.I)):
+        return None
+    if not (any(_capture_address(a, ctx) for a in email.recipients) or _capture_address(email.from_, ctx)):
+        return None
+    replies = [a for a in email.reply_to if a.email != email.from_.email]
+    author = email.original_from or (replies[0] if len(replies) == 1 else None)
+    if author is None or _is_team(author, ctx) or _ROBOT_LOCAL.match(author.email.rpartition("@")[0]):
+        return None
+    return author
+
+
+class ListRelay(Rule):
+    name, kind = "list-relay", "prospect"
+    description = ("A list such as a Google Group relayed a person's mail to a shared team address (sales@ run as "
+                   "a group): the prospect is the author it names (X-Original-From, else Reply-To), not the list.")
+
+    def check(self, email, ctx):
+        author = relayed_author(email, ctx)
+        return None if author is None else f"{email.from_.email} relayed mail from {author.email} to the team"
+
+    def prospect_for(self, email, ctx):
+        return relayed_author(email, ctx)
 
 
 class Outbound(Rule):
@@ -204,9 +247,11 @@ class Internal(Rule):
         return f"{email.from_.email} wrote within the team ({to})"
 
 
+# A spam verdict and the signs of a program come before the list relay, so a relayed auto-reply
+# or spam stays noise; the relay comes before the list rules, which would call it list mail.
 RULES: tuple[Rule, ...] = (
-    Own(), DeliveryStatus(), AutoSubmitted(), AutoreplyHeaders(), OutOfOffice(), Precedence(),
-    NullReturnPath(), RobotSender(), MailingList(), SpamVerdict(), Outbound(), Internal(),
+    Own(), DeliveryStatus(), AutoSubmitted(), AutoreplyHeaders(), OutOfOffice(), SpamVerdict(), ListRelay(),
+    Precedence(), NullReturnPath(), RobotSender(), MailingList(), Outbound(), Internal(),
 )
 
 
@@ -214,7 +259,7 @@ def classify(email: Email, ctx: TeamContext) -> Classification:
     for rule in RULES:
         detail = rule.check(email, ctx)
         if detail is not None:
-            return Classification(rule.kind_for(email), rule.name, detail)
+            return Classification(rule.kind_for(email), rule.name, detail, rule.prospect_for(email, ctx))
     sender = email.from_.email if email.from_ else "an unknown sender"
     return Classification("prospect", "prospect", f"{sender} is not a machine, a list or the team: a prospect")
 

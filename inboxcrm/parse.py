@@ -1,28 +1,40 @@
 """Bytes -> Email. The only module that imports mail-parser.
 
-Two entry points, on purpose: ``identify`` reads just enough (the Message-ID) with the
-standard library to store the raw message before anything can go wrong, and ``parse`` does
-the full interpretation, raising ParseError with a reason code for quarantine.
+Two entry points, on purpose: ``identify`` reads just enough (the Message-ID) to store the raw
+message before anything can go wrong, and ``parse`` does the full interpretation, raising
+ParseError with a reason code for quarantine. Both read the same header block (``header_block``)
+so they cannot disagree about which message this is.
+
+Headers and addresses are read with the standard library's header registry
+(``email.policy.default``), never by splitting decoded text: an address comes only from an
+addr-spec, so an encoded display name ("Support <alice@team.example>") stays a name and a CR/LF
+inside an encoded word cannot add a recipient or a sender. mail-parser reads only bodies and
+attachments.
 """
 from __future__ import annotations
 
 import hashlib
 import logging
 import re
+import unicodedata
 from datetime import datetime, timezone
-from email.header import decode_header, make_header
-from email.parser import BytesHeaderParser
-from email.utils import getaddresses, parsedate_to_datetime
+from email import policy
+from email.errors import InvalidHeaderDefect
+from email.headerregistry import Address as RegistryAddress
+from email.parser import Parser
+from email.utils import parsedate_to_datetime
 
 import mailparser
 
 from .addresses import normalize
 from .errors import ParseError
 from .html_text import html_to_text
-from .values import Address, Attachment, Email
+from .values import NULL_SENDER, Address, Attachment, Email
 
 _MSGID = re.compile(r"<([^<>\s]+)>")
 SYNTHETIC_DOMAIN = "inboxcrm.invalid"
+HEADER_LIMIT = 262144  # a header block larger than this is hostile; the rest is read as body
+ADDRESS_HEADERS = ("from", "sender", "to", "cc", "reply-to")
 # mail-parser logs a warning per odd message ("Email content 'mixed' not handled") with no
 # message id; we keep what matters as Email.defects instead. Quiet it here, in the one module
 # that uses it, so neither the CLI nor a parse worker prints it.
@@ -48,52 +60,247 @@ def normalize_ids(value: str | None) -> tuple[str, ...]:
     return tuple(dict.fromkeys(tok.strip() for tok in found if tok.strip()))
 
 
-_HEADER_END = re.compile(rb"\r?\n\r?\n")
+# -- the header block, shared by identify and parse -----------------------------------------------
+
+_LEADING_BLANK = re.compile(rb"\A(?:[ \t]*\r?\n)+")
+_HEADER_END = re.compile(rb"\r?\n[ \t]*\r?\n")
 _MESSAGE_ID_HEADER = re.compile(rb"^message-id[ \t]*:(.*(?:\r?\n[ \t].*)*)", re.I | re.M)
+
+
+def message_start(raw: bytes) -> int:
+    """Where the headers begin: some exporters put blank lines before them, which a parser
+    would otherwise take for an empty header block followed by a body."""
+    found = _LEADING_BLANK.match(raw)
+    return found.end() if found else 0
+
+
+def header_block(raw: bytes) -> bytes:
+    """The header lines (without the blank line that ends them), at most HEADER_LIMIT bytes."""
+    start = message_start(raw)
+    end = _HEADER_END.search(raw, start, start + HEADER_LIMIT)
+    return raw[start:end.start() if end else min(len(raw), start + HEADER_LIMIT)]
 
 
 def identify(raw: bytes) -> tuple[str, bool]:
     """(message_id, synthetic) from the header block alone, with a regex: it runs before
-    anything else may fail, so it must be cheap and never raise."""
-    end = _HEADER_END.search(raw, 0, 262144)
-    found = _MESSAGE_ID_HEADER.search(raw, 0, end.start() if end else min(len(raw), 262144))
+    anything else may fail, so it must be cheap and never raise. The first Message-ID header
+    counts (parse uses this very function, so a duplicate header cannot make them differ)."""
+    found = _MESSAGE_ID_HEADER.search(header_block(raw))
     ids = normalize_ids(found.group(1).decode("ascii", "replace")) if found else ()
     if ids and len(ids[0]) <= 900:
         return ids[0], False
     return synthetic_message_id(raw), True
 
 
+# -- text that people will read ----------------------------------------------------------------------
+
+# Bidirectional overrides and isolates reorder what a terminal shows; they are controls as well.
+_BIDI = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+
+
+def clean_text(text: str) -> str:
+    """One line of readable text: control characters (CR, LF, NUL, ESC, C1...) and bidi
+    overrides become spaces, runs of whitespace one space."""
+    cleaned = "".join(" " if unicodedata.category(ch) == "Cc" or ch in _BIDI else ch for ch in text)
+    return " ".join(cleaned.split())
+
+
+def _decode_line(line: bytes) -> str:
+    """A header line as text: UTF-8 when it is (RFC 6532 mail), else Windows-1252/Latin-1, the
+    8-bit charset of old clients; never an error."""
+    try:
+        return line.decode("utf-8")
+    except UnicodeDecodeError:
+        pass
+    try:
+        return line.decode("cp1252")
+    except UnicodeDecodeError:
+        return line.decode("latin-1")
+
+
+def read_headers(raw: bytes):
+    """The header block as an ``email.message.EmailMessage`` on the default policy (the header
+    registry), with 8-bit header bytes decoded line by line."""
+    text = "\n".join(_decode_line(line) for line in header_block(raw).splitlines())
+    return Parser(policy=policy.default).parsestr(text + "\n\n", headersonly=True)
+
+
+def first_values(headers) -> dict[str, str]:
+    """Lower-cased header name -> its first raw value: a duplicate header never overrides."""
+    first: dict[str, str] = {}
+    for key, value in headers.raw_items():
+        first.setdefault(key.lower(), value)
+    return first
+
+
+def raw_values(headers, name: str) -> list[str]:
+    """Every raw (undecoded) value of header ``name``: addresses are read from these, never
+    from text whose encoded words were already decoded."""
+    name = name.lower()
+    return [value for key, value in headers.raw_items() if key.lower() == name]
+
+
+def _registry(name: str, value: str):
+    return policy.default.header_factory(name, value)
+
+
 def decode_header_value(value: object) -> str:
-    """RFC 2047 encoded words decoded; text that cannot be decoded is kept as written."""
+    """RFC 2047 encoded words decoded, as readable text; never raises."""
     if value is None:
         return ""
     text = str(value)
     if "=?" not in text:
-        return text.strip()
+        return clean_text(text)
     try:
-        return str(make_header(decode_header(text))).strip()
+        return clean_text(str(_registry("x-unstructured", text)))
     except Exception:  # noqa: BLE001 - undecodable words are kept as written
-        return text.strip()
+        return clean_text(text)
 
 
-def _addresses(values: list[str]) -> tuple[Address, ...]:
-    result = []
-    for name, email in getaddresses([decode_header_value(v) for v in values]):
-        email = email.strip().strip("<>").lower()
-        if "@" not in email or email.startswith("@") or email.endswith("@"):
+def _header_text(name: str, value: str) -> str:
+    """A header's decoded value; an address header the registry refuses (a CR/LF inside an
+    encoded word) is decoded as plain text, for rules that read header values."""
+    try:
+        return clean_text(str(_registry(name, value)))
+    except Exception:  # noqa: BLE001 - see decode_header_value
+        return decode_header_value(value)
+
+
+# -- addresses --------------------------------------------------------------------------------------
+
+def _address(addr_spec: str, display_name: str) -> Address | None:
+    """Our Address for an addr-spec the registry read, or None when it is no usable mailbox."""
+    local, at, domain = addr_spec.rpartition("@")
+    if not at or not local or not domain or any(unicodedata.category(ch) == "Cc" for ch in addr_spec):
+        return None
+    email = normalize(addr_spec)
+    return Address(email=email, name=clean_text(display_name).strip('"')) if email else None
+
+
+def _top_level(value: str) -> list[tuple[str, list[tuple[int, int]]]]:
+    """Split an address list on commas outside quotes, comments and angle brackets; each item
+    with the spans of its top-level ``<...>``. Only for headers the registry read with defects."""
+    items, spans, start, depth, quoted, angle, i = [], [], 0, 0, False, None, 0
+    while i < len(value):
+        ch = value[i]
+        if quoted:
+            if ch == "\\":
+                i += 1
+            elif ch == '"':
+                quoted = False
+        elif ch == '"' and angle is None:
+            quoted = True
+        elif ch == "(" and angle is None:
+            depth += 1
+        elif ch == ")" and depth:
+            depth -= 1
+        elif depth:
+            pass
+        elif ch == "<" and angle is None:
+            angle = i
+        elif ch == ">" and angle is not None:
+            spans.append((angle - start, i + 1 - start))
+            angle = None
+        elif ch == "," and angle is None:
+            items.append((value[start:i], spans))
+            start, spans = i + 1, []
+        i += 1
+    items.append((value[start:], spans))
+    return items
+
+
+def _lenient(value: str) -> list[Address]:
+    """Addresses of a header the registry found invalid (``Müller [Sales] <m@x>``,
+    ``a@b <c@d>``): an item counts only when it ends in exactly one ``<addr-spec>``, which the
+    registry must accept; the text before it is the display name. Outlook's unquoted
+    ``Müller, Jürgen <j@x>`` splits at the comma: a part with no address and no "@" is the start
+    of the next part's name. Anything else is dropped, so a malformed header yields fewer
+    addresses, never someone else's."""
+    found, name_start = [], []
+    for item, spans in _top_level(value):
+        if not spans and "@" not in item:
+            name_start.append(item.strip())
             continue
-        email = normalize(email) or email
-        result.append(Address(email=email, name=name.strip().strip('"')))
-    return tuple(result)
+        lead, name_start = name_start, []
+        if len(spans) != 1 or item[spans[0][1]:].strip():
+            continue
+        begin, end = spans[0]
+        try:
+            parsed = RegistryAddress(addr_spec=item[begin + 1:end - 1].strip())
+        except Exception:  # noqa: BLE001 - the registry refuses what is no addr-spec
+            continue
+        name = ", ".join(decode_header_value(_unquote(part)) for part in (*lead, item[:begin].strip()) if part)
+        address = _address(parsed.addr_spec, name)
+        if address is not None:
+            found.append(address)
+    return found
 
+
+def _unquote(text: str) -> str:
+    if len(text) > 1 and text.startswith('"') and text.endswith('"'):
+        return text[1:-1].replace('\\"', '"').replace("\\\\", "\\")
+    return text
+
+
+def read_addresses(value: str) -> list[Address]:
+    """The mailboxes of one raw address header value, each from its addr-spec alone."""
+    try:
+        header = _registry("to", value)
+        strict = not any(isinstance(d, InvalidHeaderDefect) for d in header.defects)
+        addresses = header.addresses if strict else ()
+    except Exception:  # noqa: BLE001 - e.g. CR/LF in an encoded word: ValueError from the registry
+        strict, addresses = False, ()
+    if not strict:
+        return _lenient(value)
+    return [a for a in (_address(m.addr_spec, m.display_name) for m in addresses) if a is not None]
+
+
+_DAEMON_WORD = re.compile(r"(?:mailer-daemon|postmaster)\b", re.I)
+
+
+def _null_sender(from_values: list[str], return_path: str | None) -> bool:
+    """A message with the null reverse-path written as its sender: ``From: <>`` or a bare
+    ``MAILER-DAEMON`` with no domain, or no From at all under ``Return-Path: <>`` /
+    ``<MAILER-DAEMON>``. Only delivery systems write these."""
+    if any(v.strip() == "<>" or _DAEMON_WORD.match(v.strip()) and "@" not in v for v in from_values):
+        return True
+    path = (return_path or "").strip()
+    return not from_values and (path.replace(" ", "") == "<>" or bool(_DAEMON_WORD.match(path.strip("<>"))))
+
+
+def _sender(headers) -> Address:
+    """The one author: From (or Sender when From has no mailbox). Several From headers or
+    several mailboxes in From make the author ambiguous: quarantined rather than guessed."""
+    from_values = raw_values(headers, "From")
+    if len(from_values) > 1:
+        raise ParseError("several-senders", f"{len(from_values)} From headers; RFC 5322 allows one")
+    authors = read_addresses(from_values[0]) if from_values else []
+    if len(authors) > 1:
+        raise ParseError("several-senders", f"From names {len(authors)} mailboxes; only one can be the sender")
+    if authors:
+        return authors[0]
+    senders = [a for v in raw_values(headers, "Sender") for a in read_addresses(v)]
+    if len(senders) == 1:
+        return senders[0]
+    if _null_sender(from_values, first_values(headers).get("return-path")):
+        return NULL_SENDER
+    raise ParseError("no-sender", "no usable From or Sender address (a mailbox such as "
+                                  "Name <person@example.com>)")
+
+
+def _all_addresses(headers, name: str) -> tuple[Address, ...]:
+    return tuple(a for v in raw_values(headers, name) for a in read_addresses(v))
+
+
+# -- dates and the summary of a broken message ----------------------------------------------------
 
 def parse_date(value: str | None) -> datetime | None:
     """A Date header as an aware UTC datetime, or None when absent or unparseable."""
     if not value:
         return None
     try:
-        parsed = parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
+        parsed = parsedate_to_datetime(str(value))
+    except (TypeError, ValueError, IndexError, OverflowError):
         return None
     if parsed is None:
         return None
@@ -106,64 +313,79 @@ def header_summary(raw: bytes) -> tuple[str, str, datetime | None]:
     """(subject, from, date) as far as the headers allow: what a person needs to recognise a
     quarantined message. Never raises."""
     try:
-        headers = BytesHeaderParser().parsebytes(raw[:262144])
-        subject = " ".join(decode_header_value(headers.get("Subject", "")).split())
-        from_ = decode_header_value(headers.get("From", "") or headers.get("Sender", ""))
-        return subject[:5000], from_[:320], parse_date(headers.get("Date"))
+        headers = read_headers(raw)
+        raw_items = first_values(headers)
+        subject = decode_header_value(raw_items.get("subject", ""))
+        from_ = decode_header_value(raw_items.get("from") or raw_items.get("sender") or "")
+        return subject[:5000], from_[:320], parse_date(raw_items.get("date"))
     except Exception:  # noqa: BLE001 - this runs for messages already known to be broken
         return "", "", None
 
 
+# -- the whole message ----------------------------------------------------------------------------
+
+def _body(raw: bytes) -> tuple[str, tuple[Attachment, ...], tuple[str, ...]]:
+    """(text, attachments, defects) by mail-parser: HTML-only mail turned into text."""
+    parsed = mailparser.parse_from_bytes(raw)
+    text = "\n".join(parsed.text_plain).strip()
+    if not text and parsed.text_html:
+        text = html_to_text("\n".join(parsed.text_html)).strip()
+    attachments = tuple(
+        Attachment(
+            filename=decode_header_value(a.get("filename") or ""),
+            content_type=a.get("mail_content_type") or "application/octet-stream",
+            size=len(a.get("payload") or "") * 3 // 4 if a.get("binary") else len(a.get("payload") or ""),
+        )
+        for a in parsed.attachments
+    )
+    defects = tuple(sorted(parsed.defects_categories or ()))  # a set: sorted so results are stable
+    return text, attachments, defects
+
+
+def _content_type(value: str | None) -> tuple[str, str]:
+    """(content type, report-type parameter); text/plain when absent or unreadable (RFC 2045)."""
+    try:
+        header = _registry("content-type", value or "text/plain")
+        return header.content_type, str(header.params.get("report-type") or "").lower()
+    except Exception:  # noqa: BLE001 - a broken Content-Type is read as the default
+        return "text/plain", ""
+
+
 def parse(raw: bytes, message_id: str | None = None) -> Email:
-    """Interpret raw bytes. Raises ParseError(reason, detail) when they cannot be used."""
+    """Interpret raw bytes. Raises ParseError(reason, detail) when they cannot be used, and
+    nothing else: a hostile or broken message is quarantined, never a crash."""
     if not raw.strip():
         raise ParseError("empty", "the message has no bytes")
     try:
-        parsed = mailparser.parse_from_bytes(raw)
-        msg = parsed.message
-        headers = tuple((k.lower(), decode_header_value(v)) for k, v in msg.items())
-        text = "\n".join(parsed.text_plain).strip()
-        if not text and parsed.text_html:
-            text = html_to_text("\n".join(parsed.text_html)).strip()
-        attachments = tuple(
-            Attachment(
-                filename=decode_header_value(a.get("filename") or ""),
-                content_type=a.get("mail_content_type") or "application/octet-stream",
-                size=len(a.get("payload") or "") * 3 // 4 if a.get("binary") else len(a.get("payload") or ""),
-            )
-            for a in parsed.attachments
-        )
-        defects = tuple(sorted(parsed.defects_categories or ()))  # a set: sorted so results are stable
-        content_type = msg.get_content_type()
-        report_type = str(msg.get_param("report-type") or "").lower()
+        return _parse(raw, message_id)
     except ParseError:
         raise
     except Exception as exc:  # noqa: BLE001 - broken MIME must quarantine, not crash
         raise ParseError("unparseable", f"{type(exc).__name__}: {exc}") from exc
 
-    def all_of(name: str) -> list[str]:
-        return [v for k, v in headers if k == name]
 
-    senders = _addresses(all_of("from")) or _addresses(all_of("sender"))
-    if not senders:
-        raise ParseError("no-sender", "no usable From or Sender address")
-    if message_id is None:
-        message_id = identify(raw)[0]
+def _parse(raw: bytes, message_id: str | None) -> Email:
+    headers = read_headers(raw)
+    sender = _sender(headers)
+    first = first_values(headers)
+    text, attachments, defects = _body(raw[message_start(raw):])
+    content_type, report_type = _content_type(first.get("content-type"))
     return Email(
-        message_id=message_id,
-        subject=" ".join(decode_header_value(msg.get("Subject", "")).split()),
-        from_=senders[0],
-        to=_addresses(all_of("to")),
-        cc=_addresses(all_of("cc")),
-        reply_to=_addresses(all_of("reply-to")),
-        date=parse_date(msg.get("Date")),
-        in_reply_to=normalize_ids(msg.get("In-Reply-To")),
-        references=normalize_ids(msg.get("References")),
-        headers=headers,
+        message_id=message_id if message_id is not None else identify(raw)[0],
+        subject=decode_header_value(first.get("subject", "")),
+        from_=sender,
+        to=_all_addresses(headers, "To"),
+        cc=_all_addresses(headers, "Cc"),
+        reply_to=_all_addresses(headers, "Reply-To"),
+        date=parse_date(first.get("date")),
+        in_reply_to=normalize_ids(first.get("in-reply-to")),
+        references=normalize_ids(first.get("references")),
+        headers=tuple((k.lower(), _header_text(k, v)) for k, v in headers.raw_items()),
         text=text,
         content_type=content_type,
         report_type=report_type,
         attachments=attachments,
         defects=defects,
         size=len(raw),
+        original_from=next(iter(_all_addresses(headers, "X-Original-From")), None),
     )

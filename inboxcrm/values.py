@@ -24,6 +24,13 @@ class Address:
         return f"{self.name} <{self.email}>" if self.name else self.email
 
 
+# The sender parse gives a message with the null reverse-path written as its author (From: <>,
+# a bare MAILER-DAEMON): only delivery systems send those. A domain that cannot exist, so it never
+# matches a person; classify reads it as a bounce. A value rather than None, so every step that
+# reads the sender works unchanged.
+NULL_SENDER = Address(email="mailer-daemon@inboxcrm.invalid", name="null sender (delivery report)")
+
+
 @dataclass(frozen=True)
 class Attachment:
     filename: str
@@ -55,6 +62,10 @@ class Email:
     attachments: tuple[Attachment, ...] = ()
     defects: tuple[str, ...] = ()
     size: int = 0
+    # X-Original-From, read like From: the author a mailing list (a Google Group) names when it
+    # rewrites From to its own address. Only classify's list-relay rule trusts it, and only for
+    # mail sent to the team.
+    original_from: Address | None = None
 
     def header(self, name: str) -> str | None:
         """The first value of header ``name`` (case-insensitive), or None."""
@@ -102,6 +113,9 @@ class Classification:
     kind: str  # see classify.KINDS
     reason: str  # the rule's name: a stable reason code
     detail: str = ""
+    # The person the message is from when that is not From: a list that relayed a prospect's
+    # mail to the team wrote its own address in From.
+    prospect: Address | None = None
 
     @property
     def is_noise(self) -> bool:

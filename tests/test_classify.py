@@ -1,6 +1,7 @@
 """The classifier on real-looking messages: each rule fires where it should, and not elsewhere."""
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -36,6 +37,17 @@ def load(case: str) -> Email:
     ("list-id", "list", "mailing-list"),
     ("spam-flag", "spam", "spam-verdict"),
     ("spam-scl", "spam", "spam-verdict"),
+    ("ses-spam-verdict", "spam", "spam-verdict"),
+    # delivery systems: From: <>, a bare MAILER-DAEMON, a postmaster, whatever the subject says
+    ("null-sender", "bounce", "delivery-status"),
+    ("mailer-daemon-bare", "bounce", "delivery-status"),
+    ("postmaster-notice", "bounce", "delivery-status"),
+    # a list relaying a person's mail to a shared team address is the person's mail ...
+    ("list-relay", "prospect", "list-relay"),
+    ("list-relay-reply-to", "prospect", "list-relay"),
+    # ... but not a colleague's, and not when a spam filter said spam
+    ("list-relay-colleague", "list", "precedence"),
+    ("list-relay-spam", "spam", "spam-verdict"),
     ("outbound-rep", "outbound", "outbound"),
     ("outbound-team-domain", "outbound", "outbound"),
     ("internal", "internal", "internal"),
@@ -100,6 +112,28 @@ def test_own_header_is_configurable():
     assert classify(email, TeamContext(TEAM.team_domains, TEAM.rep_addresses, own_header="X-Other")).reason == "outbound"
 
 
+@pytest.mark.parametrize("case, author", [
+    ("list-relay", "maria.lopez@northwind.example"),  # X-Original-From
+    ("list-relay-reply-to", "tom.berg@fabrikam.example"),  # no X-Original-From: the Reply-To
+])
+def test_a_relayed_prospect_is_the_author_the_list_names_not_the_list(case, author):
+    result = classify(load(case), TEAM)
+    assert result.prospect is not None and result.prospect.email == author
+    assert author in result.detail
+
+
+def test_a_list_the_team_only_reads_stays_noise_even_with_an_author_header():
+    email = load("list-relay-reply-to")
+    to_a_rep = replace(email, to=(Address("bob@acme.example"),))  # bob's own subscription, no shared address
+    result = classify(to_a_rep, TEAM)
+    assert (result.kind, result.reason, result.prospect) == ("list", "precedence", None)
+
+
+def test_only_the_relay_rule_names_a_prospect_other_than_from():
+    assert classify(load("prospect"), TEAM).prospect is None
+    assert classify(load("list-id"), TEAM).prospect is None
+
+
 def test_missing_return_path_means_nothing():
     email = load("prospect")
     assert email.header("return-path") == "<buyer@northwind.example>"
@@ -135,8 +169,9 @@ def test_rule_table_is_well_formed():
     for rule in RULES:
         assert rule.description.strip().endswith("."), rule.name
         assert rule.kind in KINDS, rule.name
-    assert names == ["own", "delivery-status", "auto-submitted", "autoreply-headers", "out-of-office", "precedence",
-                     "null-return-path", "robot-sender", "mailing-list", "spam-verdict", "outbound", "internal"]
+    assert names == ["own", "delivery-status", "auto-submitted", "autoreply-headers", "out-of-office", "spam-verdict",
+                     "list-relay", "precedence", "null-return-path", "robot-sender", "mailing-list", "outbound",
+                     "internal"]
 
 
 @pytest.mark.parametrize("domain, extra, expected", [

@@ -428,3 +428,12 @@ def test_score_is_recomputed_on_every_activity(crm):
     crm.feed("pipeline-outbound-first-reply.eml", mailbox="alice")
     crm.feed("pipeline-reply-in-thread.eml", mailbox="alice")
     assert crm.deal("D-1")["score"] == 10 + 2 * 5 + 2
+
+
+def test_a_prospect_relayed_by_the_teams_google_group_is_a_lead_for_the_author_not_the_group(crm):
+    out = crm.feed("classify-list-relay.eml")
+    assert (out.status, out.reason) == ("processed", "new-lead")
+    deal = crm.deal(out.deal_ref)
+    assert (deal["contact"], deal["contact_name"]) == ("maria.lopez@northwind.example", "Maria Lopez")
+    assert crm.count(ContactAddress) == 1
+    assert crm.feed("classify-list-relay-colleague.eml").status == "noise"
