@@ -1,8 +1,11 @@
 """The ``inboxcrm`` command: builds config, engine and sessions, calls a function, prints.
 
 No business rule lives here. Refusals (``errors.InboxCRMError``) become one line on stderr
-and exit status 2. Commands that reach the pipeline import it when run, so the rest of the
-command line keeps working while an optional part is broken or missing.
+and exit status 2; anything unforeseen becomes one line and exit status 1, its traceback saved
+to errors.log in the data directory, never shown. Everything printed passes through ``echo``,
+which makes control characters from mail visible. Commands that reach the pipeline import it
+when run, so the rest of the command line keeps working while an optional part is broken or
+missing.
 """
 from __future__ import annotations
 
@@ -16,7 +19,7 @@ from typing import Any, Callable
 from zoneinfo import ZoneInfo
 
 import click
-from sqlalchemy.exc import ArgumentError, OperationalError
+from sqlalchemy.exc import OperationalError
 
 from . import __version__, admin, commands, db, deals, logs, views
 from . import config as config_mod
@@ -25,23 +28,74 @@ from .errors import InboxCRMError
 JSON_HELP = "Print JSON instead of a table."
 
 
+def echo(message: str = "", err: bool = False, nl: bool = True, redraw: bool = False) -> None:
+    """Prints ``message`` with control characters made visible (``views.printable``): the one
+    way the command line writes, so that no subject, name, body or server reply can drive the
+    terminal. ``redraw``: start the line over (a progress count), the only CR let through."""
+    click.echo(("\r" if redraw else "") + views.printable(message), err=err, nl=nl)
+
+
 class Failure(click.ClickException):
     """Shown as ``error: <message>`` with exit status 2, the same for every refusal."""
 
     exit_code = 2
 
     def show(self, file=None) -> None:
-        click.echo(f"error: {self.format_message()}", err=True)
+        echo(f"error: {self.format_message()}", err=True)
+
+
+class Crash(Failure):
+    """What no refusal foresaw: one line and where its traceback went, exit status 1."""
+
+    exit_code = 1
+
+
+def _first_line(text: str) -> str:
+    return next((line.strip() for line in text.splitlines() if line.strip()), "")
+
+
+def crash(exc: Exception) -> Crash:
+    """``exc`` reached the top: its traceback goes to errors.log, the user gets what it was and
+    where to find the rest. An OSError names its file, which is usually the whole story."""
+    if isinstance(exc, OSError) and exc.strerror:
+        what = f"{exc.strerror}: {exc.filename}" if exc.filename else exc.strerror
+    else:
+        what = f"unexpected {type(exc).__name__}" + (f": {_first_line(str(exc))}" if str(exc).strip() else "")
+    try:
+        saved = logs.save_traceback(exc, f"inboxcrm {__version__}: {' '.join(sys.argv)}",
+                                    config_mod.default_data_dir(os.environ), datetime.now(timezone.utc))
+        where = f"details in {saved}"
+    except OSError as unsaved:
+        where = f"the details could not be saved: {unsaved.strerror}: {unsaved.filename}"
+    return Crash(f"{what} ({where})")
+
+
+def _silence_stdout() -> None:
+    """Points stdout at /dev/null, so that Python's flush at exit does not hit the closed pipe
+    again and print a warning (the recipe of the ``signal`` module's documentation)."""
+    try:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except (OSError, ValueError):  # no real file descriptor (a test runner's capture)
+        pass
 
 
 class Group(click.Group):
+    """Turns every exception into one line on stderr: a Python traceback never reaches a user."""
+
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
         except InboxCRMError as exc:
             raise Failure(str(exc)) from None
         except OperationalError as exc:
-            raise Failure(f"database: {str(exc.orig or exc).strip().splitlines()[0]}") from None
+            raise Failure(f"database: {_first_line(str(exc.orig or exc))}") from None
+        except (click.ClickException, click.exceptions.Exit, click.Abort, EOFError):
+            raise  # click's own: usage errors, --help, Ctrl-C, each shown its own way
+        except BrokenPipeError:  # the reader left (| head): no one to tell, nothing went wrong here
+            _silence_stdout()
+            raise click.exceptions.Exit(1) from None
+        except Exception as exc:  # noqa: BLE001 - the top of the command line: nothing passes raw
+            raise crash(exc) from None
 
 
 class App:
@@ -64,12 +118,8 @@ class App:
 
     @property
     def engine(self):
-        if self._engine is None:
-            try:
-                self._engine = db.make_engine(config_mod.database_url(self.config.database))
-            except ArgumentError:
-                raise Failure(f'invalid database URL "{self.config.database.url}"; expected a SQLAlchemy URL such '
-                              f'as postgresql+psycopg://inboxcrm@localhost/inboxcrm') from None
+        if self._engine is None:  # db.make_engine refuses an unusable URL or data directory itself
+            self._engine = db.make_engine(config_mod.database_url(self.config.database))
         return self._engine
 
     def close(self) -> None:
@@ -108,7 +158,20 @@ class App:
 
 
 def emit(rows: Any, listing: views.Listing | None, as_json: bool, text: Callable[[Any], str] | None = None) -> None:
-    click.echo(views.to_json(rows) if as_json else text(rows) if text else views.table(rows, listing))
+    echo(views.to_json(rows) if as_json else text(rows) if text else views.table(rows, listing))
+
+
+def write_file(path: Path, data: str | bytes, replace: bool = True) -> None:
+    """Writes a file the user named; a path that cannot be written is a refusal naming it,
+    and an existing file is kept unless ``replace`` (so a typo cannot overwrite one)."""
+    content = data.encode("utf-8") if isinstance(data, str) else data
+    try:
+        with open(path, "wb" if replace else "xb") as out:
+            out.write(content)
+    except FileExistsError:
+        raise Failure(f"{path} exists; give another FILE, or --force to replace it") from None
+    except OSError as exc:
+        raise Failure(f"cannot write {path}: {exc.strerror}; choose a path in a folder you can write to") from None
 
 
 def json_option(fn):
@@ -140,6 +203,8 @@ def main(ctx: click.Context, config_path: str | None, database_url: str | None) 
 
     Start with "inboxcrm init", add reps and mailboxes, then import mail.
     Log level: env INBOXCRM_LOG_LEVEL (default WARNING); log lines go to stderr as logfmt events.
+    Errors are one line on stderr (exit status 2 for a refusal, 1 for anything unexpected, whose
+    traceback is saved to errors.log in the data directory).
     """
     try:
         logs.setup(os.environ)
@@ -178,15 +243,19 @@ def init(app: App) -> None:
     """
     path, _ = config_mod.resolve_config_path(app.config_path)
     if path.exists():
-        click.echo(f"config: {path} exists, kept as it is")
+        echo(f"config: {path} exists, kept as it is")
     else:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(example_config(), encoding="utf-8")
-        click.echo(f"config: wrote {path} from the example")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise Failure(f"cannot create the folder {exc.filename} for the configuration ({exc.strerror}); "
+                          f"give another place with --config PATH (or INBOXCRM_CONFIG)") from None
+        write_file(path, example_config(), replace=False)
+        echo(f"config: wrote {path} from the example")
     if app.engine.dialect.name == "sqlite" and app.engine.url.database:
-        click.echo(f"data: {Path(app.engine.url.database).resolve().parent}")
-    click.echo(_upgrade(app))
-    click.echo("\nnext steps:\n"
+        echo(f"data: {Path(app.engine.url.database).resolve().parent}")
+    echo(_upgrade(app))
+    echo("\nnext steps:\n"
                f"  1. edit {path}: set [team] domains to your email domains\n"
                "  2. inboxcrm rep add alice --email alice@example.com\n"
                "  3. inboxcrm mailbox add sales --role capture --owner alice \\\n"
@@ -206,7 +275,7 @@ def database() -> None:
 @pass_app
 def db_upgrade(app: App) -> None:
     """Bring the database schema up to this version of inboxcrm (creating it if empty)."""
-    click.echo(_upgrade(app))
+    echo(_upgrade(app))
 
 
 # -- reps -----------------------------------------------------------------------------------
@@ -225,7 +294,7 @@ def rep() -> None:
 def rep_add(app: App, name: str, emails: tuple[str, ...], timezone: str | None) -> None:
     """Add a rep with one or more addresses; NAME may use letters, digits, ".", "_" and "-"."""
     row = app.write(admin.add_rep, name, list(emails), timezone or app.config.team.timezone)
-    click.echo(f"added rep {row.name} ({', '.join(row.emails)}), timezone {row.timezone}")
+    echo(f"added rep {row.name} ({', '.join(row.emails)}), timezone {row.timezone}")
 
 
 list_command(rep, admin.list_reps, views.REPS, "List reps with their addresses and open deals.")
@@ -236,7 +305,7 @@ list_command(rep, admin.list_reps, views.REPS, "List reps with their addresses a
 @pass_app
 def rep_remove(app: App, name: str) -> None:
     """Remove a rep; one still named on deals, contacts or mailboxes is deactivated instead."""
-    click.echo(views.render_removed(app.write(admin.remove_rep, name)))
+    echo(views.render_removed(app.write(admin.remove_rep, name)))
 
 
 # -- mailboxes ------------------------------------------------------------------------------
@@ -343,10 +412,10 @@ def mailbox_add(app: App, name: str, owner: str | None, role: str, source: str |
     """
     connection = connection_from(app, imap)
     row = app.write(admin.add_mailbox, name, owner, role, source, policy, connection)
-    click.echo(f"added {row.role} mailbox {row.name}: owner {row.owner or 'none'}, source {row.source}, "
+    echo(f"added {row.role} mailbox {row.name}: owner {row.owner or 'none'}, source {row.source}, "
                f"new senders: {row.policy}")
     if connection is not None:
-        click.echo(f"IMAP: {row.imap} ({connection['security']}"
+        echo(f"IMAP: {row.imap} ({connection['security']}"
                    f"{'' if connection['verify'] else ', certificate NOT verified'}), "
                    f"folders {', '.join(connection['folders'])}, since {connection['since']}; "
                    f'check it with "inboxcrm mailbox test {row.name}"')
@@ -368,7 +437,7 @@ def mailbox_connect(app: App, name: str, **imap) -> None:
     if connection is None:
         raise Failure("mailbox connect needs --host (and the other connection options of mailbox add)")
     row = app.write(admin.connect_mailbox, name, connection)
-    click.echo(f"mailbox {row.name} now reads IMAP {row.imap} ({connection['security']}"
+    echo(f"mailbox {row.name} now reads IMAP {row.imap} ({connection['security']}"
                f"{'' if connection['verify'] else ', certificate NOT verified'}), "
                f"folders {', '.join(connection['folders'])}; "
                f'check it with "inboxcrm mailbox test {row.name}"')
@@ -386,7 +455,7 @@ list_command(mailbox, admin.list_mailboxes, views.MAILBOXES,
 @pass_app
 def mailbox_remove(app: App, name: str, force: bool) -> None:
     """Remove a mailbox. Refused while stored messages were seen in it, unless --force."""
-    click.echo(views.render_removed(app.write(admin.remove_mailbox, name, force)))
+    echo(views.render_removed(app.write(admin.remove_mailbox, name, force)))
 
 
 # -- stages ---------------------------------------------------------------------------------
@@ -412,7 +481,7 @@ list_command(stage, admin.list_stages, views.STAGES, "List stages in pipeline or
 def stage_add(app: App, name: str, after: str | None, kind: str) -> None:
     """Add a stage NAME."""
     row = app.write(admin.add_stage, name, after, kind)
-    click.echo(f"added {row.kind} stage {row.name} at position {row.position}")
+    echo(f"added {row.kind} stage {row.name} at position {row.position}")
 
 
 @stage.command("remove")
@@ -422,7 +491,7 @@ def stage_add(app: App, name: str, after: str | None, kind: str) -> None:
 def stage_remove(app: App, name: str, move_to: str | None) -> None:
     """Remove a stage. Refused while deals are in it (unless --move-to) and for the last
     open, won or lost stage."""
-    click.echo(views.render_removed(app.write(admin.remove_stage, name, move_to)))
+    echo(views.render_removed(app.write(admin.remove_stage, name, move_to)))
 
 
 @stage.command("move")
@@ -455,7 +524,7 @@ def rule() -> None:
 def rule_add(app: App, name: str, conditions: tuple[str, ...], actions: tuple[str, ...]) -> None:
     """Add a rule NAME at the end of the table (earlier rules win for the same action)."""
     row = app.write(admin.add_rule, name, list(conditions), list(actions))
-    click.echo(f"added rule {row.name} at position {row.position}: when {views.conditions(row)} "
+    echo(f"added rule {row.name} at position {row.position}: when {views.conditions(row)} "
                f"then {', '.join(row.actions)}")
 
 
@@ -467,7 +536,7 @@ list_command(rule, admin.list_rules, views.RULES, "List the rules in the order t
 @pass_app
 def rule_remove(app: App, name: str) -> None:
     """Remove the rule NAME."""
-    click.echo(views.render_removed(app.write(admin.remove_rule, name)))
+    echo(views.render_removed(app.write(admin.remove_rule, name)))
 
 
 @rule.command("explain")
@@ -483,6 +552,8 @@ def rule_explain(app: App, message: str, mailbox: str | None, as_json: bool) -> 
     from . import pipeline
 
     path = Path(message)
+    if path.is_dir():
+        raise Failure(f"{path} is a folder; give the path of one .eml file, or the Message-ID of a stored message")
     raw = path.read_bytes() if path.is_file() else app.read(admin.stored_raw, message)
     if mailbox is not None:
         app.read(admin.find_mailbox, mailbox)
@@ -512,7 +583,7 @@ def import_(app: App, path: Path, mailbox: str, since: datetime | None) -> None:
     with click.progressbar(length=count_messages(path), label="importing", file=stderr) as bar:
         report = import_path(factory, app.config, mailbox, path, start, bar.update)
     counts = ", ".join(f"{n} {status}" for status, n in sorted(report.counts.items()))
-    click.echo(f"imported {views.plural(report.total, 'message')} into {mailbox}" + (f": {counts}" if counts else ""))
+    echo(f"imported {views.plural(report.total, 'message')} into {mailbox}" + (f": {counts}" if counts else ""))
 
 
 # -- deals ----------------------------------------------------------------------------------
@@ -567,7 +638,7 @@ def _render_deal(d: deals.DealDetail, now: datetime) -> str:
 
 
 def _change(app: App, fn: Callable, *args, **kwargs) -> None:
-    click.echo(views.render_change(app.write(fn, *args, **kwargs)))
+    echo(views.render_change(app.write(fn, *args, **kwargs)))
 
 
 @deal.command("stage")
@@ -652,11 +723,11 @@ def lead_add(app: App, email: str, name: str, company: str | None, owner: str | 
     added = app.write(deals.add_lead, email, name, company, owner, source, value, stage,
                       frozenset(team.domains), frozenset(team.freemail_domains))
     who = f"{added.contact} <{added.address}>" if added.contact else added.address
-    click.echo(f"{added.ref}: {who}" + (f" at {added.company}" if added.company else "")
+    echo(f"{added.ref}: {who}" + (f" at {added.company}" if added.company else "")
                + f", {added.stage}, owner {added.owner or 'nobody'}"
                + ("" if added.new_contact else " (existing contact)"))
     if added.other_open_deals:
-        click.echo(f"note: this contact also has open deals {', '.join(added.other_open_deals)}", err=True)
+        echo(f"note: this contact also has open deals {', '.join(added.other_open_deals)}", err=True)
 
 
 @main.group()
@@ -706,7 +777,7 @@ def review_accept(app: App, message_id: int) -> None:
     """Accept a held message: it becomes a lead."""
     from . import pipeline
 
-    click.echo(_outcome(message_id, pipeline.accept_review(app.factory(), app.config, message_id, app.actor)))
+    echo(_outcome(message_id, pipeline.accept_review(app.factory(), app.config, message_id, app.actor)))
 
 
 @review.command("reject")
@@ -716,7 +787,7 @@ def review_reject(app: App, message_id: int) -> None:
     """Reject a held message: it stays stored, and later mail from the sender is ignored."""
     from . import pipeline
 
-    click.echo(_outcome(message_id, pipeline.reject_review(app.factory(), app.config, message_id, app.actor)))
+    echo(_outcome(message_id, pipeline.reject_review(app.factory(), app.config, message_id, app.actor)))
 
 
 @main.group()
@@ -729,11 +800,20 @@ list_command(quarantine, admin.list_quarantine, views.QUARANTINE, "List quaranti
 
 @quarantine.command("show")
 @click.argument("message_id", metavar="ID", type=int)
+@click.option("--raw", "raw_file", type=click.Path(dir_okay=False, path_type=Path), metavar="FILE",
+              help="Write the message's exact raw bytes to FILE (for a bug report or another mail tool).")
+@click.option("--force", is_flag=True, help="With --raw: replace FILE if it exists.")
 @json_option
 @pass_app
-def quarantine_show(app: App, message_id: int, as_json: bool) -> None:
-    """Show a quarantined message: its reason and the first 4 KB of its raw bytes."""
-    emit(app.read(admin.show_quarantined, message_id), None, as_json, views.render_quarantined)
+def quarantine_show(app: App, message_id: int, raw_file: Path | None, force: bool, as_json: bool) -> None:
+    """Show a quarantined message: its reason and the first 4 KB of its raw bytes, control
+    characters made visible; --raw FILE writes the bytes as they arrived."""
+    detail = app.read(admin.show_quarantined, message_id)
+    if raw_file is not None:
+        raw = app.read(admin.stored_raw, detail.message_id)  # refused where the bytes were not kept
+        write_file(raw_file, raw, force)
+        echo(f"wrote {views.plural(len(raw), 'byte')} of message {message_id} to {raw_file}", err=True)
+    emit(detail, None, as_json, views.render_quarantined)
 
 
 @quarantine.command("retry")
@@ -749,9 +829,9 @@ def quarantine_retry(app: App, message_id: int | None, retry_all: bool) -> None:
     ids = [row.id for row in app.read(admin.list_quarantine)] if retry_all else [message_id]
     factory = app.factory()
     for pk in ids:
-        click.echo(_outcome(pk, pipeline.reprocess(factory, app.config, pk, app.actor)))
+        echo(_outcome(pk, pipeline.reprocess(factory, app.config, pk, app.actor)))
     if not ids:
-        click.echo("nothing in quarantine")
+        echo("nothing in quarantine")
 
 
 # -- demo -----------------------------------------------------------------------------------
@@ -764,7 +844,7 @@ def demo(data_dir: Path | None) -> None:
     """Run a self-contained demo: sample mail through the whole pipeline, then the pipeline view."""
     from .demo import run_demo
 
-    run_demo(data_dir, click.echo)
+    run_demo(data_dir, echo)
 
 
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import click
 
-from .cli import App, Failure, pass_app, rep
+from .cli import App, Failure, echo, pass_app, rep
 
 
 @rep.command("token")
@@ -23,4 +23,4 @@ def rep_token(app: App, name: str, rotate: bool) -> None:
         app.write(gatekeeper.rotate_token, name)
     found = app.read(find_rep, name)
     address = app.read(gatekeeper.rep_reply_address, app.config, found.id)
-    click.echo(f"{found.name}: reply address {address}" + (" (new token; older replies are refused)" if rotate else ""))
+    echo(f"{found.name}: reply address {address}" + (" (new token; older replies are refused)" if rotate else ""))

@@ -13,7 +13,7 @@ from pathlib import Path
 import click
 
 from . import views
-from .cli import App, Failure, emit, json_option, main, pass_app, rep
+from .cli import App, Failure, echo, emit, json_option, main, pass_app, rep, write_file
 from .views import Column, Listing, col
 
 DATE = click.DateTime(["%Y-%m-%d"])
@@ -73,11 +73,12 @@ def digest_preview(app: App, name: str, day: datetime | None, html_file: Path | 
         return notify.preview(session, app.config, schedule, _day(schedule, day, app), app.now(), env)
 
     mail = app.read(build)
-    click.echo(f"Subject: {mail.subject}\n")
-    click.echo(mail.text.rstrip("\n"))
+    if html_file is not None:  # before the text: a FILE that cannot be written is refused up front
+        write_file(html_file, mail.html)
+    echo(f"Subject: {mail.subject}\n")
+    echo(mail.text.rstrip("\n"))
     if html_file is not None:
-        html_file.write_text(mail.html, encoding="utf-8")
-        click.echo(f"\nHTML version: {html_file.resolve()}")
+        echo(f"\nHTML version: {html_file.resolve()}")
 
 
 @digest.command("send")
@@ -106,13 +107,13 @@ def digest_send(app: App, name: str | None, day: datetime | None) -> None:
             queued = notify.queue_digest(session, app.config, schedule, when, now, env, force=True)
         what = f"digest for {schedule.rep} on {when.isoformat()}"
         if queued.new:
-            click.echo(f"queued {what} (outbox {queued.outbox_id})" + (": nothing needs them, sent anyway"
+            echo(f"queued {what} (outbox {queued.outbox_id})" + (": nothing needs them, sent anyway"
                                                                         if queued.empty else ""))
         else:
             state = "already sent" if queued.status == "sent" else f"already decided ({queued.status})"
-            click.echo(f"{state}: {what} is outbox {queued.outbox_id}, status {queued.status}; "
+            echo(f"{state}: {what} is outbox {queued.outbox_id}, status {queued.status}; "
                        f"a digest goes out once per rep and day")
-    click.echo(_send_due(app))
+    echo(_send_due(app))
 
 
 # -- outbox ---------------------------------------------------------------------------------
@@ -125,17 +126,26 @@ def outbox_group() -> None:
 @outbox_group.command("list")
 @click.option("--status", type=click.Choice(("pending", "sending", "sent", "failed", "skipped", "unknown")),
               help="Only messages in this state.")
+@click.option("--limit", type=click.IntRange(min=1), default=200, show_default=True, metavar="N",
+              help="At most N messages (failed and unknown ones are always all shown).")
 @json_option
 @pass_app
-def outbox_list(app: App, status: str | None, as_json: bool) -> None:
+def outbox_list(app: App, status: str | None, limit: int, as_json: bool) -> None:
     """List queued and sent mail, newest first (failed and unknown ones always shown)."""
-    from .outbox import list_outbox
+    from .outbox import RETRYABLE, list_outbox
 
-    rows = app.read(list_outbox, status)
+    rows = app.read(list_outbox, status, limit + 1)  # one more than shown tells whether any were left out
+    capped = [r for r in rows if status is not None or r.status not in RETRYABLE]
+    if len(capped) > limit:
+        left_out = capped[-1]  # the oldest: rows come newest first
+        rows = [r for r in rows if r is not left_out]
     emit(rows, OUTBOX, as_json)
+    if len(capped) > limit:
+        which = f"{status} messages" if status else "messages besides the failed and unknown ones"
+        echo(f"\nshowing the newest {limit} {which}; older ones are left out (--limit N shows more)", err=as_json)
     unknown = [r.id for r in rows if r.status == "unknown"]
     if unknown and not as_json:
-        click.echo(f"\nUNKNOWN ({len(unknown)}): the sender stopped after the server took the envelope, so the "
+        echo(f"\nUNKNOWN ({len(unknown)}): the sender stopped after the server took the envelope, so the "
                    f"recipient may or may not have these (ids {', '.join(map(str, unknown))}). They are not resent "
                    f"automatically: ask the recipient, then \"inboxcrm outbox retry ID\" if it never arrived.")
 
@@ -174,18 +184,18 @@ def outbox_retry(app: App, outbox_id: int | None, retry_all: bool) -> None:
         raise Failure('give an outbox ID or --all (not both); see "inboxcrm outbox list"')
     rows = app.write(retry, outbox_id)
     for row in rows:
-        click.echo(f"outbox {row.id} ({row.kind} to {row.to_address}): back in the queue")
+        echo(f"outbox {row.id} ({row.kind} to {row.to_address}): back in the queue")
     if not rows:
-        click.echo("no failed messages to retry")
+        echo("no failed messages to retry")
         return
-    click.echo(_send_due(app))
+    echo(_send_due(app))
 
 
 @outbox_group.command("send")
 @pass_app
 def outbox_send(app: App) -> None:
     """Send the mail that is due now (the daemon does this every 30 seconds)."""
-    click.echo(_send_due(app))
+    echo(_send_due(app))
 
 
 @outbox_group.command("test")
@@ -194,7 +204,7 @@ def outbox_test(app: App) -> None:
     """Connect to the configured SMTP server, secure the connection and log in; sends nothing."""
     from .smtp import check
 
-    click.echo(check(app.config.smtp, os.environ))
+    echo(check(app.config.smtp, os.environ))
 
 
 # -- a rep's digest settings ------------------------------------------------------------------
@@ -215,4 +225,4 @@ def rep_digest(app: App, name: str, time_: str | None, days: str | None, always:
     if (time_, days, always, enabled) != (None, None, None, None):
         app.write(notify.set_digest, name, time_, days, always, enabled)
     schedule = app.read(notify.schedule_for, app.config, name)
-    click.echo(notify.describe(schedule, app.now()))
+    echo(notify.describe(schedule, app.now()))

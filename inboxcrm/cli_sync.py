@@ -13,8 +13,8 @@ import click
 
 from . import config as config_mod
 from . import views
-from .cli import App, Failure, json_option, mailbox, main, pass_app
-from .status import read_status, render
+from .cli import App, Failure, echo, json_option, mailbox, main, pass_app
+from .status import FAILING_EXIT, read_status, render
 
 
 def _counts(counts) -> str:
@@ -34,10 +34,10 @@ def mailbox_test(app: App, name: str) -> None:
 
     settings = app.read(load_settings, name)
     folders = check_mailbox(settings, os.environ)
-    click.echo(f"{name}: logged in as {settings.describe()}")
+    echo(f"{name}: logged in as {settings.describe()}")
     for folder in folders:
         role = f" ({folder.role})" if folder.role else ""
-        click.echo(f"  {folder.name}{role}: {views.plural(folder.messages, 'message')}, "
+        echo(f"  {folder.name}{role}: {views.plural(folder.messages, 'message')}, "
                    f"uidvalidity {folder.uidvalidity}, next uid {folder.uidnext}")
 
 
@@ -55,24 +55,24 @@ def _poll_pass(app: App, names: list[str]) -> list[str]:
             nonlocal seen
             seen += n
             if live:
-                click.echo(f"\r{name}: {views.plural(seen, 'message')} so far", nl=False, err=True)
+                echo(f"{name}: {views.plural(seen, 'message')} so far", nl=False, err=True, redraw=True)
 
         try:
             report = sync_mailbox(factory, app.config, name, progress=progress, environ=os.environ)
         except Exception as exc:  # noqa: BLE001 - one failing mailbox is reported; the others still run
             if live and seen:
-                click.echo(err=True)
+                echo(err=True)
             failed.append(name)
-            click.echo(f"{name}: error: {exc}", err=True)
+            echo(f"{name}: error: {exc}", err=True)
             continue
         if live and seen:
-            click.echo("\r", nl=False, err=True)
-        click.echo(f"{name}: {views.plural(report.total, 'new message')}")
+            echo(nl=False, err=True, redraw=True)
+        echo(f"{name}: {views.plural(report.total, 'new message')}")
         for folder in report.folders:
             role = f" ({folder.role})" if folder.role else ""
             counts = _counts(folder.counts)
             resynced = " (UIDVALIDITY changed: re-read, duplicates recognised)" if folder.resynced else ""
-            click.echo(f"  {folder.folder}{role}: {views.plural(folder.fetched, 'message')}"
+            echo(f"  {folder.folder}{role}: {views.plural(folder.fetched, 'message')}"
                        + (f": {counts}" if counts else "") + resynced)
     return failed
 
@@ -103,9 +103,9 @@ def poll(app: App, name: str | None, once: bool) -> None:
                 break
             time.sleep(app.config.sync.poll_interval)
     except KeyboardInterrupt:
-        click.echo("stopped", err=True)
+        echo("stopped", err=True)
     if failed:
-        click.echo(f"failed: {', '.join(failed)} (see \"inboxcrm status\")", err=True)
+        echo(f"failed: {', '.join(failed)} (see \"inboxcrm status\")", err=True)
         sys.exit(1)
 
 
@@ -113,13 +113,17 @@ def poll(app: App, name: str | None, once: bool) -> None:
 @json_option
 @pass_app
 def status(app: App, as_json: bool) -> None:
-    """Each mailbox's sync health: folders, positions, backlog, last success, last error.
+    """Each mailbox's sync health: folders, positions, backlog, last success, last error; the
+    outbox; what commands by email accept.
 
-    A mailbox whose last pass failed is marked FAILING. Read from the database: works whether or
-    not the daemon is running.
+    A mailbox whose last pass failed is marked FAILING and the exit status is 1 (with --json
+    too), so monitoring can run this; 2 means status itself could not run. Read from the
+    database: works whether or not the daemon is running.
     """
-    report = app.read(read_status)
-    click.echo(views.to_json(report) if as_json else render(report, app.now()))
+    report = app.read(read_status, app.config)
+    echo(views.to_json(report) if as_json else render(report, app.now()))
+    if report.failing:
+        sys.exit(FAILING_EXIT)
 
 
 @main.command()

@@ -15,9 +15,14 @@ import logging
 import os
 import re
 import sys
+import tempfile
+import traceback
 from collections.abc import Mapping
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import IO, Any
+
+from .views import printable
 
 LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 DEFAULT_LEVEL = "WARNING"
@@ -26,6 +31,9 @@ _HANDLER = "inboxcrm"
 _FIELDS = "inboxcrm_fields"  # the LogRecord attribute event() puts the key=value pairs in
 _SECRET_KEY = re.compile(r"pass|secret|token|credential", re.IGNORECASE)
 _BARE = re.compile(r"[^\s\"=\\]+")
+_URL_PASSWORD = re.compile(r"(://[^:/@\s]*:)[^@/\s]+@")
+ERROR_LOG = "errors.log"  # in the data directory: the tracebacks the command line does not show
+ERROR_LOG_MAX_BYTES = 1_000_000  # then it becomes errors.log.1, so the file never fills the disk
 # syslog priorities journald takes from a "<N>" prefix (sd-daemon(3))
 _PRIORITY = {logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4, logging.ERROR: 3, logging.CRITICAL: 2}
 
@@ -41,13 +49,14 @@ def event(logger: logging.Logger, level: int, name: str, exc_info: bool = False,
 def quote(value: Any) -> str:
     """A value as logfmt writes it: bare when it can be, else double-quoted with escapes.
 
-    Newlines are escaped too, so that one event always stays one line."""
+    Newlines are escaped too, so that one event always stays one line, and other controls (a
+    subject's ESC sequence) are made visible, so that a log shown on a terminal cannot drive it."""
     if isinstance(value, datetime):
         value = value.astimezone(UTC).isoformat(timespec="seconds")
-    text = "" if value is None else str(value)
+    text = "" if value is None else printable(str(value))
     if text and _BARE.fullmatch(text):
         return text
-    escaped = text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\r", "\\r")
+    escaped = text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
     return f'"{escaped}"'
 
 
@@ -112,3 +121,34 @@ def setup(environ: Mapping[str, str] = os.environ, stream: IO[str] | None = None
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level_from(environ))
+
+
+def mask_url_password(text: str) -> str:
+    """``postgresql://user:secret@host`` -> ``postgresql://user:***@host``: URLs are echoed in
+    errors and logs, their passwords never."""
+    return _URL_PASSWORD.sub(r"\1***@", text)
+
+
+def save_traceback(exc: BaseException, context: str, data_dir: Path, now: datetime) -> Path:
+    """Appends ``exc``'s traceback to ``data_dir``/errors.log and returns that file's path.
+
+    A user is shown one line; whoever fixes the bug needs the whole traceback, and a file keeps
+    it after the terminal is gone. The data directory is where the user already looks (it holds
+    the database); when it cannot be written, which is itself a common cause of the error, a
+    new private file in the temporary directory takes the report instead. The file is created
+    0600: a traceback names paths and values. OSError when neither can be written.
+    """
+    report = "".join([f"{now.astimezone(UTC).isoformat(timespec='seconds')} {mask_url_password(context)}\n",
+                      *traceback.format_exception(exc), "\n"])
+    try:
+        data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        path = data_dir / ERROR_LOG
+        if path.is_file() and path.stat().st_size > ERROR_LOG_MAX_BYTES:
+            path.replace(path.with_name(ERROR_LOG + ".1"))
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+    except OSError:
+        fd, name = tempfile.mkstemp(prefix="inboxcrm-error-", suffix=".log")
+        path = Path(name)
+    with os.fdopen(fd, "w", encoding="utf-8", errors="backslashreplace") as out:
+        out.write(printable(report))
+    return path

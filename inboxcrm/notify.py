@@ -6,20 +6,26 @@ in the same transaction that built the mail. So ``enqueue_due`` can run every 30
 several daemons, or after a crash, and each decision is still taken once. An empty digest is
 decided too: a "skipped" row under the same key, so it is not rebuilt every pass.
 
-Nudges look back a bounded time (new leads: a day; unanswered mail: a week), so importing a
-month of old mail does not flood a rep with nudges about last month. A rep's settings for the
-digest (time, days, always, on/off) live on the rep; ``set_digest`` changes them.
+Nudges are for mail that arrived while we were watching. A first sync or an import of last
+week's mail once queued 798 nudges for one rep, so three bounds hold: mail dated before the
+mailbox that holds it was added is history and nudges nobody (a backfill, ``inboxcrm import``
+of an archive); nudges look back a bounded time (new leads: a day; unanswered mail: a week);
+and each rep gets at most ``[digest] nudges_per_hour`` and ``nudges_per_day``, counted from the
+outbox over the rolling hour and day. What the caps hold back gets no outbox row: it stays
+undecided and goes out in a later pass with room, unless the rep's digest has listed it (new
+leads, awaiting reply) meanwhile. A rep's settings for the digest (time, days, always, on/off)
+live on the rep; ``set_digest`` changes them.
 """
 from __future__ import annotations
 
 import logging
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 from jinja2 import Environment
-from sqlalchemy import func, select
+from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from . import config as config_mod
@@ -38,17 +44,19 @@ from .business_time import (
 )
 from .config import Config, parse_weekdays
 from .db import transaction
+from .decide import HISTORY_SLACK
 from .digest import ACTIONS, DealRow, mailto, span
 from .digest_store import build_for_rep, deals_query
 from .errors import Invalid
 from .logs import event
-from .models import Deal, OutboxMessage, Rep, RepAddress
+from .models import Deal, Mailbox, Message, MessageCopy, OutboxMessage, Rep, RepAddress
 
 log = logging.getLogger(__name__)
 
 LEAD_LOOKBACK = timedelta(hours=24)  # older deals were backfilled, not "just arrived"
 UNANSWERED_LOOKBACK = timedelta(days=7)
 FIRST_DIGEST_SINCE = timedelta(hours=24)
+HELD_FOR = timedelta(minutes=5)  # a nudge this long due and still undecided was held back (passes run every 30 s)
 
 
 @dataclass(frozen=True)
@@ -216,8 +224,6 @@ def _context(deal: DealRow, schedule: Schedule, command: str | None, **extra) ->
 
 def _queue_nudge(session: Session, config: Config, env: Environment, now: datetime, key: str, template: str,
                  subject: str, deal: DealRow, schedule: Schedule, **extra) -> bool:
-    if not schedule.address:
-        return False
     command = rep_reply_address(session, config, schedule.rep_id)
     context = _context(deal, schedule, command, subject=subject, **extra)
     text, html = render.render_pair(env, template, context)
@@ -229,12 +235,16 @@ def _queue_nudge(session: Session, config: Config, env: Environment, now: dateti
 KEY_BATCH = 500  # keys per IN (...) lookup: each one a probe of the unique index on outbox.key
 
 
+def _batches(items: list):
+    for start in range(0, len(items), KEY_BATCH):
+        yield items[start:start + KEY_BATCH]
+
+
 def _undecided(session: Session, keys: list[str]) -> set[str]:
     """The keys no outbox row has yet."""
     left = set(keys)
-    for start in range(0, len(keys), KEY_BATCH):
-        left -= set(session.scalars(select(OutboxMessage.key).where(
-            OutboxMessage.key.in_(keys[start:start + KEY_BATCH]))))
+    for batch in _batches(keys):
+        left -= set(session.scalars(select(OutboxMessage.key).where(OutboxMessage.key.in_(batch))))
     return left
 
 
@@ -243,52 +253,176 @@ def _full_rows(session: Session, ids: list[int]) -> dict[int, DealRow]:
     return {r[0]: DealRow(*r) for r in session.execute(deals_query(Deal.id.in_(ids)))} if ids else {}
 
 
-def enqueue_nudges(session: Session, config: Config, now: datetime, env: Environment,
-                   stop: threading.Event | None = None) -> int:
-    """New leads (at once) and unanswered prospects (after the first-response target in business
-    hours), each nudging the deal's owner once; in the caller's transaction.
+@dataclass(frozen=True)
+class _Mail:
+    """One message of a deal: when it is dated, and since when a mailbox holding it was watched."""
 
-    Runs every 30 seconds, so it reads three narrow columns first and builds the full rows
-    only for the deals that get a nudge now."""
-    reps = schedules(session, config)
-    if not reps:
-        return 0
-    # Only the time range in SQL, so the planner uses an index on it (or one quick scan);
-    # given the owner and "open" too, both backends walked every open deal of every rep.
-    leads = {f"nudge:lead:{pk}": pk for pk, owner, closed in session.execute(
-        select(Deal.id, Deal.owner_rep_id, Deal.closed_at).where(Deal.created_at >= now - LEAD_LOOKBACK))
-        if owner in reps and closed is None}
+    direction: str | None
+    dated: datetime | None
+    watched_since: datetime  # the earliest ``created_at`` of the mailboxes holding a copy
+
+    @property
+    def live(self) -> bool:
+        """Arrived after a mailbox holding it was added (the same slack as a command's history
+        check); an undated message cannot be shown to be history."""
+        return self.dated is None or self.dated >= self.watched_since - HISTORY_SLACK
+
+
+def _mail_of(session: Session, deal_ids: set[int]) -> dict[int, list[_Mail]]:
+    """The stored messages of these deals. Deals made by hand have none: they are not history."""
+    found: dict[int, list[_Mail]] = {}
+    for batch in _batches(sorted(deal_ids)):
+        rows = session.execute(
+            select(Message.deal_id, Message.direction, Message.sent_at, func.min(Mailbox.created_at))
+            .join(MessageCopy, MessageCopy.message_id == Message.id).join(Mailbox, Mailbox.id == MessageCopy.mailbox_id)
+            .where(Message.deal_id.in_(batch)).group_by(Message.id, Message.deal_id, Message.direction, Message.sent_at))
+        for deal_id, direction, dated, watched_since in rows:
+            found.setdefault(deal_id, []).append(_Mail(direction, dated, watched_since))
+    return found
+
+
+def _lead_is_live(mail: list[_Mail]) -> bool:
+    """A new lead nudges when any of its mail arrived while we were watching."""
+    return not mail or any(m.live for m in mail)
+
+
+def _unanswered_is_live(mail: list[_Mail]) -> bool:
+    """An unanswered prospect nudges when their latest message arrived while we were watching."""
+    inbound = [m for m in mail if m.direction == "inbound"]
+    if not inbound:
+        return True
+    return max(inbound, key=lambda m: m.dated or m.watched_since).live
+
+
+def _room(session: Session, config: Config, now: datetime, rep_ids: set[int]) -> dict[int, int]:
+    """How many more nudges each rep may get now: what the hour's and the day's caps leave,
+    counting the nudges already in the outbox over the rolling hour and day."""
+    hour, day = config.digest.nudges_per_hour, config.digest.nudges_per_day
+    room = {rep_id: min(hour, day) for rep_id in rep_ids}
+    counts = session.execute(
+        select(OutboxMessage.rep_id, func.count(OutboxMessage.id),
+               func.sum(case((OutboxMessage.created_at >= now - timedelta(hours=1), 1), else_=0)))
+        .where(OutboxMessage.kind == "nudge", OutboxMessage.rep_id.in_(rep_ids),
+               OutboxMessage.created_at >= now - timedelta(days=1))
+        .group_by(OutboxMessage.rep_id))
+    for rep_id, in_day, in_hour in counts:
+        room[rep_id] = max(0, min(hour - (in_hour or 0), day - in_day))
+    return room
+
+
+@dataclass(frozen=True)
+class _Due:
+    """A nudge whose time has come, before the caps: ``since`` (when it became due) orders them."""
+
+    key: str
+    deal_id: int
+    owner: int
+    since: datetime
+    unanswered: bool
+
+
+def _due_nudges(session: Session, config: Config, now: datetime, reps: dict[int, Schedule]) -> list[_Due]:
+    """New leads and unanswered prospects not yet decided, of reps with an address, whose mail
+    arrived while we were watching; oldest first.
+
+    Reads a few narrow columns first; only the time range in SQL, so the planner uses an index
+    on it (or one quick scan): given the owner and "open" too, both backends walked every open
+    deal of every rep."""
+    def wanted(owner: int | None, closed: datetime | None) -> bool:
+        return owner in reps and closed is None and reps[owner].address is not None
+
+    leads = {f"nudge:lead:{pk}": _Due(f"nudge:lead:{pk}", pk, owner, created, False)
+             for pk, owner, created, closed in session.execute(
+                 select(Deal.id, Deal.owner_rep_id, Deal.created_at, Deal.closed_at)
+                 .where(Deal.created_at >= now - LEAD_LOOKBACK))
+             if wanted(owner, closed)}
     span_, hours = parse_span(config.digest.business_hours), config.digest.first_response_hours
-    waiting = {f"nudge:unanswered:{pk}:{int(inbound.timestamp())}": (pk, owner, inbound)
+    waiting = {key: _Due(key, pk, owner, inbound, True)
                for pk, owner, inbound, outbound, closed in session.execute(
                    select(Deal.id, Deal.owner_rep_id, Deal.last_inbound_at, Deal.last_outbound_at, Deal.closed_at)
                    .where(Deal.last_inbound_at >= now - UNANSWERED_LOOKBACK,
                           Deal.last_inbound_at <= now - timedelta(hours=hours)))  # business time is never faster
-               if owner in reps and closed is None and (outbound is None or inbound > outbound)}
+               if wanted(owner, closed) and (outbound is None or inbound > outbound)
+               for key in (f"nudge:unanswered:{pk}:{int(inbound.timestamp())}",)}
     undecided = _undecided(session, [*leads, *waiting])
-    unanswered = {key: pk for key, (pk, owner, inbound) in waiting.items() if key in undecided
-                  and now >= add_business_hours(inbound, hours, reps[owner].zone, reps[owner].days, span_)}
-    new_leads = {key: pk for key, pk in leads.items() if key in undecided}
-    rows = _full_rows(session, [*new_leads.values(), *unanswered.values()])
+    due = [d for key, d in leads.items() if key in undecided]
+    for key, d in waiting.items():
+        if key in undecided:
+            rep = reps[d.owner]
+            at = add_business_hours(d.since, hours, rep.zone, rep.days, span_)
+            if now >= at:
+                due.append(replace(d, since=at))
+    mail = _mail_of(session, {d.deal_id for d in due})
+    return sorted((d for d in due if (_unanswered_is_live if d.unanswered else _lead_is_live)(mail.get(d.deal_id, []))),
+                  key=lambda d: (d.since, d.key))
+
+
+def _digested(session: Session, now: datetime, rep_ids: set[int]) -> dict[int, datetime]:
+    """When each rep's latest digest with something in it was built."""
+    return dict(session.execute(
+        select(OutboxMessage.rep_id, func.max(OutboxMessage.created_at))
+        .where(OutboxMessage.kind == "digest", OutboxMessage.status != "skipped", OutboxMessage.rep_id.in_(rep_ids),
+               OutboxMessage.created_at <= now)
+        .group_by(OutboxMessage.rep_id)).all())
+
+
+def _not_digested(due: list[_Due], digested: dict[int, datetime]) -> list[_Due]:
+    """Drops the nudges a digest has listed instead: those still undecided ``HELD_FOR`` after
+    they fell due when the digest was built were held back (by the caps, or a stopped daemon).
+    A lead that arrived a minute before its rep's digest still nudges."""
+    return [d for d in due if d.owner not in digested or d.since + HELD_FOR > digested[d.owner]]
+
+
+def _within_caps(due: list[_Due], room: dict[int, int]) -> tuple[list[_Due], list[_Due]]:
+    """(the nudges each rep has room for, oldest first; those that wait for the digest)."""
+    left, taken, held = dict(room), [], []
+    for d in due:
+        if left[d.owner] > 0:
+            left[d.owner] -= 1
+            taken.append(d)
+        else:
+            held.append(d)
+    return taken, held
+
+
+def enqueue_nudges(session: Session, config: Config, now: datetime, env: Environment,
+                   stop: threading.Event | None = None) -> int:
+    """New leads (at once) and unanswered prospects (after the first-response target in business
+    hours), each nudging the deal's owner once, within the rep's caps; in the caller's transaction.
+
+    Runs every 30 seconds, so it builds the full rows only for the deals that get a nudge now."""
+    if config.digest.nudges_per_hour <= 0 or config.digest.nudges_per_day <= 0:
+        return 0  # nudges are off: the digest says it all
+    reps = schedules(session, config)
+    due = _due_nudges(session, config, now, reps) if reps else []
+    due = _not_digested(due, _digested(session, now, {d.owner for d in due})) if due else []
+    if not due:
+        return 0
+    room = _room(session, config, now, {d.owner for d in due})
+    taken, held = _within_caps(due, room)
+    if held:
+        event(log, logging.INFO, "nudges-held", held=len(held),
+              reps=",".join(sorted({reps[d.owner].rep for d in held})),
+              per_hour=config.digest.nudges_per_hour, per_day=config.digest.nudges_per_day,
+              action="they wait for the digest, or a later pass with room")
+    rows = _full_rows(session, [d.deal_id for d in taken])
     queued = 0
-    for key, pk in new_leads.items():
+    hours = config.digest.first_response_hours
+    for d in taken:
         if stop is not None and stop.is_set():
             return queued
-        deal = rows[pk]
-        who = deal.contact or deal.address or "someone"
-        subject = f"New lead D-{deal.id}: {who}" + (f" ({deal.company})" if deal.company else "")
-        queued += _queue_nudge(session, config, env, now, key, "nudge_lead", subject, deal, reps[deal.owner_rep_id],
-                               arrived=deal.created_at)
-    for key, pk in unanswered.items():
-        if stop is not None and stop.is_set():
-            return queued
-        deal = rows[pk]
-        who = deal.contact or deal.address or "A prospect"
-        waited = span((now - deal.last_inbound_at).total_seconds())
-        subject = f"D-{deal.id}: {who} has waited {waited} for your reply"
-        queued += _queue_nudge(session, config, env, now, key, "nudge_unanswered", subject, deal,
-                               reps[deal.owner_rep_id], waited=waited, arrived=deal.last_inbound_at,
-                               target=f"{hours:g}")
+        deal, schedule = rows[d.deal_id], reps[d.owner]
+        if d.unanswered:
+            who = deal.contact or deal.address or "A prospect"
+            waited = span((now - deal.last_inbound_at).total_seconds())
+            subject = f"D-{deal.id}: {who} has waited {waited} for your reply"
+            queued += _queue_nudge(session, config, env, now, d.key, "nudge_unanswered", subject, deal, schedule,
+                                   waited=waited, arrived=deal.last_inbound_at, target=f"{hours:g}")
+        else:
+            who = deal.contact or deal.address or "someone"
+            subject = f"New lead D-{deal.id}: {who}" + (f" ({deal.company})" if deal.company else "")
+            queued += _queue_nudge(session, config, env, now, d.key, "nudge_lead", subject, deal, schedule,
+                                   arrived=deal.created_at)
     return queued
 
 

@@ -3,7 +3,9 @@
 The daemon and ``poll`` write their outcome on the mailbox row and the folder positions, so the
 admin can ask from any shell, while the daemon runs or after it died, without talking to it or
 to the mail server. A mailbox whose last pass failed is marked FAILING in capitals: a mailbox
-that silently stopped syncing is the one failure a CRM fed by mail must not hide.
+that silently stopped syncing is the one failure a CRM fed by mail must not hide. For the same
+reason ``status`` exits with ``FAILING_EXIT`` then, so a monitor needs no parsing. It also says
+what a command email must prove, since commands by email change deals.
 """
 from __future__ import annotations
 
@@ -14,8 +16,11 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from .admin import find_mailbox, imap_address
+from .config import Config
 from .models import FolderPosition, Mailbox, OutboxMessage
 from .views import plural
+
+FAILING_EXIT = 1  # as ``poll``'s: a mailbox failed; 2 stays "status itself could not run"
 
 
 @dataclass(frozen=True)
@@ -43,9 +48,29 @@ class MailboxStatus:
 
 
 @dataclass(frozen=True)
+class CommandsStatus:
+    enabled: bool  # a command address or a commands mailbox exists
+    proof: str  # [commands] proof
+    rule: str  # what a command email must prove (CommandsConfig.describe), or why they are off
+    warning: bool  # "address-only": a forged From changes deals
+
+
+@dataclass(frozen=True)
 class Status:
     mailboxes: tuple[MailboxStatus, ...]
     outbox: dict[str, int]  # status -> rows; empty when nothing was ever queued
+    commands: CommandsStatus
+
+    @property
+    def failing(self) -> tuple[str, ...]:
+        return tuple(box.name for box in self.mailboxes if box.failing)
+
+
+def commands_status(config: Config, has_commands_mailbox: bool) -> CommandsStatus:
+    proof = config.commands.proof
+    if not (config.digest.command_address or has_commands_mailbox):
+        return CommandsStatus(False, proof, "off (no [digest] command_address and no commands mailbox)", False)
+    return CommandsStatus(True, proof, config.commands.describe(), proof == "address-only")
 
 
 def backlog(position: FolderPosition) -> int | None:
@@ -56,7 +81,7 @@ def backlog(position: FolderPosition) -> int | None:
     return position.message_count
 
 
-def read_status(session: Session, name: str | None = None) -> Status:
+def read_status(session: Session, config: Config, name: str | None = None) -> Status:
     query = select(Mailbox).order_by(Mailbox.name)
     if name is not None:
         query = query.where(Mailbox.id == find_mailbox(session, name).id)
@@ -69,7 +94,9 @@ def read_status(session: Session, name: str | None = None) -> Status:
                                   .group_by(OutboxMessage.status).order_by(OutboxMessage.status)).all())
     return Status(tuple(MailboxStatus(m.name, m.role, imap_address(m.connection), tuple(positions.get(m.id, ())),
                                       m.last_success_at, m.last_error_at, m.last_error, m.failures or 0,
-                                      m.failing_since, bool(m.failures)) for m in boxes), outbox)
+                                      m.failing_since, bool(m.failures)) for m in boxes), outbox,
+                  commands_status(config, session.scalar(select(Mailbox.id).where(Mailbox.role == "commands")
+                                                         .limit(1)) is not None))
 
 
 def _when(moment: datetime | None, now: datetime) -> str:
@@ -106,4 +133,9 @@ def render(status: Status, now: datetime) -> str:
         lines.append('no mailboxes yet; add one with "inboxcrm mailbox add NAME --role capture --host HOST ..."')
     if status.outbox:
         lines.append("outbox: " + ", ".join(f"{n} {state}" for state, n in status.outbox.items()))
+    rule = status.commands.rule
+    lines.append(("WARNING: " if status.commands.warning else "")
+                 + f"commands by email: {rule}")
+    if status.failing:
+        lines.append(f"failing: {', '.join(status.failing)}")
     return "\n".join(lines)

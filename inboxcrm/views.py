@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
@@ -16,6 +17,40 @@ from typing import Any, Callable, Iterable, Sequence
 ELLIPSIS = "…"
 BAR = "█"
 BAR_WIDTH = 30
+
+
+# -- terminal safety ------------------------------------------------------------------------
+
+# Bidirectional embeddings, overrides and isolates: they reorder what follows them on the line
+# ("Trojan Source", CVE-2021-42574), so a name can show one text while holding another.
+BIDI_CONTROLS = "\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"
+
+
+def _shown(code: int) -> str:
+    """C0 controls and DEL have Unicode's own pictures (ESC is ␛); the rest read as escapes."""
+    if code < 0x20:
+        return chr(0x2400 + code)
+    if code == 0x7F:
+        return "\u2421"
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+_UNSAFE = [*range(0x20), *range(0x7F, 0xA0), *map(ord, BIDI_CONTROLS), *range(0xD800, 0xE000)]
+_VISIBLE = {code: _shown(code) for code in _UNSAFE if chr(code) not in "\n\t"}
+_JSON_UNSAFE = re.compile("[\x7f-\x9f\ud800-\udfff" + BIDI_CONTROLS + "]")
+
+
+def printable(text: str) -> str:
+    """``text`` with every character a terminal would obey rather than show made visible.
+
+    Subjects, names and bodies come from strangers' mail: ESC starts sequences that move the
+    cursor, retitle the window or write to the clipboard; BEL rings; CR, backspace and NUL let
+    one text pose as another; C1 controls (0x9b is a CSI) and bidi overrides do the same on
+    some terminals. Line ends (LF, CRLF) and tabs stay: they are layout, not commands. Lone
+    surrogates (undecodable bytes) are shown too, where printing them would stop the command.
+    The result is printable, so applying it twice changes nothing.
+    """
+    return text.replace("\r\n", "\n").translate(_VISIBLE)
 
 
 # -- cells ----------------------------------------------------------------------------------
@@ -71,7 +106,7 @@ def cell(value: Any) -> str:
         return money(value)
     if isinstance(value, (tuple, list)):
         return ", ".join(map(cell, value))
-    return " ".join(str(value).split())
+    return printable(" ".join(str(value).split()))  # visible before clipping, so columns stay aligned
 
 
 # -- tables ---------------------------------------------------------------------------------
@@ -170,7 +205,11 @@ def _json_default(obj: Any) -> Any:
 
 
 def to_json(obj: Any) -> str:
-    return json.dumps(obj, default=_json_default, indent=2, ensure_ascii=False)
+    """Readable UTF-8 JSON that a terminal shows without obeying. ``json`` escapes C0 controls
+    itself; DEL, C1 controls, bidi overrides and lone surrogates are escaped here (``\\u009b``).
+    They can only occur inside strings, so a parser still reads exactly the stored value."""
+    text = json.dumps(obj, default=_json_default, indent=2, ensure_ascii=False)
+    return _JSON_UNSAFE.sub(lambda found: f"\\u{ord(found.group()):04x}", text)
 
 
 # -- longer texts ---------------------------------------------------------------------------

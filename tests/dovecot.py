@@ -222,7 +222,9 @@ class Dovecot:
         home = self.root / "home" / name
         user = User(name, password, home)
         (self.passwd / name).write_text(f"{name}:{{PLAIN}}{password}:{self.uid}:{self.gid}::{home}::\n")
-        (self.root / "secrets" / name).write_text(password + "\n")
+        secret = self.root / "secrets" / name
+        secret.write_text(password + "\n")
+        secret.chmod(0o600)  # inboxcrm refuses a password_file that others can read
         self.users[name] = user
         return user
 

@@ -286,3 +286,37 @@ def test_review_accept_reject_and_quarantine_retry(team, factory):
     assert team("quarantine", "retry", "--all").stdout.startswith(f"message {broken}: ")
     assert "give a message ID or --all" in refused(team, "quarantine", "retry")
     assert f"no message {held} with status quarantined" in refused(team, "quarantine", "retry", str(held))
+
+
+def test_init_refuses_a_config_folder_it_cannot_create(tmp_path):
+    blocker = tmp_path / "etc"
+    blocker.write_text("a file where the folder should be")
+    result = CliRunner().invoke(main, ["--config", str(blocker / "config.toml"), "--database-url",
+                                       f"sqlite:///{tmp_path / 'crm.db'}", "init"])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert result.stderr == (f"error: cannot create the folder {blocker} for the configuration (File exists); "
+                             f"give another place with --config PATH (or INBOXCRM_CONFIG)\n")
+
+
+def test_rule_explain_of_a_folder_says_what_it_takes(team, tmp_path):
+    assert refused(team, "rule", "explain", str(tmp_path)) == (
+        f"error: {tmp_path} is a folder; give the path of one .eml file, or the Message-ID of a stored message\n")
+
+
+def test_every_cli_module_prints_through_the_one_safe_echo():
+    """``cli.echo`` makes control characters visible; a bare ``click.echo`` elsewhere would let a
+    subject drive the terminal, so none may exist."""
+    import ast
+    from pathlib import Path
+
+    import inboxcrm
+
+    bare = []
+    for path in sorted(Path(inboxcrm.__file__).parent.glob("cli*.py")):
+        tree = ast.parse(path.read_text(), str(path))
+        allowed = {id(n) for f in ast.walk(tree) if isinstance(f, ast.FunctionDef) and f.name == "echo"
+                   for n in ast.walk(f)}
+        bare += [f"{path.name}:{node.lineno}" for node in ast.walk(tree)
+                 if isinstance(node, ast.Attribute) and node.attr in ("echo", "secho")
+                 and isinstance(node.value, ast.Name) and node.value.id == "click" and id(node) not in allowed]
+    assert bare == []

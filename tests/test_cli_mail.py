@@ -118,3 +118,25 @@ def test_outbox_list_filters_by_status(mailing):
     assert [r["status"] for r in json.loads(mailing("outbox", "list", "--status", "sent", "--json").stdout)] == \
         ["sent", "sent"]
     assert "Usage:" in refused(mailing, "outbox", "list", "--status", "lost")
+
+
+def test_digest_preview_refuses_an_html_path_it_cannot_write_before_printing(mailing, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    said = refused(mailing, "digest", "preview", "alice", "--html", str(blocker / "alice.html"))
+    assert said == (f"error: cannot write {blocker / 'alice.html'}: Not a directory; "
+                    f"choose a path in a folder you can write to\n")
+
+
+def test_outbox_list_says_when_it_leaves_rows_out(mailing):
+    for day in ("2026-11-23", "2026-11-24", "2026-11-25"):
+        mailing("digest", "send", "alice", "--date", day)
+    capped = mailing("outbox", "list", "--limit", "2").stdout
+    assert [line.split()[0] for line in capped.splitlines()[1:3]] == ["3", "2"]
+    assert capped.endswith("\nshowing the newest 2 messages besides the failed and unknown ones; older ones are "
+                           "left out (--limit N shows more)\n")
+    as_json = mailing("outbox", "list", "--status", "sent", "--limit", "2", "--json")
+    assert [r["id"] for r in json.loads(as_json.stdout)] == [3, 2]
+    assert as_json.stderr.strip().startswith("showing the newest 2 sent messages; older ones are left out")
+    assert "left out" not in mailing("outbox", "list", "--limit", "3").output
+    assert "is not in the range x>=1" in refused(mailing, "outbox", "list", "--limit", "0")

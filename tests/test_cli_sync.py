@@ -15,6 +15,13 @@ from .dovecot import dovecot_server  # noqa: F401 - registers the fixture "dovec
 LEAD = mail("pipeline-new-lead-company.eml")
 
 
+def private(path, text: str):
+    """A secret file as an admin writes one: readable by its owner only (others are refused)."""
+    path.write_text(text)
+    path.chmod(0o600)
+    return path
+
+
 def add_imap(cli, server, user, name: str = "inbox", *extra: str, password_file=None):
     return cli("mailbox", "add", name, "--role", "capture", "--owner", "alice", "--host", server.host,
                "--port", str(server.port), "--ca-file", str(server.tls.ca), "--user", user.name,
@@ -59,7 +66,7 @@ def test_mailbox_test_lists_the_folders_it_would_read(team, dovecot):
 def test_mailbox_test_says_exactly_what_is_wrong(team, dovecot, tmp_path):
     alice = dovecot.add_user("alice", "pw")
     wrong = tmp_path / "wrong-password"
-    wrong.write_text("not-it\n")
+    private(wrong, "not-it\n")
     add_imap(team, dovecot, alice, "wrong-password", password_file=wrong)
     team("mailbox", "add", "wrong-port", "--role", "capture", "--host", "127.0.0.1", "--port", str(dovecot.starttls_port),
          "--security", "tls", "--user", "alice", "--ca-file", str(dovecot.tls.ca),
@@ -93,7 +100,7 @@ def test_poll_once_syncs_reports_and_a_failing_mailbox_does_not_stop_the_others(
     dovecot.append(alice, "INBOX", [LEAD, mail("classify-newsletter.eml")])
     dovecot.append(alice, "Sent", [mail("pipeline-outbound-cold.eml")])
     wrong = tmp_path / "wrong"
-    wrong.write_text("nope\n")
+    private(wrong, "nope\n")
     add_imap(team, dovecot, alice, "a-inbox")
     add_imap(team, dovecot, bob, "b-broken", password_file=wrong)
     before = dovecot.flags(alice, "INBOX")
@@ -116,13 +123,13 @@ def test_status_shows_positions_backlog_and_a_loud_failing_mark(team, dovecot, t
     alice, bob = dovecot.add_user("alice", "pw"), dovecot.add_user("bob", "pw")
     dovecot.append(alice, "INBOX", [LEAD])
     wrong = tmp_path / "wrong"
-    wrong.write_text("nope\n")
+    private(wrong, "nope\n")
     add_imap(team, dovecot, alice, "a-inbox")
     add_imap(team, dovecot, bob, "b-broken", password_file=wrong)
     team("poll", "--once", code=1)
     team("poll", "--once", "b-broken", code=1)
 
-    text = team("status").stdout
+    text = team("status", code=1).stdout  # 1: a mailbox is failing
     assert f"a-inbox (capture) alice@127.0.0.1:{dovecot.port}\n  last success: " in text
     assert "  INBOX [inbox]: uidvalidity " in text and "last uid 1, backlog 0" in text
     assert f"b-broken (capture) bob@127.0.0.1:{dovecot.port}  FAILING (2 failed passes in a row)" in text
@@ -130,7 +137,7 @@ def test_status_shows_positions_backlog_and_a_loud_failing_mark(team, dovecot, t
     assert "sales (capture) import only (no IMAP connection)" in text
     assert "nope" not in text
 
-    rows = {m["name"]: m for m in json.loads(team("status", "--json").stdout)["mailboxes"]}
+    rows = {m["name"]: m for m in json.loads(team("status", "--json", code=1).stdout)["mailboxes"]}
     assert rows["b-broken"]["failing"] is True and rows["b-broken"]["failures"] == 2
     assert rows["b-broken"]["last_error"].startswith("login: the server refused user bob")
     assert rows["a-inbox"]["failing"] is False and rows["a-inbox"]["last_success_at"]
@@ -139,7 +146,7 @@ def test_status_shows_positions_backlog_and_a_loud_failing_mark(team, dovecot, t
 
     dovecot.append(alice, "INBOX", [mail("pipeline-freemail-lead.eml")])
     team("poll", "--once", "a-inbox")
-    rows = {m["name"]: m for m in json.loads(team("status", "--json").stdout)["mailboxes"]}
+    rows = {m["name"]: m for m in json.loads(team("status", "--json", code=1).stdout)["mailboxes"]}
     assert next(f for f in rows["a-inbox"]["folders"] if f["folder"] == "INBOX")["last_uid"] == 2
 
 
@@ -159,7 +166,7 @@ def test_mailbox_connect_gives_an_import_mailbox_imap_and_replaces_a_connection(
 
     # A new secret source for the same account keeps the positions: nothing is read again.
     moved = tmp_path / "moved-secret"
-    moved.write_text(dovecot.secret_file(alice).read_text())
+    private(moved, dovecot.secret_file(alice).read_text())
     team("mailbox", "connect", "sales", *server, "--user", "alice", "--password-file", str(moved))
     assert "sales: 0 new messages" in team("poll", "--once", "sales").stdout
 
@@ -173,3 +180,44 @@ def test_mailbox_connect_gives_an_import_mailbox_imap_and_replaces_a_connection(
         assert box.connection["user"] == "bob" and "pw" not in json.dumps(box.connection)
         actions = session.scalars(select(AuditEntry.detail).where(AuditEntry.action == "connect")).all()
     assert [a["positions"] for a in actions] == ["reset", "kept", "reset"]
+
+
+def test_status_exits_1_while_a_mailbox_fails_and_0_once_it_recovers(team, tmp_path):
+    """What monitoring relies on: the exit status alone, with or without --json."""
+    secret = private(tmp_path / "pw", "pw\n")
+    team("mailbox", "add", "remote", "--role", "capture", "--host", "127.0.0.1", "--port", "1", "--user", "alice",
+         "--password-file", str(secret))
+    assert team("status").stdout.endswith("commands by email: off (no [digest] command_address and no "
+                                          "commands mailbox)\n")  # never polled: not failing
+    team("poll", "--once", code=1)
+    text = team("status", code=1).stdout
+    assert "remote (capture) alice@127.0.0.1:1  FAILING (1 failed pass in a row)" in text
+    assert text.endswith("failing: remote\n")
+    assert json.loads(team("status", "--json", code=1).stdout)["mailboxes"][0]["failing"] is True
+    team("mailbox", "remove", "remote")
+    assert "failing" not in team("status").stdout
+
+
+def test_status_says_what_commands_by_email_accept(team, config_file):
+    base = config_file.read_text()
+    config_file.write_text(base + '\n[digest]\ncommand_address = "crm@acme.example"\n')
+    line = team("status").stdout.splitlines()[-1]
+    assert line.startswith("commands by email: a command email needs the rep's reply token")
+    assert "no trusted server is configured ([commands] trusted_authserv_ids)" in line
+
+    config_file.write_text(base + '\n[digest]\ncommand_address = "crm@acme.example"\n'
+                                  '\n[commands]\ntrusted_authserv_ids = ["mx.acme.example"]\n')
+    line = team("status").stdout.splitlines()[-1]
+    assert line == ("commands by email: a command email needs a pass from a trusted receiving server "
+                    "(mx.acme.example) or the rep's reply token (their crm+TOKEN@ address; see `inboxcrm rep token`)")
+
+    config_file.write_text(base + '\n[digest]\ncommand_address = "crm@acme.example"\n'
+                                  '\n[commands]\nproof = "address-only"\n')
+    assert team("status").stdout.splitlines()[-1].startswith(
+        "WARNING: commands by email: a command email needs only a rep's From address")
+    report = json.loads(team("status", "--json").stdout)["commands"]
+    assert (report["enabled"], report["proof"], report["warning"]) == (True, "address-only", True)
+
+    config_file.write_text(base)  # a commands mailbox alone turns them on too
+    team("mailbox", "add", "crm", "--role", "commands")
+    assert json.loads(team("status", "--json").stdout)["commands"]["enabled"] is True

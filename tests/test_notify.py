@@ -1,18 +1,19 @@
 """When reps get their digest and nudges: their local time and days, once each, on both backends."""
 from __future__ import annotations
 
-import re
-
 import email
+import logging
+import re
 import threading
 from datetime import UTC, date, datetime, time, timedelta
 from email import policy
+from email.utils import format_datetime
 from zoneinfo import ZoneInfo
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import func, select
 
-from inboxcrm import notify, outbox
+from inboxcrm import admin, importer, notify, outbox
 from inboxcrm.business_time import at_wall
 from inboxcrm.config import build_config
 from inboxcrm.db import transaction
@@ -26,6 +27,7 @@ from inboxcrm.models import (
     RepAddress,
     Stage,
 )
+from inboxcrm.values import RawMessage
 
 from .smtp_server import SmtpServer
 
@@ -320,3 +322,117 @@ def test_a_shutdown_ends_a_pass_early_and_the_next_pass_decides_the_rest(team):
     assert notify.enqueue_due(team.factory, team.config, now, stop=stopping) == 0 and team.outbox() == []
     assert team.run(now) == 4  # Tuesday's digest and the three nudges, once
     assert team.run(now) == 0
+
+
+# -- no nudge flood: history, and the caps per rep ---------------------------------------------
+
+MONDAY_0900_BERLIN = MONDAY_0800_BERLIN + timedelta(hours=1)
+
+
+def prospect_mail(n: int, dated: datetime, reply_to: int | None = None) -> RawMessage:
+    """Prospect ``n`` writing to sales@ (``reply_to``: answering our mail in their thread)."""
+    thread = f"In-Reply-To: <ask-{reply_to}@acme.example>\r\n" if reply_to is not None else ""
+    data = (f"From: Person {n} <p{n}@company{n}.example>\r\nTo: sales@acme.example\r\n"
+            f"Subject: Quote for {n} seats\r\nDate: {format_datetime(dated)}\r\n"
+            f"Message-ID: <m{n}-{int(dated.timestamp())}@company{n}.example>\r\n{thread}\r\n"
+            f"Hello, could you send a quote for {n} seats?\r\n").encode()
+    return RawMessage(data, f"test:{n}:{int(dated.timestamp())}", "INBOX")
+
+
+def receive(team: Team, mailbox: str, messages: list[RawMessage], at: datetime) -> None:
+    """Through the pipeline (``import`` and the sync use the same loop), recorded at ``at``."""
+    with team.factory() as s:
+        info = importer.resolve_mailbox(s, mailbox)
+    importer.feed(team.factory, team.config, info, messages, now=lambda: at, parse_workers=0)
+
+
+def add_mailbox(team: Team, name: str, owner: str, added: datetime) -> None:
+    with transaction(team.factory) as s:
+        admin.add_mailbox(s, added, "test", name, owner, "capture")
+
+
+def test_a_backfill_of_old_mail_nudges_nobody_and_the_digest_lists_it(team):
+    """The 798 nudges of a first sync: last week's mail, read by a mailbox added just now."""
+    alice = team.rep("alice")
+    team.rep("bob")  # a second rep gets nothing either
+    add_mailbox(team, "sales", "alice", MONDAY_0900_BERLIN)
+    old = [prospect_mail(n, MONDAY_0900_BERLIN - timedelta(minutes=90 + 97 * n)) for n in range(100)]  # 7 days
+    receive(team, "sales", old, MONDAY_0900_BERLIN + timedelta(minutes=1))
+    with team.factory() as s:
+        assert s.scalar(select(func.count(Deal.id)).where(Deal.owner_rep_id == alice)) == 100
+    for later in (timedelta(minutes=2), timedelta(hours=3), timedelta(days=1, hours=2)):
+        team.run(MONDAY_0900_BERLIN + later)
+    assert team.outbox("nudge") == []
+    tuesday = next(r for r in team.outbox("digest") if r.rep_id == alice and r.status == "pending")
+    assert "100 awaiting reply" in tuesday.subject  # the digest still shows every one of them
+
+
+def test_mail_that_arrives_after_the_mailbox_was_added_nudges(team):
+    team.rep("alice")
+    add_mailbox(team, "sales", "alice", MONDAY_0900_BERLIN - timedelta(days=30))
+    add_mailbox(team, "new-box", "alice", MONDAY_0900_BERLIN)
+    lead_at = MONDAY_0900_BERLIN + timedelta(minutes=5)
+    receive(team, "sales", [prospect_mail(1, lead_at)], lead_at + timedelta(seconds=20))
+    # Prospect 2's mail of two days ago, first read by the new mailbox: history.
+    receive(team, "new-box", [prospect_mail(2, MONDAY_0900_BERLIN - timedelta(days=2))], lead_at)
+    team.run(lead_at + timedelta(minutes=1))
+    assert [r.subject for r in team.outbox("nudge")] == ["New lead D-1: Person 1 (Company1)"]
+    again = MONDAY_0900_BERLIN + timedelta(minutes=30)  # prospect 2 writes again, now
+    receive(team, "new-box", [prospect_mail(2, again)], again + timedelta(seconds=20))
+    team.run(again + timedelta(hours=2))  # 2 business hours later: both are owed a reply
+    assert sorted(r.key for r in team.outbox("nudge")) == sorted([
+        "nudge:lead:1", f"nudge:unanswered:1:{int(lead_at.timestamp())}",
+        f"nudge:unanswered:2:{int(again.timestamp())}"])
+
+
+def test_a_flood_of_new_leads_nudges_up_to_the_hourly_then_the_daily_cap(team, caplog):
+    alice = team.rep("alice")
+    bob = team.rep("bob")
+    start = MONDAY_0900_BERLIN
+    leads = [team.deal(alice, f"Lead {n}", f"lead{n}@prospect{n}.example", created=start + timedelta(seconds=72 * n))
+             for n in range(50)]  # 50 in an hour
+    bobs = team.deal(bob, "Bob's Lead", "b@bob-prospect.example", created=start + timedelta(minutes=30))
+    caplog.set_level(logging.INFO, logger="inboxcrm.notify")
+    sent_by_hour, held_lines = [], []
+    for minute in range(0, 6 * 60, 2):  # the daemon's pass (every 30 s; here every 2 minutes) for 6 hours
+        now = start + timedelta(minutes=minute)
+        for _ in range(2):  # a second daemon, or a pass after a crash: decides nothing twice
+            caplog.clear()
+            team.run(now)
+            held_lines.append(sum(r.msg == "nudges-held" for r in caplog.records))
+        if minute % 60 == 58:
+            sent_by_hour.append(len([r for r in team.outbox("nudge") if r.rep_id == alice]))
+    assert sent_by_hour == [6, 12, 18, 24, 30, 30]
+    nudges = [r for r in team.outbox("nudge") if r.rep_id == alice]
+    assert [r.deal_id for r in nudges] == leads[:30]  # oldest first, each once
+    assert [r.deal_id for r in team.outbox("nudge") if r.rep_id == bob] == [bobs]  # alice's flood is hers
+    for row in nudges:  # never more than 6 in any hour
+        assert sum(row.created_at <= r.created_at < row.created_at + timedelta(hours=1) for r in nudges) <= 6
+    assert max(held_lines) == 1  # one line a pass, not one per nudge
+    (held,) = [r for r in caplog.records if r.msg == "nudges-held"]
+    assert (held.inboxcrm_fields["held"], held.inboxcrm_fields["reps"]) == (20, "alice")
+
+
+def test_held_nudges_wait_for_the_digest_and_are_not_sent_after_it(team):
+    alice = team.rep("alice")
+    team.run(MONDAY_0800_BERLIN)  # Monday's digest: nothing to say yet
+    evening = datetime(2026, 11, 23, 18, 0, tzinfo=BERLIN)
+    for n in range(10):
+        team.deal(alice, f"Lead {n}", f"lead{n}@p{n}.example", created=evening + timedelta(minutes=n))
+    team.run(evening + timedelta(minutes=10))
+    assert len(team.outbox("nudge")) == 6
+    tuesday_0800 = datetime(2026, 11, 24, 8, 0, tzinfo=BERLIN)
+    team.run(tuesday_0800)  # the digest lists all ten as new leads
+    (digest,) = [r for r in team.outbox("digest") if r.status == "pending"]
+    assert digest.key == f"digest:{alice}:2026-11-24"
+    assert all(f"Lead {n}" in new_leads(digest) for n in range(10))
+    team.run(tuesday_0800 + timedelta(hours=2))  # room again, but the digest has told her
+    assert len(team.outbox("nudge")) == 6
+
+
+@pytest.mark.parametrize("caps", [{"nudges_per_hour": 0}, {"nudges_per_day": 0}])
+def test_a_cap_of_zero_turns_nudges_off(team, caps):
+    alice = team.rep("alice")
+    team.deal(alice, created=MONDAY_0900_BERLIN)
+    team.run(MONDAY_0900_BERLIN + timedelta(minutes=1), make_config(**caps))
+    assert team.outbox("nudge") == []
