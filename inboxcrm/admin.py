@@ -458,6 +458,7 @@ def add_rule(session: Session, now: datetime, actor: str, name: str, when: list[
     check_name("rule", name)
     if session.scalar(select(RoutingRule.id).where(RoutingRule.name == name)) is not None:
         raise Invalid(f'rule "{name}" already exists; remove it first or choose another name')
+    rules.check_parts(when, then)
     conditions = [_canonical_condition(session, rules.parse_condition(c)) for c in when]
     actions = [_canonical_action(session, rules.parse_action(a)) for a in then]
     if not actions:

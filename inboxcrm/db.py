@@ -4,6 +4,10 @@ Everything else receives a Session or an Engine from here; nothing opens its own
 """
 from __future__ import annotations
 
+import getpass
+import logging
+import os
+import stat
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -14,23 +18,36 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from functools import cache
 
-from sqlalchemy import URL, Engine, Table, create_engine, event
+from sqlalchemy import URL, Engine, Table, create_engine, event, make_url
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session, sessionmaker
 
+from .errors import Invalid
+from .private_files import make_private_dir, new_private_file, others_can_read
+
+log = logging.getLogger(__name__)
+
 MIGRATIONS = Path(__file__).with_name("migrations")
+BACKENDS = ("sqlite", "postgresql")  # the two the migrations and the test suite run on
+VALID_URLS = "sqlite:///PATH or postgresql+psycopg://USER@HOST/DATABASE (inboxcrm runs on SQLite and PostgreSQL)"
 WRITE_OPTION = "inboxcrm_writes"  # execution option: this transaction will write (see _sqlite_begin)
 
 
 def make_engine(url: URL | str) -> Engine:
-    """An engine with the settings the pipeline relies on for each backend."""
-    engine = create_engine(url, future=True)
-    if engine.dialect.name == "sqlite":
-        database = engine.url.database
-        if database and database != ":memory:":
-            Path(database).parent.mkdir(parents=True, exist_ok=True)
+    """An engine with the settings the pipeline relies on for each backend.
 
+    A URL inboxcrm cannot use, or a SQLite file it cannot create or write, is refused here with
+    what would work, rather than as a driver's traceback at the first query."""
+    url = _usable_url(url)
+    try:
+        engine = create_engine(url, future=True)  # loads the driver; connects only when first used
+    except (NoSuchModuleError, ImportError) as e:
+        raise Invalid(f'{_setting(url)}: no database driver "{url.get_driver_name()}" for {url.get_backend_name()} '
+                      f"is installed ({e}); expected {VALID_URLS}") from None
+    if engine.dialect.name == "sqlite":
+        prepare_sqlite_path(url)
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_conn, _record):  # pragma: no cover - exercised by every test
             cur = dbapi_conn.cursor()
@@ -59,6 +76,65 @@ def make_engine(url: URL | str) -> Engine:
             conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
     return engine
+
+
+def _setting(url: URL) -> str:
+    return f'database.url "{url.render_as_string(hide_password=True)}"'
+
+
+def _usable_url(url: URL | str) -> URL:
+    try:
+        url = make_url(url)
+    except ArgumentError:
+        raise Invalid(f'database.url "{url}" is not a database URL; expected {VALID_URLS}') from None
+    if url.get_backend_name() not in BACKENDS:
+        raise Invalid(f'{_setting(url)}: unknown or unsupported database "{url.get_backend_name()}"; '
+                      f"expected {VALID_URLS}")
+    return url
+
+
+def _sqlite_file(url: URL) -> Path | None:
+    """The file a SQLite URL names; None for an in-memory database or a ``file:`` URI, which
+    SQLite opens itself."""
+    database = url.database
+    if not database or database == ":memory:" or database.startswith("file:") or url.query.get("mode") == "memory":
+        return None
+    return Path(database)
+
+
+def prepare_sqlite_path(url: URL | str) -> None:
+    """The data directory and the database file, created private (0700, 0600) before SQLite
+    opens them; SQLite gives its -wal, -shm and -journal files the database file's mode.
+
+    An existing file or folder keeps the mode its admin gave it. A world-readable database only
+    draws a warning: it may be shared on purpose (a backup group, a reporting user), and refusing
+    would stop a working CRM on upgrade; but every user can read the team's mail, so say so."""
+    url = make_url(url)
+    path = _sqlite_file(url)
+    if path is None:
+        return
+    folder, user = path.absolute().parent, getpass.getuser()
+    fix = f"expected a folder the user {user} can write: sudo install -d -m 0700 -o {user} {folder}, or another database.url"
+    try:
+        make_private_dir(folder)
+    except OSError as e:
+        raise Invalid(f"{_setting(url)}: cannot create the data directory {folder} ({e.strerror}); {fix}") from None
+    if not os.access(folder, os.W_OK | os.X_OK):  # SQLite writes its -wal and -shm files beside the database
+        raise Invalid(f"{_setting(url)}: the data directory {folder} is not writable by the user {user}; {fix}")
+    try:
+        fd = new_private_file(path)
+        if fd is not None:
+            os.close(fd)
+            return
+        status = path.stat()
+    except OSError as e:
+        raise Invalid(f"{_setting(url)}: cannot create the database file {path} ({e.strerror}); {fix}") from None
+    if not stat.S_ISREG(status.st_mode) or not os.access(path, os.R_OK | os.W_OK):
+        raise Invalid(f"{_setting(url)}: {path} is not a database file the user {user} can read and write; "
+                      f"expected a SQLite file owned by {user} (sudo chown {user}: {path}), or another database.url")
+    if others_can_read(status.st_mode):
+        log.warning("the database %s is readable by every user on this machine (mode %04o); "
+                    "unless that is meant, run: chmod 600 %s", path, stat.S_IMODE(status.st_mode), path)
 
 
 def alembic_config(engine: Engine) -> AlembicConfig:

@@ -17,8 +17,10 @@ from sqlalchemy import select
 from . import admin, deals, notify, render, views
 from .config import database_url, default_data_dir, load_config
 from .db import make_engine, session_factory, transaction, upgrade
+from .errors import Invalid
 from .importer import import_path
 from .models import ContactAddress, Deal, DealFlag
+from .private_files import make_private_dir
 
 TEAM_DOMAIN = "brightpath.example"
 ACTOR = "demo"
@@ -52,19 +54,27 @@ def sample_dir() -> Path:
 
 
 def _fresh(data_dir: Path) -> Path:
-    """A new demo database each run, so the demo always tells the same story."""
-    data_dir.mkdir(parents=True, exist_ok=True)
-    db = data_dir / "demo.db"
-    for suffix in ("", "-wal", "-shm"):
-        Path(f"{db}{suffix}").unlink(missing_ok=True)
-    config = data_dir / "config.toml"
+    """A new demo database each run, so the demo always tells the same story. The folder is
+    private like the real data directory: the sample mail stands for a team's real mail."""
+    db, config = data_dir / "demo.db", data_dir / "config.toml"
+    try:
+        make_private_dir(data_dir)
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{db}{suffix}").unlink(missing_ok=True)
+        _write_config(config, db)
+    except OSError as e:
+        raise Invalid(f"demo folder {data_dir}: cannot write it ({e.strerror}); expected a folder you can write, "
+                      f"given with inboxcrm demo --data-dir FOLDER") from None
+    return config
+
+
+def _write_config(config: Path, db: Path) -> None:
     config.write_text(
         "# Written by `inboxcrm demo`: the demo's own database, never your real one.\n"
         f'[database]\nurl = "sqlite:///{db}"\n\n[team]\ndomains = ["{TEAM_DOMAIN}"]\n\n'
         f'[digest]\ncommand_address = "crm@{TEAM_DOMAIN}"\n\n'
         '[commands]\ntoken_key_file = "reply-token.key"  # beside this file: the demo writes nothing elsewhere\n',
         encoding="utf-8")
-    return config
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
+from .private_files import make_private_dir
 from .views import printable
 
 LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
@@ -141,7 +142,7 @@ def save_traceback(exc: BaseException, context: str, data_dir: Path, now: dateti
     report = "".join([f"{now.astimezone(UTC).isoformat(timespec='seconds')} {mask_url_password(context)}\n",
                       *traceback.format_exception(exc), "\n"])
     try:
-        data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        make_private_dir(data_dir)
         path = data_dir / ERROR_LOG
         if path.is_file() and path.stat().st_size > ERROR_LOG_MAX_BYTES:
             path.replace(path.with_name(ERROR_LOG + ".1"))

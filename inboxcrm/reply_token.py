@@ -20,6 +20,7 @@ import secrets
 from pathlib import Path
 
 from .errors import Invalid, SecretError
+from .private_files import make_private_dir, new_private_file, refuse_exposed
 
 TOKEN_LENGTH = 10  # base32: 50 bits, short enough for an address, far too many to guess by mail
 KEY_BYTES = 32
@@ -67,6 +68,7 @@ def _read(path: Path) -> bytes:
     # "from None": a chained exception could carry the bytes it failed on.
     try:
         with open(path, "rb") as f:
+            refuse_exposed(os.fstat(f.fileno()), path, "reply token key")
             key = f.read(KEY_BYTES + 1)
     except FileNotFoundError:
         raise
@@ -83,14 +85,13 @@ def _read(path: Path) -> bytes:
 
 def _create(path: Path) -> None:
     try:
-        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        make_private_dir(path.parent)
         fd, temporary = _private_file(path)
     except OSError as e:
         raise SecretError(f"reply token key {path}: cannot create it ({e.strerror}); expected a writable "
                           f"folder for a file of {KEY_BYTES} random bytes") from None
     try:
         with os.fdopen(fd, "wb") as f:
-            os.fchmod(f.fileno(), 0o600)  # whatever the umask: the owner reads it, nobody else
             f.write(secrets.token_bytes(KEY_BYTES))
             f.flush()
             os.fsync(f.fileno())
@@ -107,13 +108,12 @@ def _create(path: Path) -> None:
 
 
 def _private_file(path: Path) -> tuple[int, str]:
-    """A new file next to ``path``, mode 0600 from the start (O_EXCL: never someone else's)."""
+    """A new file next to ``path``, private from the start, under a name nobody else holds."""
     while True:
         temporary = str(path.parent / f".{path.name}.{secrets.token_hex(8)}.tmp")
-        try:
-            return os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), temporary
-        except FileExistsError:
-            continue
+        fd = new_private_file(temporary)
+        if fd is not None:
+            return fd, temporary
 
 
 def _sync_folder(folder: Path) -> None:

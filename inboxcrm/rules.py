@@ -2,15 +2,29 @@
 
 Rules are values (``RuleSpec``) parsed from the CLI's ``KEY=VALUE`` words and stored as
 JSON; ``evaluate`` is pure and says, per rule, why it fired or which condition failed.
+
+Every value is bounded where the rule is written (``rule add``): a score no deal column can hold
+or a megabyte of subject text would otherwise fail every message it meets, later, in the daemon.
+Wildcards are ``fnmatch``'s, which matches in linear time (Python 3.9+); there are no regexes.
 """
 from __future__ import annotations
 
+import logging
 import re
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
+from functools import lru_cache
 
 from .errors import Invalid
 from .values import Email, Explanation
+from .views import clip
+
+log = logging.getLogger(__name__)
+
+SCORE_LIMIT = 1000  # per rule, either way: a business domain is worth 10 points, all replies 50
+VALUE_CHARS = 500  # per condition or action value: longer than any address (320) or rep rotation worth typing
+VALUE_LIMITS = {"source": 100}  # the deal's source column; other values: VALUE_CHARS
+PARTS_PER_RULE = 20  # conditions, and actions, in one rule
 
 
 @dataclass(frozen=True)
@@ -77,33 +91,55 @@ ACTIONS = {
 _FLAG_ACTIONS = {"ignore", "review", "form"}
 
 
+def check_parts(when: list[str], then: list[str]) -> None:
+    if len(when) > PARTS_PER_RULE or len(then) > PARTS_PER_RULE:
+        raise Invalid(f"a rule has at most {PARTS_PER_RULE} conditions and {PARTS_PER_RULE} actions; found "
+                      f"{len(when)} and {len(then)}; split it into several rules")
+
+
+def _bounded_value(kind: str, key: str, text: str, value: str) -> str:
+    limit = VALUE_LIMITS.get(key, VALUE_CHARS)
+    if len(value) > limit:
+        raise Invalid(f'invalid {kind} "{clip(text, 60)}"; a {key} value is at most {limit} characters, '
+                      f"found {len(value)}")
+    return value
+
+
 def parse_condition(text: str) -> Condition:
     key, sep, value = text.partition("=")
     key = key.strip().lower()
     if not sep or key not in CONDITIONS or not value.strip():
         valid = ", ".join(f"{k}=VALUE ({h})" for k, (h, _) in CONDITIONS.items())
-        raise Invalid(f'invalid condition "{text}"; conditions are: {valid}')
-    return Condition(key, value.strip())
+        raise Invalid(f'invalid condition "{clip(text, 60)}"; conditions are: {valid}')
+    return Condition(key, _bounded_value("condition", key, text, value.strip()))
+
+
+def _score(text: str, points: str) -> Action:
+    """Counted by its digits first: int() of a 5,000-digit number is itself an error."""
+    if len(points.lstrip("+-")) > len(str(SCORE_LIMIT)) or abs(int(points)) > SCORE_LIMIT:
+        raise Invalid(f'invalid action "{clip(text, 60)}"; score+=N adds from {-SCORE_LIMIT} to {SCORE_LIMIT} '
+                      f"points (a business domain is worth 10)")
+    return Action("score", str(int(points)))
 
 
 def parse_action(text: str) -> Action:
     text = text.strip()
     if text.lower() in _FLAG_ACTIONS:
         return Action(text.lower())
-    match = re.fullmatch(r"score\s*\+=\s*(-?\d+)", text)
+    match = re.fullmatch(r"score\s*\+=\s*([+-]?\d+)", text)
     if match:
-        return Action("score", match.group(1))
+        return _score(text, match.group(1))
     key, sep, value = text.partition("=")
     key = key.strip().lower()
     if sep and key in ACTIONS and key not in _FLAG_ACTIONS | {"score"} and value.strip():
-        value = value.strip()
+        value = _bounded_value("action", key, text, value.strip())
         if key == "owner" and value.startswith("round-robin:"):
             reps = [r.strip() for r in value.removeprefix("round-robin:").split(",") if r.strip()]
             if not reps:
                 raise Invalid(f'invalid action "{text}"; round-robin needs reps: owner=round-robin:alice,bob')
             value = "round-robin:" + ",".join(reps)
         return Action(key, value)
-    raise Invalid(f'invalid action "{text}"; actions are: ' + "; ".join(ACTIONS.values()))
+    raise Invalid(f'invalid action "{clip(text, 60)}"; actions are: ' + "; ".join(ACTIONS.values()))
 
 
 def owner_names(action: Action) -> list[str]:
@@ -133,12 +169,34 @@ def _failed_condition(rule: RuleSpec, email: Email, mailbox: str) -> Condition |
     return None
 
 
+@lru_cache(maxsize=1024)
+def unusable(rule: RuleSpec) -> str | None:
+    """Why a stored rule cannot be applied (written before the bounds, or edited in the
+    database), else None. Such a rule is skipped rather than quarantining every message it meets;
+    cached, so the warning is logged once per rule, not once per message."""
+    try:
+        check_parts(list(map(str, rule.conditions)), list(map(str, rule.actions)))
+        for condition in rule.conditions:
+            parse_condition(str(condition))
+        for action in rule.actions:
+            parse_action(str(action))
+    except Invalid as e:
+        problem = f"skipped: {e}; replace it: inboxcrm rule remove {rule.name}, then rule add"
+        log.warning("rule %s %s", rule.name, problem)
+        return problem
+    return None
+
+
 def evaluate(rules: tuple[RuleSpec, ...], email: Email, mailbox: str) -> Routing:
     """Every rule whose conditions all hold fires; for each action the first rule wins."""
     chosen: dict[str, object] = {"score": 0}
     fired: list[str] = []
     explanations = []
     for rule in rules:
+        problem = unusable(rule)
+        if problem is not None:
+            explanations.append(Explanation("rules", rule.name, False, problem))
+            continue
         failed = _failed_condition(rule, email, mailbox)
         if failed is not None:
             explanations.append(Explanation("rules", rule.name, False, f"{failed} did not hold"))

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Mapping
 
 from .errors import ConfigError, SecretError
+from .private_files import refuse_exposed
 
 COMMAND_TIMEOUT = 10.0
 # Configuration key -> SecretRef field, in the order they are documented.
@@ -59,7 +60,10 @@ class SecretRef:
     def _read_file(self) -> str:
         # "from None" everywhere: a chained exception could carry the bytes it failed on.
         try:
-            return Path(self.file).read_text(encoding="utf-8").removesuffix("\n")
+            with open(self.file, "rb") as f:
+                # The open file's mode, not the path's: checked and read are the same file.
+                refuse_exposed(os.fstat(f.fileno()), self.file, "secret from file")
+                return f.read().decode("utf-8").removesuffix("\n")
         except OSError as e:
             raise SecretError(f"secret from {self.describe()}: cannot read it ({e.strerror})") from None
         except UnicodeDecodeError:

@@ -1,16 +1,26 @@
 """Admin operations against a real database (SQLite and PostgreSQL)."""
 from __future__ import annotations
 
+import logging
+import re
+import time
 from datetime import datetime, timedelta, timezone
 
 import pytest
 from sqlalchemy import select
 
-from inboxcrm import admin, deals
+from inboxcrm import admin, deals, rules
+from inboxcrm.config import build_config
 from inboxcrm.db import transaction
 from inboxcrm.errors import Invalid, NotFound
-from inboxcrm.models import AuditEntry, Deal, Mailbox, Message, MessageCopy, MessageRaw, Rep, StageChange
+from inboxcrm.importer import import_path
+from inboxcrm.models import (
+    AuditEntry, Deal, Mailbox, Message, MessageCopy, MessageRaw, Rep, RoutingRule, StageChange,
+)
 from inboxcrm.rules import Action, Condition
+from inboxcrm.values import Address, Email
+
+from .conftest import mail, refused
 
 NOW = datetime(2026, 11, 23, 9, 0, tzinfo=timezone.utc)
 ACTOR = "test"
@@ -258,6 +268,62 @@ def test_add_rule_refusals(team, when, then, error, message):
         run(team, admin.add_rule, "r", when, then)
 
 
+SCORE_RANGE = "score+=N adds from -1000 to 1000 points"
+
+
+@pytest.mark.parametrize("when, then, message", [
+    ([], ["score+=99999999999999999999999"], SCORE_RANGE),
+    ([], ["score+=" + "9" * 5000], SCORE_RANGE),  # more digits than int() converts
+    ([], ["score+=1001"], SCORE_RANGE),
+    ([], ["score+=-1001"], SCORE_RANGE),
+    ([], ["source=" + "s" * 101], "a source value is at most 100 characters, found 101"),
+    (["subject-contains=" + "x" * 501], ["ignore"], "a subject-contains value is at most 500 characters, found 501"),
+    (["header=X-Campaign:" + "x" * 500], ["ignore"], "a header value is at most 500 characters, found 511"),
+    (["from=*@a.example"] * 21, ["ignore"], "a rule has at most 20 conditions and 20 actions; found 21 and 1"),
+])
+def test_rule_values_are_bounded_at_rule_add(team, when, then, message):
+    with pytest.raises(Invalid, match=re.escape(message)) as refused_rule:
+        run(team, admin.add_rule, "r", when, then)
+    assert len(str(refused_rule.value)) < 400  # the huge value is clipped, not echoed back
+    assert read(team, admin.list_rules) == []
+
+
+def test_rule_values_at_the_bounds_are_accepted(team):
+    row = run(team, admin.add_rule, "edges", ["subject-contains=" + "x" * 500] * 20,
+              ["score+=1000", "score += -1000", "score+=+7", "source=" + "s" * 100])
+    assert row.actions[:3] == ("score+=1000", "score+=-1000", "score+=7")
+
+
+def test_rule_add_on_the_command_line_names_the_range(cli):
+    message = refused(cli, "rule", "add", "huge", "--then", "score+=99999999999999999999999")
+    assert message == ('error: invalid action "score+=99999999999999999999999"; score+=N adds from -1000 to 1000 '
+                       "points (a business domain is worth 10)\n")
+
+
+def test_a_stored_rule_out_of_bounds_is_skipped_not_quarantining_mail(team, tmp_path, caplog):
+    """A rule stored before the bounds (or edited in the database) must not fail every message:
+    it is skipped with a warning, the other rules still apply, and rule explain says why."""
+    with transaction(team) as s:
+        s.add(RoutingRule(name="huge", position=1, conditions=[], actions=[["score", "99999999999999999999999"]],
+                          round_robin_next=0, created_at=NOW))
+    run(team, admin.add_rule, "referrals", [], ["source=referral", "score+=15"])
+    eml = tmp_path / "quote.eml"
+    eml.write_bytes(mail("classify-prospect.eml"))
+    rules.unusable.cache_clear()  # the warning is logged once per rule and process
+    with caplog.at_level(logging.WARNING, logger="inboxcrm.rules"):
+        import_path(team, build_config({"team": {"domains": ["acme.example"]}}, None), "sales", eml)
+    with team() as s:
+        assert s.scalar(select(Message.status).where(Message.message_id == "quote-40@northwind.example")) != "quarantined"
+        assert s.execute(select(Deal.source, Deal.fit_score)).one() == ("referral", 10 + 15)
+    assert caplog.text.count("rule huge skipped") == 1
+    assert 'score+=N adds from -1000 to 1000' in caplog.text and "inboxcrm rule remove huge" in caplog.text
+    [huge, referrals] = read(team, admin.load_rule_specs)
+    quote = Email(message_id="q@northwind.example", subject="Quote", from_=Address("buyer@northwind.example"))
+    explained = rules.evaluate((huge, referrals), quote, "sales").explanations
+    assert [(e.rule, e.fired) for e in explained] == [("huge", False), ("referrals", True)]
+    assert explained[0].detail.startswith('skipped: invalid action "score+=99999999999999999999999"')
+
+
 def test_a_stage_or_mailbox_named_in_a_rule_cannot_be_removed(team):
     run(team, admin.add_rule, "r", ["mailbox=sales"], ["stage=proposal"])
     with pytest.raises(Invalid, match='stage "Proposal" is named in rule r'):
@@ -304,3 +370,14 @@ def test_rep_with_deals_counts_open_deals(team):
     assert {r.name: r.open_deals for r in read(team, admin.list_reps)} == {"alice": 0, "bob": 1}
     with team() as s:
         assert s.scalar(select(Rep).where(Rep.name == "bob")).active
+
+
+def test_many_wildcards_cannot_stall_the_pipeline():
+    """fnmatch matches in linear time, so the longest pattern rule add allows against the
+    longest address stays instant; a backtracking regex matcher would not finish this pair."""
+    pattern = rules.parse_condition("from=" + "*a" * 240 + "b")
+    spec = rules.RuleSpec("stars", (pattern,), (Action("ignore"),))
+    sender = Email(message_id="s@x.example", subject="", from_=Address("a" * 64 + "@" + "a" * 180 + ".example"))
+    started = time.perf_counter()
+    assert rules.evaluate((spec,), sender, "sales").fired == ()
+    assert time.perf_counter() - started < 0.5

@@ -1,13 +1,18 @@
-"""SQLite under the daemon's threads: writers queue, readers never wait for a writer."""
+"""The database adapter: SQLite writers queue and readers never wait; an unusable URL is refused
+with what would work."""
 from __future__ import annotations
 
 import threading
 import time
 from datetime import UTC, datetime
 
+import pytest
+from click.testing import CliRunner
 from sqlalchemy import func, insert, select
 
+from inboxcrm.cli import main
 from inboxcrm.db import make_engine, session_factory, transaction, upgrade
+from inboxcrm.errors import Invalid
 from inboxcrm.models import Rep
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
@@ -56,3 +61,34 @@ def test_a_reader_does_not_wait_for_a_writer(tmp_path):
             assert reader.scalar(select(func.count(Rep.id))) == 0  # the writer has not committed
         assert time.monotonic() - started < 1.0  # not the 10 s busy timeout
     engine.dispose()
+
+
+VALID = "expected sqlite:///PATH or postgresql+psycopg://USER@HOST/DATABASE (inboxcrm runs on SQLite and PostgreSQL)"
+
+
+@pytest.mark.parametrize("url, problem", [
+    ("foo://", 'database.url "foo://": unknown or unsupported database "foo"'),
+    ("mysql+nosuchdriver://crm@db.example/crm", 'unknown or unsupported database "mysql"'),
+    ("mysql://crm@db.example/crm", 'unknown or unsupported database "mysql"'),
+    ("postgresql+nosuchdriver://crm@db.example/crm", 'no database driver "nosuchdriver" for postgresql is installed'),
+    ("postgresql+psycopg2://crm:hunter2@db.example/crm",
+     'database.url "postgresql+psycopg2://crm:***@db.example/crm": no database driver "psycopg2"'),
+    ("sqlite+pysqlcipher:///{tmp}/crm.db", 'no database driver "pysqlcipher" for sqlite is installed'),
+    ("no url at all", 'database.url "no url at all" is not a database URL'),
+])
+def test_an_unusable_database_url_is_refused_with_what_would_work(tmp_path, url, problem):
+    url = url.format(tmp=tmp_path)
+    with pytest.raises(Invalid) as refused:
+        make_engine(url)
+    message = str(refused.value)
+    assert problem in message and message.endswith(VALID)
+    assert "hunter2" not in message
+    assert list(tmp_path.iterdir()) == []  # refused before anything was created
+
+
+def test_the_command_line_shows_an_unknown_driver_as_one_line(config_file):
+    result = CliRunner(env={"INBOXCRM_CONFIG": None, "INBOXCRM_DATABASE_URL": None}).invoke(
+        main, ["--config", str(config_file), "--database-url", "mysql+nosuchdriver://crm@db.example/crm", "init"])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert result.stderr == f'error: database.url "mysql+nosuchdriver://crm@db.example/crm": unknown or unsupported ' \
+                            f'database "mysql"; {VALID}\n'

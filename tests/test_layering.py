@@ -15,7 +15,7 @@ PACKAGE = Path(inboxcrm.__file__).parent
 CORE = {f"inboxcrm.{name}" for name in (
     "values", "parse", "classify", "freemail", "forms", "match", "rules", "scoring", "decide", "parse_ahead", "errors",
     "digest", "logs", "business_time", "views", "inputs", "commands", "forwards", "sender_check", "addresses",
-    "html_text",
+    "html_text", "private_files",
 )}
 CORE_FORBIDS = ("sqlalchemy", "alembic", "imapclient", "smtplib", "click")
 ADAPTERS = ("inboxcrm.store", "inboxcrm.db", "inboxcrm.importer", "inboxcrm.sources", "inboxcrm.sync",

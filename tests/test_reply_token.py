@@ -21,6 +21,13 @@ KEY = bytes(range(32))
 BASE32 = set("abcdefghijklmnopqrstuvwxyz234567")
 
 
+def write_key(path: Path, content: bytes, mode: int = 0o600) -> Path:
+    """A key file as an admin restores it from a backup: the mode is set, not the umask's."""
+    path.write_bytes(content)
+    path.chmod(mode)
+    return path
+
+
 def test_a_token_never_changes_for_the_same_key_rep_and_generation():
     # Pinned: a change here would refuse every reply to every digest already sent.
     assert token_for(KEY, 1, 0) == token_for(KEY, 1, 0) == "tcf7afjwzg"
@@ -82,8 +89,7 @@ def test_the_key_file_is_private_whatever_the_umask(tmp_path):
 
 
 def test_an_existing_key_file_is_used_as_it_is(tmp_path):
-    path = tmp_path / "reply-token.key"
-    path.write_bytes(KEY)
+    path = write_key(tmp_path / "reply-token.key", KEY)
     assert load_key(path) == KEY
     assert path.read_bytes() == KEY
 
@@ -97,8 +103,7 @@ def test_a_missing_key_without_create(tmp_path):
 
 @pytest.mark.parametrize("content, found", [(b"", "0 bytes"), (KEY[:16], "16 bytes"), (KEY + b"\n", "more than 32")])
 def test_a_key_of_the_wrong_size_is_refused_without_showing_it(tmp_path, content, found):
-    path = tmp_path / "reply-token.key"
-    path.write_bytes(content)
+    path = write_key(tmp_path / "reply-token.key", content)
     with pytest.raises(SecretError) as refused:
         load_key(path)
     message = str(refused.value)
@@ -106,6 +111,25 @@ def test_a_key_of_the_wrong_size_is_refused_without_showing_it(tmp_path, content
     assert "expected exactly 32 random bytes" in message
     assert KEY[:16].hex() not in message and repr(KEY[:16]) not in message
     assert path.read_bytes() == content  # never replaced: tokens already mailed depend on it
+
+
+@pytest.mark.parametrize("mode, problem", [(0o644, "every user on this machine can read it"),
+                                           (0o604, "every user on this machine can read it"),
+                                           (0o602, "every user on this machine can get at it"),
+                                           (0o640, "its group can read it"), (0o620, "its group can write it")])
+def test_a_key_others_can_get_at_is_refused_with_the_fix(tmp_path, mode, problem):
+    """Whoever reads the key can mint every rep's token: refuse it and say how to fix it, rather
+    than use it (it may have leaked) or chmod it behind the admin's back (they must know)."""
+    path = write_key(tmp_path / "reply-token.key", KEY, mode)
+    with pytest.raises(SecretError) as refused:
+        load_key(path)
+    message = str(refused.value)
+    assert message.startswith(f"reply token key {path}: mode {mode:04o}, {problem}")
+    assert f"chmod 600 {path}" in message
+    assert KEY.hex() not in message
+    assert stat.S_IMODE(path.stat().st_mode) == mode and path.read_bytes() == KEY  # left as the admin made it
+    path.chmod(0o600)
+    assert load_key(path) == KEY  # the fix the message names works
 
 
 def test_an_unreadable_key_names_the_path(tmp_path):
