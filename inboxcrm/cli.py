@@ -264,6 +264,11 @@ def init(app: App) -> None:
                "--mailbox sales for an mbox, Maildir or .eml files)\n"
                "  5. inboxcrm run   (the daemon; systemd/README.md installs it as a service)\n"
                "  6. inboxcrm pipeline")
+    commands = app.config.commands
+    echo(f"\ncommands by email (once [digest] command_address is set): {commands.describe()}"
+         + ("" if commands.trusted_authserv_ids else
+            "\n  to accept a rep's mail without a token, name the team's receiving server in "
+            "[commands] trusted_authserv_ids (Google Workspace: mx.google.com)"))
 
 
 @main.group("db")

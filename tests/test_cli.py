@@ -200,6 +200,9 @@ def test_init_writes_a_config_and_creates_the_database(tmp_path):
     assert result.exit_code == 0, result.output
     assert f"config: wrote {config} from the example" in result.stdout and "created (revision" in result.stdout
     assert "[team]" in config.read_text()
+    # A new team is told that command mail is refused unless it carries the rep's token.
+    assert "commands by email (once [digest] command_address is set): a command email needs the rep's reply " \
+           "token" in result.stdout and "trusted_authserv_ids" in result.stdout
     assert CliRunner().invoke(main, [*args, "rep", "list"]).stdout.startswith("no reps yet")
     again = CliRunner().invoke(main, [*args, "init"]).stdout
     assert "exists, kept as it is" in again and "is up to date" in again
