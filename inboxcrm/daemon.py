@@ -40,6 +40,7 @@ from sqlalchemy import select
 
 from .config import Config
 from .errors import InboxCRMError
+from .gatekeeper import has_commands_mailbox
 from .logs import event
 from .models import Mailbox
 
@@ -190,11 +191,26 @@ class Daemon:
         self._apply_mailboxes()
         event(log, logging.INFO, "started", mailboxes=len(self.boxes), poll_interval=self.config.sync.poll_interval,
               idle=self.config.sync.idle)
-        if self.config.digest.command_address and not self.config.commands.trusted_authserv_ids:
-            event(log, logging.WARNING, "commands-unauthenticated", command_address=self.config.digest.command_address,
-                  action="only the From address and reply tokens are checked; set [commands] trusted_authserv_ids "
-                         "to the receiving server's authserv-id so forged senders are refused")
+        self._tell_command_proof()
         self.notifier.send("READY=1", f"STATUS={self.describe()}", f"MAINPID={os.getpid()}")
+
+    def _tell_command_proof(self) -> None:
+        """What a command email must prove, where the admin looks when deals change unexpectedly;
+        loud when forged mail could get through or only token-bearing mail can."""
+        commands, address = self.config.commands, self.config.digest.command_address
+        with self.factory() as session:
+            if not address and not has_commands_mailbox(session):
+                return  # commands by email are off
+        event(log, logging.INFO, "commands-proof", proof=commands.proof, rule=commands.describe())
+        if commands.proof == "address-only":
+            event(log, logging.WARNING, "commands-address-only", rule=commands.describe(),
+                  action='anyone who writes a rep\'s address in From can change deals; remove [commands] proof '
+                         '(the default "auth-or-token") unless every path to the command address is trusted')
+        if not commands.trusted_authserv_ids:
+            event(log, logging.WARNING, "commands-unauthenticated", command_address=address,
+                  rule=commands.describe(), action="no receiving server is trusted, so no DMARC verdict is read and "
+                  "forged mail cannot be recognised as such; set [commands] trusted_authserv_ids to the team's "
+                  "receiving server's authserv-id")
 
     def shutdown(self) -> None:
         """The running passes see ``stop`` and end after their current message; then we go."""
@@ -232,6 +248,7 @@ class Daemon:
                 self.scheduler.reschedule_job(_job_id(box.name), trigger=self._trigger())
         self._apply_mailboxes()
         event(log, logging.INFO, "reloaded", mailboxes=len(self.boxes), poll_interval=config.sync.poll_interval)
+        self._tell_command_proof()  # [commands] proof may have changed with the file
         self.notifier.send(f"STATUS={self.describe()}")
 
     def describe(self) -> str:

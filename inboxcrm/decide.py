@@ -148,7 +148,7 @@ def decide(email: Email, mailbox: MailboxInfo, ctx: Context, lookup: DecisionLoo
             return result("internal", "no-external-recipient", classification=cls)
     else:
         direction, sender_rep = "inbound", None
-        prospect = prospect or email.from_
+        prospect = prospect or cls.prospect or email.from_
 
     found = match(email, prospect, lookup, ctx.team.team_domains, ctx.freemail)
     notes.append(Explanation("match", found.reason, True, _describe(found)))

@@ -29,14 +29,14 @@ def context_for(session: Session, config: Config) -> Context:
     return replace(ctx, commands=command_settings(session, config, ctx))
 
 
-def _has_commands_mailbox(session: Session) -> bool:
+def has_commands_mailbox(session: Session) -> bool:
     return session.scalar(select(Mailbox.id).where(Mailbox.role == "commands").limit(1)) is not None
 
 
 def command_settings(session: Session, config: Config, ctx: Context) -> CommandSettings | None:
     """None when commands by email are off: no command address and no commands mailbox."""
     address = config.digest.command_address
-    has_mailbox = _has_commands_mailbox(session)
+    has_mailbox = has_commands_mailbox(session)
     if not address and not has_mailbox:
         return None
     key = load_key(Path(config.commands.token_key_file))
@@ -48,7 +48,8 @@ def command_settings(session: Session, config: Config, ctx: Context) -> CommandS
     gate = Gate(team=ctx.team, rep_by_address=ctx.rep_by_address, tokens=tokens,
                 command_addresses=frozenset(filter(None, (address,))), own_addresses=frozenset({ours}),
                 trusted_authserv_ids=frozenset(cfg.trusted_authserv_ids),
-                require_authentication=cfg.authentication_required, burst_limit=cfg.burst_limit,
+                auth_required=cfg.authentication_required, token_required=cfg.token_required,
+                address_only=cfg.proof == "address-only", proof_text=cfg.describe(), burst_limit=cfg.burst_limit,
                 burst_window_minutes=cfg.burst_minutes)
     return CommandSettings(
         gate=gate, has_commands_mailbox=has_mailbox, answers_per_hour=cfg.answers_per_hour,

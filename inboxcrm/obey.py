@@ -28,12 +28,29 @@ from .values import Email
 log = logging.getLogger(__name__)
 
 REFUSALS_ANSWERED = {
+    "refused-unproven": "Nothing was changed: this email did not prove that it came from you.",
     "refused-token": ("Nothing was changed: this email answers mail inboxcrm sent you, but its reply address "
-                      "did not carry your current reply token (it may be an old digest, or someone else's). "
-                      "Reply to your latest digest or nudge, or write a new email to the command address."),
+                      "did not carry your current reply token (it may be an old digest, or someone else's)."),
     "refused-burst": ("Nothing was changed: too many command emails came from your address in a short time, "
                       "so inboxcrm stopped obeying them for now. If that was not you, tell your admin."),
 }
+RETRY_AFTER = ("refused-unproven", "refused-token")  # refusals the rep can put right by sending it again
+
+
+def _how_to_retry(ctx: Context, rep: str) -> str:
+    """What this team's [commands] proof accepts, and the rep's personal command address when the
+    token is (part of) it: the answer goes to the rep's stored address only, so it may carry it."""
+    settings = ctx.commands
+    gate, address = settings.gate, settings.reply_addresses.get(rep)
+    lines = [f"Here, {gate.proof_text}.", ""]
+    if address and not (gate.auth_required and not gate.token_required):
+        also = " from your own mailbox" if gate.auth_required else ""
+        lines += [f"To retry, send the same commands{also} to your personal command address:", "", f"  {address}", "",
+                  "Replying to this email or to your digest does that. Keep the address to yourself: "
+                  "mail to it counts as coming from you."]
+    else:
+        lines += ["To retry, send the same commands from your own mailbox, through the team's mail server."]
+    return "\n".join(lines)
 
 
 @dataclass(frozen=True)
@@ -125,8 +142,10 @@ def obey(session: Session, now: datetime, message_pk: int, message_id: str, emai
     if decision.status == "refused":
         answered = False
         if verdict.answer and rep and verdict.reason in REFUSALS_ANSWERED:
-            answered = _answer(session, now, message_pk, message_id, email, ctx, rep, "inboxcrm: not obeyed",
-                               REFUSALS_ANSWERED[verdict.reason], [])
+            text = REFUSALS_ANSWERED[verdict.reason]
+            if verdict.reason in RETRY_AFTER:
+                text += "\n\n" + _how_to_retry(ctx, rep)
+            answered = _answer(session, now, message_pk, message_id, email, ctx, rep, "inboxcrm: not obeyed", text, [])
         return Result(verdict.reason, verdict.detail, answered)
 
     why = f"message <{message_id}>"

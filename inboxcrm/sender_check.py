@@ -1,15 +1,20 @@
 """Who may command inboxcrm by email: only a rep, provably, once, and never our own mail.
 
 A command changes deals, so a From address alone is not enough: anyone can write "From: alice".
-The receiving server's Authentication-Results (RFC 8601) say whether DMARC, DKIM or SPF vouch for
-the sender's domain, and a reply to a digest must bring back the rep's reply token
-(``reply_token``). Pure, like ``classify``: the caller loads the reps, tokens and the sender's
-recent count, so ``rule explain`` replays the same decision on a stored message.
+A fresh command must prove itself as the admin chose ([commands] proof): the receiving server's
+Authentication-Results (RFC 8601) say whether DMARC, DKIM or SPF vouch for the sender's domain,
+and the rep's reply token (``reply_token``) shows the mail went to the rep's personal command
+address. With nothing configured only the token counts, so the gate fails closed; a failing
+verdict of a trusted server refuses whatever else the mail brings. A reply to a digest must bring
+back the rep's token in any mode. Pure, like ``classify``: the caller loads the reps, tokens and
+the sender's recent count, so ``rule explain`` replays the same decision on a stored message.
 
 The checks are a table of small named objects run in order; the first refusal decides and its
 ``name`` is the stable reason code. A refusal's answer, when one is allowed at all, goes to the
-rep's address from our records, never to a Reply-To the message names, and never to an unknown
-or unverified sender: inboxcrm must not become a source of backscatter.
+rep's address from our records, never to a Reply-To the message names, never to an unknown
+sender and never after a trusted server's failing verdict: inboxcrm must not become a source of
+backscatter. A mail that merely lacks proof is answered, since the answer reaches only the real
+rep, who may have sent it and can send it again with the proof.
 """
 from __future__ import annotations
 
@@ -273,7 +278,12 @@ class Gate:
     command_addresses: frozenset[str]  # bare command address(es), lower-case
     own_addresses: frozenset[str]  # addresses inboxcrm sends from, lower-case
     trusted_authserv_ids: frozenset[str] = frozenset()
-    require_authentication: bool = False
+    # What a command must prove besides the rep's address ([commands] proof, as config reads it).
+    # Neither required: a trusted pass or the token will do; address_only: nothing at all.
+    auth_required: bool = False  # a trusted server's pass, or the rep's own Sent folder
+    token_required: bool = False  # the rep's reply token
+    address_only: bool = False  # the admin's explicit opt-out: the From address alone
+    proof_text: str = "a command email needs the rep's reply token"  # config's describe(), told in refusals
     burst_limit: int = 20  # command mails per sender per window
     burst_window_minutes: int = 60
 
@@ -298,6 +308,12 @@ class Case:
     sender: str  # the From address, lower-case; "" when there is none
     rep: str | None
     auth: AuthResult
+    token: str | None  # the reply token the mail carries (see token_in); Token judges whose it is
+
+    @property
+    def authenticated(self) -> bool:
+        """A trusted server vouched for the sender, or only the rep's own login could have put it where it was."""
+        return self.via_own_sent or self.auth.verdict == "pass"
 
 
 class Finding(NamedTuple):
@@ -367,37 +383,47 @@ class NotRep(Check):
 class FailedAuth(Check):
     name = "refused-failed-auth"
     description = ("The receiving server we trust checked the sender's domain and it did not pass (DMARC, or "
-                   "DKIM/SPF aligned with the From domain): the From address may be forged.")
+                   "DKIM/SPF aligned with the From domain): the From address may be forged. This refuses whatever "
+                   "else the mail brings, a valid reply token or the rep's own Sent folder included.")
 
     def check(self, case):
-        if case.via_own_sent:
-            return Finding(False, f"found in the Sent folder of {case.rep or 'the sender'}'s own mailbox, "
-                                  "where only their login puts mail")
         if case.auth.verdict == "fail":
             return Finding(True, f"the sender's domain failed authentication at the receiving server "
                                  f"({case.auth.detail})")
         if case.auth.verdict == "pass":
             return Finding(False, case.auth.detail)
+        if case.via_own_sent:
+            return Finding(False, f"found in the Sent folder of {case.rep or 'the sender'}'s own mailbox, "
+                                  "where only their login puts mail")
         return Finding(False, f"unauthenticated: {case.auth.detail}")
 
 
-class Unauthenticated(Check):
-    name = "refused-unauthenticated"
-    description = ("No trusted Authentication-Results header vouches for the sender while [commands] "
-                   "require_authentication is on.")
+class Unproven(Check):
+    name = "refused-unproven"
+    description = ("The mail does not prove it came from the rep as [commands] proof asks: a trusted server's "
+                   "pass (or the rep's own Sent folder), the rep's reply token, or both. By default either will "
+                   "do, and with no trusted server configured only the token.")
+    answers = True  # to the rep's stored address, with what would have been accepted: the rep can retry
 
     def check(self, case):
         gate = case.gate
-        if case.via_own_sent:
-            return Finding(False, "found in the rep's own Sent folder, which counts as authenticated")
-        if case.auth.verdict != "none":
-            return Finding(False, f"a trusted server authenticated the sender: verdict {case.auth.verdict}")
-        if not gate.trusted_authserv_ids:
-            return Finding(False, "no authserv-id is trusted: the address and the reply token decide")
-        if not gate.require_authentication:
-            return Finding(False, f"{case.auth.detail}; [commands] require_authentication is off")
-        return Finding(True, f"{case.auth.detail}, and [commands] require_authentication is on: a command must "
-                             "be sent from the rep's own mailbox through the team's mail server")
+        if gate.address_only:
+            return Finding(False, '[commands] proof = "address-only": the From address alone is trusted')
+        auth = case.authenticated
+        token = case.token is not None  # whether it is the rep's current one is Token's question
+        auth_counts = gate.auth_required or not gate.token_required  # "token" mode: a pass alone does nothing
+        token_counts = gate.token_required or not gate.auth_required
+        if gate.auth_required or gate.token_required:
+            proven = (auth or not gate.auth_required) and (token or not gate.token_required)
+        else:
+            proven = auth or token
+        if proven:
+            shown = [("the rep's own Sent folder" if case.via_own_sent else "a trusted server's pass") if auth else "",
+                     "a reply token" if token else ""]
+            return Finding(False, "proved by " + " and ".join(filter(None, shown)))
+        lacking = [f"no pass from a trusted server ({case.auth.detail})" if auth_counts and not auth else "",
+                   "no reply token" if token_counts and not token else ""]
+        return Finding(True, f"{' and '.join(filter(None, lacking))}: {gate.proof_text}")
 
 
 class Burst(Check):
@@ -425,10 +451,9 @@ class Token(Check):
 
     def check(self, case):
         gate = case.gate
-        found = token_in(case.email, gate.command_addresses)
+        found = case.token
         replying = reply_to_us(case.email)
-        to = f" to {min(gate.command_addresses)}" if gate.command_addresses else ""
-        remedy = f"reply to a recent digest, write a fresh mail{to}, or see `inboxcrm rep token`"
+        remedy = f"reply to a recent digest, or write a fresh command ({gate.proof_text})"
         if found is None and replying:
             return Finding(True, f"this replies to our mail but carries no reply token (the digest's Reply-To "
                                  f"address holds it, and this mail was not sent to it); {remedy}")
@@ -441,14 +466,14 @@ class Token(Check):
         return Finding(False, "no reply token, and not a reply to our mail: none needed")
 
 
-CHECKS: tuple[Check, ...] = (OwnMail(), Automatic(), NotRep(), FailedAuth(), Unauthenticated(), Burst(), Token())
+CHECKS: tuple[Check, ...] = (OwnMail(), Automatic(), NotRep(), FailedAuth(), Unproven(), Burst(), Token())
 
 
 def _case(email: Email, gate: Gate, recent_from_sender: int, via_own_sent: bool) -> Case:
     sender = email.from_.email.strip().lower() if email.from_ else ""
     rep = gate.rep_by_address.get(sender) if sender else None
     return Case(email, gate, recent_from_sender, via_own_sent, sender, rep,
-                authenticate(email, gate.trusted_authserv_ids))
+                authenticate(email, gate.trusted_authserv_ids), token_in(email, gate.command_addresses))
 
 
 def check(email: Email, gate: Gate, recent_from_sender: int, via_own_sent: bool = False) -> Verdict:
@@ -461,7 +486,7 @@ def check(email: Email, gate: Gate, recent_from_sender: int, via_own_sent: bool 
         if finding.refused:
             return Verdict(False, rule.name, finding.detail, case.rep, rule.answer_for(case))
         passed.append((rule, finding.detail))
-    told = "; ".join(detail for rule, detail in passed if isinstance(rule, (NotRep, FailedAuth, Token)))
+    told = "; ".join(detail for rule, detail in passed if isinstance(rule, (NotRep, FailedAuth, Unproven, Token)))
     return Verdict(True, "accepted", told, case.rep, True)
 
 

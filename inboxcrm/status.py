@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 
 from .admin import find_mailbox, imap_address
 from .config import Config
+from .gatekeeper import has_commands_mailbox
 from .models import FolderPosition, Mailbox, OutboxMessage
 from .views import plural
 
@@ -95,8 +96,7 @@ def read_status(session: Session, config: Config, name: str | None = None) -> St
     return Status(tuple(MailboxStatus(m.name, m.role, imap_address(m.connection), tuple(positions.get(m.id, ())),
                                       m.last_success_at, m.last_error_at, m.last_error, m.failures or 0,
                                       m.failing_since, bool(m.failures)) for m in boxes), outbox,
-                  commands_status(config, session.scalar(select(Mailbox.id).where(Mailbox.role == "commands")
-                                                         .limit(1)) is not None))
+                  commands_status(config, has_commands_mailbox(session)))
 
 
 def _when(moment: datetime | None, now: datetime) -> str:

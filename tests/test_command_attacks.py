@@ -1,10 +1,13 @@
-"""Who may command by email, proved through the real pipeline: one table of attacks, each a raw
-message (or a few) imported into the commands mailbox of a test database, on both backends.
+"""Who may command by email, proved through the real pipeline: tables of attacks, each a raw
+message (or a few) imported into a mailbox of a test database, on both backends.
 
 Each row says what the message becomes (status and reason), which answers go out, and how deal
-D-1 looks afterwards. The positive controls in the same table (a genuine command, a reply with
-the right token) show that the refusals come from the gate, not from a feature that obeys nobody.
-Whatever a row does, no answer ever goes to anyone but a rep: inboxcrm must not send backscatter.
+D-1 looks afterwards. The first table runs under the default configuration, as a new user has
+it: a command address and nothing under [commands]. The others name the team's receiving server
+as trusted, and try each [commands] proof. The positive controls in the same tables (a command
+with the rep's own token, a reply with the right token) show that the refusals come from the
+gate, not from a feature that obeys nobody. Whatever a row does, no answer ever goes to anyone
+but a rep: inboxcrm must not send backscatter.
 """
 from __future__ import annotations
 
@@ -20,6 +23,7 @@ from .test_commands_e2e import (
 )
 
 TRUSTED = "mx.acme.example"
+TRUSTING = f'trusted_authserv_ids = ["{TRUSTED}"]'  # the [commands] line naming the team's server
 PASS = f"Authentication-Results: {TRUSTED}; dkim=pass header.d=acme.example; dmarc=pass header.from=acme.example"
 FAIL = f"Authentication-Results: {TRUSTED}; spf=fail smtp.mailfrom=acme.example; dmarc=fail (p=reject) " \
        f"header.from=acme.example"
@@ -33,6 +37,8 @@ class World:
 
     def __init__(self, cli, factory):
         self.factory = factory
+        self.old_token = reply_token(cli, "alice")  # from a digest before `rep token alice --rotate`
+        cli("rep", "token", "alice", "--rotate")
         self.token = {rep: reply_token(cli, rep) for rep in ("alice", "bob")}
         cli("digest", "send", "alice")  # queued (no SMTP here): what alice replies to
         self.digest = next(row for row in outbox_rows(factory) if row.kind == "digest")
@@ -61,8 +67,9 @@ class Attack:
     expect: tuple[tuple[str, str], ...]  # (status, reason) of each mail's message at the end
     answers: tuple[str, ...] = ()  # subjects of the answers queued, in order; each to alice's own address
     changed: dict = field(default_factory=dict)  # fields of "deal show D-1 --json" that must change, to what
-    commands: str = ""  # extra [commands] settings
+    commands: str | None = TRUSTING  # the [commands] settings; None: no [commands] section at all
     says: str = ""  # the last mail's detail contains this: the refusal says what was wrong
+    commands_mailbox: bool = True  # else command mail is read where it lands (the "sales" mailbox here)
 
 
 def crm(build: Build) -> tuple[str, Build]:
@@ -74,10 +81,21 @@ def plain(message_id: str, subject: str = "[D-1] won", body: str = "", sender: s
     return lambda w: command_mail(message_id, subject, body, sender=sender, to=to, headers=headers)
 
 
+def with_token(message_id: str, token: Callable[[World], str], headers: str = "", subject: str = "[D-1] won") -> Build:
+    """A fresh command (no reply to our mail) to the command address with ``token`` in it."""
+    return lambda w: command_mail(message_id, subject, to=w.to(token(w)), headers=headers)
+
+
+def alices(w: World) -> str:
+    return w.token["alice"]
+
+
 PROSPECT = "Nora Field <nora@fieldworks.example>"
 PROSPECT_PASS = f"Authentication-Results: {TRUSTED}; dmarc=pass header.from=fieldworks.example"
 PROSPECT_WON = plain("won@fieldworks.example", body="[D-1] won\r\n\r\nWe accept your offer, please send the contract.",
                      sender=PROSPECT, to="sales@acme.example", headers=f"Cc: {CRM}\r\n{PROSPECT_PASS}")
+UNTRUSTED_PASS = "Authentication-Results: mx.evil.example; dmarc=pass header.from=acme.example"
+UNPROVEN = ("refused", "refused-unproven")
 BURST = [plain(f"burst-{i}", f"[D-1] note: call {i}", headers=f"{PASS}\r\n{EVIL_REPLY_TO}") for i in (1, 2, 3)] + [
     plain("burst-4", "[D-1] won", headers=f"{PASS}\r\n{EVIL_REPLY_TO}"),
     plain("burst-5", "[D-1] value: 1", headers=f"{PASS}\r\n{EVIL_REPLY_TO}")]
@@ -105,11 +123,17 @@ ATTACKS = [
            (("refused", "refused-failed-auth"),)),
     Attack("a forged pass with the trusted authserv-id, below the real server's fail on top",
            (crm(plain("forged-trusted-id", headers=f"{FAIL}\r\n{PASS}")),), (("refused", "refused-failed-auth"),)),
-    Attack("only an untrusted server says pass, with require_authentication on",
-           (crm(plain("untrusted-pass", headers="Authentication-Results: mx.evil.example; dmarc=pass "
-                                                "header.from=acme.example")),),
-           (("refused", "refused-unauthenticated"),), commands="require_authentication = true",
-           says="require_authentication is on"),
+    Attack("only an untrusted server says pass, and no token",
+           (crm(plain("untrusted-pass", headers=UNTRUSTED_PASS)),), (UNPROVEN,), (NOT_OBEYED,),
+           says=f"no pass from a trusted server (no Authentication-Results header from a trusted server ({TRUSTED})) "
+                "and no reply token"),
+    Attack("no Authentication-Results at all, and no token", (crm(plain("bare", headers="")),), (UNPROVEN,),
+           (NOT_OBEYED,)),
+    Attack("control: no Authentication-Results, but the rep's own token", (crm(with_token("bare-token", alices)),),
+           (OBEYED,), (DONE,), {"stage": "Won", "stage_kind": "won"}),
+    Attack("the rep's own token, but the trusted server says DMARC fail",
+           (crm(with_token("token-dmarc-fail", alices, headers=FAIL)),), (("refused", "refused-failed-auth"),),
+           says="dmarc=fail"),
 
     # A prospect's "[D-1] won" is mail to capture, never a command, whichever copy is read first.
     Attack("a prospect writes [D-1] won to sales@ and crm@ (sales copy first)",
@@ -144,8 +168,98 @@ ATTACKS = [
 
     Attack("a burst: five command mails against a limit of three",
            tuple(crm(build) for build in BURST), (OBEYED,) * 3 + (("refused", "refused-burst"),) * 2,
-           (DONE, DONE, DONE, NOT_OBEYED), {"notes": ["call 1", "call 2", "call 3"]}, "burst_limit = 3",
+           (DONE, DONE, DONE, NOT_OBEYED), {"notes": ["call 1", "call 2", "call 3"]}, f"{TRUSTING}\nburst_limit = 3",
            says="more than the limit of 3"),
+]
+
+# A command address and nothing under [commands]: only the rep's token proves a fresh command.
+DEFAULT_ATTACKS = [
+    Attack("default, control: a fresh command to the rep's personal command address",
+           (crm(with_token("own-token", alices)),), (OBEYED,), (DONE,), {"stage": "Won", "stage_kind": "won"},
+           commands=None),
+    Attack("default, control: the rep's token in the X-InboxCRM-Token header",
+           (crm(lambda w: command_mail("token-header", "[D-1] won", headers=f"X-InboxCRM-Token: {alices(w)}")),),
+           (OBEYED,), (DONE,),
+           {"stage": "Won", "stage_kind": "won"}, commands=None),
+    Attack("default, control: a reply to her digest with her own token",
+           (crm(lambda w: w.reply_to_digest("genuine-reply", w.to(w.token["alice"]), headers="")),), (OBEYED,),
+           (DONE,), {"stage": "Won", "stage_kind": "won"}, commands=None),
+
+    Attack("default: a forged From alice", (crm(plain("forged", headers=f"{EVIL_REPLY_TO}")),), (UNPROVEN,),
+           (NOT_OBEYED,), commands=None, says="no reply token"),
+    Attack("default: a forged From alice with dmarc=fail stamped by the team's own server",
+           (crm(plain("forged-fail", headers=FAIL)),), (UNPROVEN,), (NOT_OBEYED,), commands=None),
+    Attack("default: a forged From alice with an untrusted server's pass",
+           (crm(plain("forged-untrusted-pass", headers=UNTRUSTED_PASS)),), (UNPROVEN,), (NOT_OBEYED,), commands=None),
+    Attack("default: a forged From alice with a pass written in the team server's name",
+           (crm(plain("forged-pass")),), (UNPROVEN,), (NOT_OBEYED,), commands=None),
+    Attack("default: alice's address as the display name of another",
+           (crm(plain("display-address", sender='"alice@acme.example" <mallory@evil.example>', headers="")),),
+           (("refused", "refused-not-rep"),), commands=None, says="mallory@evil.example is not an active rep"),
+    Attack("default: Alice's name at another address",
+           (crm(plain("display-name", sender="Alice Martin <alice.martin@evil.example>", headers="")),),
+           (("refused", "refused-not-rep"),), commands=None, says='display name "Alice Martin"'),
+    Attack("default: alice's address in an encoded display name",
+           (crm(plain("display-encoded", sender="=?utf-8?q?Alice_=3Calice=40acme=2Eexample=3E?= "
+                                                "<mallory@evil.example>", headers="")),),
+           (("refused", "refused-not-rep"),), commands=None, says="mallory@evil.example is not an active rep"),
+    Attack("default: a reply to her digest without a token",
+           (crm(lambda w: w.reply_to_digest("reply-no-token", CRM, headers=EVIL_REPLY_TO)),), (UNPROVEN,),
+           (NOT_OBEYED,), commands=None),
+    Attack("default: bob's token on a fresh command from alice",
+           (crm(with_token("bobs-token", lambda w: w.token["bob"])),), (("refused", "refused-token"),),
+           (NOT_OBEYED,), commands=None, says="does not match alice's current one"),
+    Attack("default: bob's token on alice's reply to her digest",
+           (crm(lambda w: w.reply_to_digest("bobs-token-reply", w.to(w.token["bob"]), headers="")),),
+           (("refused", "refused-token"),), (NOT_OBEYED,), commands=None),
+    Attack("default: alice's old token, from before it was rotated",
+           (crm(with_token("old-token", lambda w: w.old_token)),), (("refused", "refused-token"),), (NOT_OBEYED,),
+           commands=None),
+    Attack("default: a made-up token", (crm(with_token("made-up", lambda w: "abcdefghijklmnop")),),
+           (("refused", "refused-token"),), (NOT_OBEYED,), commands=None),
+    Attack("default: her token beside bob's", (crm(lambda w: command_mail(
+        "two-tokens", "[D-1] won", to=w.to(alices(w)), headers=f"X-InboxCRM-Token: {w.token['bob']}")),),
+           (("refused", "refused-token"),), (NOT_OBEYED,), commands=None),
+    Attack("default, no commands mailbox: a forged From alice to crm@ read in the sales mailbox",
+           (("sales", plain("forged-in-sales", to=f"{CRM}, sales@acme.example", headers="")),), (UNPROVEN,),
+           (NOT_OBEYED,), commands=None, commands_mailbox=False),
+    Attack("default, no commands mailbox: a forged tagged mail from alice to bob in the sales mailbox",
+           (("sales", plain("forged-tagged", to="Bob <bob@acme.example>", headers="")),),
+           (("internal", "internal"),), commands=None, commands_mailbox=False),
+    Attack("default, no commands mailbox, control: alice's token, read in the sales mailbox",
+           (("sales", with_token("token-in-sales", alices)),), (OBEYED,), (DONE,),
+           {"stage": "Won", "stage_kind": "won"}, commands=None, commands_mailbox=False),
+]
+
+# Each [commands] proof with the team's server trusted: what it takes, and what it refuses.
+PROOF_ATTACKS = [
+    Attack('"auth": an untrusted server\'s pass', (crm(plain("auth-untrusted", headers=UNTRUSTED_PASS)),),
+           (UNPROVEN,), (NOT_OBEYED,), commands=f'{TRUSTING}\nproof = "auth"',
+           says="or must come from the rep's own Sent folder"),
+    Attack('"auth": the rep\'s token is not enough', (crm(with_token("auth-token", alices)),), (UNPROVEN,),
+           (NOT_OBEYED,), commands=f'{TRUSTING}\nproof = "auth"'),
+    Attack('"auth": a trusted pass', (crm(plain("auth-pass")),), (OBEYED,), (DONE,),
+           {"stage": "Won", "stage_kind": "won"}, commands=f'{TRUSTING}\nproof = "auth"'),
+    Attack('legacy require_authentication = true is "auth"', (crm(with_token("legacy-token", alices)),),
+           (UNPROVEN,), (NOT_OBEYED,), commands=f"{TRUSTING}\nrequire_authentication = true"),
+    Attack('"token": a trusted pass is not enough', (crm(plain("token-pass")),), (UNPROVEN,), (NOT_OBEYED,),
+           commands=f'{TRUSTING}\nproof = "token"', says="no reply token"),
+    Attack('"token": the rep\'s token', (crm(with_token("token-token", alices)),), (OBEYED,), (DONE,),
+           {"stage": "Won", "stage_kind": "won"}, commands=f'{TRUSTING}\nproof = "token"'),
+    Attack('"auth-and-token": a trusted pass alone', (crm(plain("both-pass")),), (UNPROVEN,), (NOT_OBEYED,),
+           commands=f'{TRUSTING}\nproof = "auth-and-token"'),
+    Attack('"auth-and-token": the token alone', (crm(with_token("both-token", alices)),), (UNPROVEN,),
+           (NOT_OBEYED,), commands=f'{TRUSTING}\nproof = "auth-and-token"'),
+    Attack('"auth-and-token": both', (crm(with_token("both-both", alices, headers=PASS)),), (OBEYED,), (DONE,),
+           {"stage": "Won", "stage_kind": "won"}, commands=f'{TRUSTING}\nproof = "auth-and-token"'),
+    Attack('"auth-and-token": both, but the trusted server says fail',
+           (crm(with_token("both-fail", alices, headers=FAIL)),), (("refused", "refused-failed-auth"),),
+           commands=f'{TRUSTING}\nproof = "auth-and-token"'),
+    Attack('"address-only": the From address alone is obeyed (the documented risk)',
+           (crm(plain("address-only", headers="")),), (OBEYED,), (DONE,), {"stage": "Won", "stage_kind": "won"},
+           commands='proof = "address-only"'),
+    Attack('"address-only": still refused on the trusted server\'s fail', (crm(plain("address-fail", headers=FAIL)),),
+           (("refused", "refused-failed-auth"),), commands=f'{TRUSTING}\nproof = "address-only"'),
 ]
 
 WATCHED = ("stage", "stage_kind", "owner", "value", "next_step", "next_step_due", "snoozed_until", "lost_reason")
@@ -156,9 +270,12 @@ def watched(shown: dict) -> dict:
     return {**{key: shown[key] for key in WATCHED}, "notes": [note["text"] for note in shown["notes"]]}
 
 
-@pytest.mark.parametrize("attack", ATTACKS, ids=[a.name for a in ATTACKS])
+ALL_ATTACKS = DEFAULT_ATTACKS + ATTACKS + PROOF_ATTACKS
+
+
+@pytest.mark.parametrize("attack", ALL_ATTACKS, ids=[a.name for a in ALL_ATTACKS])
 def test_only_a_verified_rep_commands_and_nobody_else_gets_mail(attack, team, factory, config_file, tmp_path):
-    enable_commands(team, config_file, tmp_path, f'trusted_authserv_ids = ["{TRUSTED}"]\n{attack.commands}')
+    enable_commands(team, config_file, tmp_path, attack.commands, mailbox=attack.commands_mailbox)
     team("lead", "add", "--email", "nora@fieldworks.example", "--name", "Nora Field", "--owner", "alice",
          "--value", "9000", "--stage", "Proposal")
     team("deal", "next", "D-1", "send the contract draft")

@@ -62,12 +62,14 @@ def redate(data: bytes, when: datetime | None = None) -> bytes:
     return dated + sep + body
 
 
-def enable_commands(cli, config_file, tmp_path, commands: str = "", digest: str = "", mailbox: bool = True) -> None:
+def enable_commands(cli, config_file, tmp_path, commands: str | None = "", digest: str = "",
+                    mailbox: bool = True) -> None:
     """The command address, a reply-token key in the test's own folder, and (``mailbox``) an
-    import-only commands mailbox "crm"."""
-    config_file.write_text(config_file.read_text() + (
-        f'\n[digest]\ncommand_address = "{CRM}"\n{digest}\n'
-        f'[commands]\ntoken_key_file = "{tmp_path / "reply-token.key"}"\n{commands}\n'))
+    import-only commands mailbox "crm". ``commands`` None: no [commands] section at all, as a
+    new user's file has it (the key is then in the data directory)."""
+    section = "" if commands is None else \
+        f'[commands]\ntoken_key_file = "{tmp_path / "reply-token.key"}"\n{commands}\n'
+    config_file.write_text(config_file.read_text() + f'\n[digest]\ncommand_address = "{CRM}"\n{digest}\n{section}')
     if mailbox:
         cli("mailbox", "add", "crm", "--role", "commands")
 
@@ -88,6 +90,20 @@ def reply_token(cli, rep: str) -> str:
     found = re.fullmatch(rf"{rep}: reply address crm\+([a-z2-7]+)@acme\.example", shown)
     assert found, shown
     return found.group(1)
+
+
+def personal_address(cli, rep: str) -> str:
+    """The rep's personal command address, crm+TOKEN@: with nothing under [commands], a fresh
+    command is obeyed only when sent there."""
+    return f"crm+{reply_token(cli, rep)}@acme.example"
+
+
+def to_personal_address(cli, rep: str, data: bytes) -> bytes:
+    """A fixture written to the bare command address, as the rep sends it to their personal one."""
+    sent, found = re.subn(rb"(?m)^To: crm@acme\.example\r?$", f"To: {personal_address(cli, rep)}".encode(), data,
+                          count=1)
+    assert found == 1, "the fixture is not addressed to crm@acme.example"
+    return sent
 
 
 @dataclass(frozen=True)
@@ -181,10 +197,10 @@ def test_a_command_in_the_commands_mailbox_changes_the_deal_and_is_answered_once
         team("lead", "add", "--email", "nora@fieldworks.example", "--name", "Nora Field", "--owner", "alice")
         token = reply_token(team, "alice")
         command = command_mail("stage-and-next", "[D-1] stage: proposal", "next: send the quote by friday\r\n\r\n"
-                               "--\r\nAlice Martin, Acme")
+                               "--\r\nAlice Martin, Acme", to=f"crm+{token}@acme.example")
         dovecot.append(crm_account, "INBOX", [command])
-        dovecot.append(crm_account, "INBOX", [command_mail("already-read", "[D-1] note: seen before")],
-                       flags=[b"\\Seen"])
+        dovecot.append(crm_account, "INBOX", [command_mail("already-read", "[D-1] note: seen before",
+                                                           to=f"crm+{token}@acme.example")], flags=[b"\\Seen"])
         flags = dovecot.flags(crm_account, "INBOX")
 
         assert team("poll", "--once", "crm").stdout.splitlines()[:2] == [
@@ -274,7 +290,7 @@ def test_a_reply_to_the_digest_wins_the_deal_through_the_daemon(
 
 def test_a_forwarded_prospect_email_becomes_a_lead_of_the_rep_who_forwarded_it(team, factory, config_file, tmp_path):
     enable_commands(team, config_file, tmp_path)
-    forward = redate((COMMANDS / "forward-gmail-inline.eml").read_bytes())
+    forward = to_personal_address(team, "bob", redate((COMMANDS / "forward-gmail-inline.eml").read_bytes()))
     assert import_mail(team, tmp_path, forward) == "imported 1 message into crm: 1 command\n"
 
     lead = deal(team)
@@ -307,7 +323,7 @@ def test_an_email_with_two_problems_changes_nothing_and_the_answer_lists_both_an
     enable_commands(team, config_file, tmp_path)
     team("lead", "add", "--email", "nora@fieldworks.example", "--owner", "alice")
     before = deal(team)
-    wrong = redate((COMMANDS / "ambiguous-stage-and-unknown-rep.eml").read_bytes())
+    wrong = to_personal_address(team, "alice", redate((COMMANDS / "ambiguous-stage-and-unknown-rep.eml").read_bytes()))
     assert import_mail(team, tmp_path, wrong) == "imported 1 message into crm: 1 command\n"
 
     assert deal(team) == before  # not even the valid "next:" line
@@ -363,7 +379,7 @@ def test_every_change_by_email_is_audited_under_the_emails_message_id(team, fact
         team("lead", "add", "--email", address, "--owner", "alice", "--value", "5000")
     mail = command_mail("many-changes", "[D-1] stage: qualified", "[D-1] value: 12000\r\nowner: bob\r\n"
                         "[D-1] next: call them by friday\r\n[D-2] note: budget approved\r\n[D-2] snooze: 2 weeks\r\n"
-                        "[D-2] lost: chose a competitor")
+                        "[D-2] lost: chose a competitor", to=personal_address(team, "alice"))
     assert import_mail(team, tmp_path, mail) == "imported 1 message into crm: 1 command\n"
 
     why = "message <many-changes@acme.example>"
@@ -424,25 +440,34 @@ def _feed_into(config_file, factory, mailbox: str, folder: str, data: bytes):
     feed(factory, load_config(config_file, True), info, [RawMessage(data, f"test:{folder}:{len(data)}", folder)])
 
 
-@pytest.mark.parametrize("folder, trusted, headers, obeyed", [
-    ("Sent", "", "", True),  # only alice's own login puts mail in her Sent folder
-    ("INBOX", "", "", False),  # anyone can write alice's address in From: a tag alone is not enough
-    ("INBOX", 'trusted_authserv_ids = ["mx.acme.example"]',
-     "Authentication-Results: mx.acme.example; dmarc=pass header.from=acme.example", True),
+TRUSTING = 'trusted_authserv_ids = ["mx.acme.example"]'
+
+
+@pytest.mark.parametrize("folder, trusted, headers, outcome, told", [
+    # only alice's own login puts mail in her Sent folder
+    ("Sent", "", "", ("command", "command-applied"), ["inboxcrm: done (D-1)"]),
+    # anyone can write alice's address in From: a tag alone is not enough
+    ("INBOX", "", "", ("internal", "internal"), []),
+    ("INBOX", TRUSTING, "Authentication-Results: mx.acme.example; dmarc=pass header.from=acme.example",
+     ("command", "command-applied"), ["inboxcrm: done (D-1)"]),
+    # vouched for by nobody: the proof is missing, and alice is told how to send it
+    ("INBOX", TRUSTING, "", ("refused", "refused-unproven"), ["inboxcrm: not obeyed"]),
+    # the team's server failed it: refused even where only alice's login could have put it
+    ("Sent", TRUSTING, "Authentication-Results: mx.acme.example; dmarc=fail header.from=acme.example",
+     ("refused", "refused-failed-auth"), []),
 ])
 def test_a_reps_tagged_mail_to_a_colleague_is_a_command_only_where_it_is_vouched_for(
-        team, factory, config_file, tmp_path, folder, trusted, headers, obeyed):
+        team, factory, config_file, tmp_path, folder, trusted, headers, outcome, told):
     enable_commands(team, config_file, tmp_path, trusted, mailbox=False)
     team("mailbox", "add", "alice-box", "--role", "rep", "--owner", "alice")
     team("lead", "add", "--email", "nora@fieldworks.example", "--owner", "alice")
     data = command_mail(f"tagged-{folder}", "[D-1] stage: qualified", to="Bob <bob@acme.example>", headers=headers)
     _feed_into(config_file, factory, "alice-box", folder, data)
     found = stored(factory, f"tagged-{folder}@acme.example")
-    if obeyed:
-        assert (found.status, found.reason) == ("command", "command-applied") and deal(team)["stage"] == "Qualified"
-        assert [a.to_address for a in answers(factory)] == ["alice@acme.example"]
-    else:
-        assert found.status == "internal" and deal(team)["stage"] == "New" and answers(factory) == []
+    assert (found.status, found.reason) == outcome
+    assert deal(team)["stage"] == ("Qualified" if found.status == "command" else "New")
+    assert [a.subject for a in answers(factory)] == told
+    assert {a.to_address for a in answers(factory)} <= {"alice@acme.example"}
 
 
 def test_command_mail_from_before_the_mailbox_was_added_is_history_and_not_obeyed(team, factory, config_file,
@@ -455,3 +480,63 @@ def test_command_mail_from_before_the_mailbox_was_added_is_history_and_not_obeye
     found = stored(factory, "old-order@acme.example")
     assert (found.status, found.reason) == ("ignored", "command-history") and "before mailbox crm" in found.detail
     assert deal(team)["stage"] == "New" and answers(factory) == []
+
+
+# -- fail closed: what a rep and the admin are told ---------------------------------------------
+
+def test_a_fresh_command_without_proof_is_answered_with_the_reps_own_address_and_a_reply_to_that_works(
+        team, factory, config_file, tmp_path):
+    """Nothing under [commands]: a command to the bare address proves nothing, so it changes
+    nothing; the rep's answer (to her address on record) says what is needed and hands her
+    personal address, and answering it is enough."""
+    enable_commands(team, config_file, tmp_path, commands=None)
+    team("lead", "add", "--email", "nora@fieldworks.example", "--owner", "alice")
+    bare = command_mail("bare", "[D-1] stage: qualified", headers="Reply-To: Collector <collector@evil.example>")
+    assert import_mail(team, tmp_path, bare) == "imported 1 message into crm: 1 refused\n"
+    assert stored(factory, "bare@acme.example").reason == "refused-unproven" and deal(team)["stage"] == "New"
+
+    [answer] = answers(factory)
+    personal = personal_address(team, "alice")
+    assert (answer.to_address, answer.subject) == ("alice@acme.example", "inboxcrm: not obeyed")
+    assert answer.message["Reply-To"] == personal
+    assert answer.text.startswith(
+        "Hi alice,\n\nNothing was changed: this email did not prove that it came from you.\n\n"
+        "Here, " + load_config(config_file, True).commands.describe() + ".\n\n"
+        "To retry, send the same commands to your personal command address:\n\n  " + personal + "\n")
+
+    retry = command_mail("retry", "Re: inboxcrm: not obeyed", "[D-1] stage: qualified", to=answer.message["Reply-To"],
+                         headers=f"In-Reply-To: {answer.message_id}")
+    assert import_mail(team, tmp_path, retry) == "imported 1 message into crm: 1 command\n"
+    assert deal(team)["stage"] == "Qualified"
+
+
+def test_under_proof_auth_the_answer_asks_for_the_reps_own_mailbox_not_the_token(team, factory, config_file, tmp_path):
+    enable_commands(team, config_file, tmp_path, 'trusted_authserv_ids = ["mx.acme.example"]\nproof = "auth"')
+    team("lead", "add", "--email", "nora@fieldworks.example", "--owner", "alice")
+    import_mail(team, tmp_path, command_mail("unsigned", "[D-1] won", to=personal_address(team, "alice")))
+    assert stored(factory, "unsigned@acme.example").reason == "refused-unproven" and deal(team)["stage"] == "New"
+    [answer] = answers(factory)
+    assert "Here, a command email needs a pass from a trusted receiving server (mx.acme.example) or must come " \
+           "from the rep's own Sent folder.\n\nTo retry, send the same commands from your own mailbox" in answer.text
+    assert "crm+" not in answer.text  # the token alone would be refused again
+
+
+@pytest.mark.parametrize("commands, told, warned", [
+    (None, "proof=auth-or-token rule=\"a command email needs the rep's reply token", ["commands-unauthenticated"]),
+    ('trusted_authserv_ids = ["mx.acme.example"]',
+     "proof=auth-or-token rule=\"a command email needs a pass from a trusted receiving server (mx.acme.example) or "
+     "the rep's reply token", []),
+    ('trusted_authserv_ids = ["mx.acme.example"]\nproof = "address-only"', "proof=address-only",
+     ["commands-address-only"]),
+    ('proof = "address-only"', "proof=address-only", ["commands-address-only", "commands-unauthenticated"]),
+])
+def test_the_daemon_says_at_start_what_a_command_must_prove_and_warns_when_it_is_weak(
+        team, start, config_file, tmp_path, commands, told, warned):  # noqa: F811 - "start" is a fixture
+    enable_commands(team, config_file, tmp_path, commands, mailbox=False)
+    daemon = start()
+    daemon.notify.wait_for("READY=1")
+    daemon.signal(signal.SIGTERM)
+    assert daemon.wait() == 0
+    log = daemon.log()
+    assert f"level=info event=commands-proof {told}" in log
+    assert re.findall(r"level=warning event=(commands-[a-z-]+)", log) == warned

@@ -31,10 +31,19 @@ GATE = Gate(
     command_addresses=frozenset({"crm@team.example"}),
     own_addresses=frozenset({"crm@team.example"}),
     trusted_authserv_ids=TRUSTED,
-    require_authentication=True,
+    auth_required=True,
+    proof_text="a command email needs a pass from a trusted receiving server (mx.team.example) or must come "
+               "from the rep's own Sent folder",
 )
-OPEN_GATE = replace(GATE, trusted_authserv_ids=frozenset(), require_authentication=False)
-LAX_GATE = replace(GATE, require_authentication=False)
+# The other proof modes, as gatekeeper builds them from [commands] proof.
+EITHER = "a command email needs a pass from a trusted receiving server (mx.team.example) or the rep's reply token"
+DEFAULT_GATE = replace(GATE, auth_required=False, proof_text=EITHER)  # "auth-or-token" with a trusted server
+BARE_GATE = replace(DEFAULT_GATE, trusted_authserv_ids=frozenset(),  # nothing configured at all
+                    proof_text="a command email needs the rep's reply token; no trusted server is configured")
+TOKEN_GATE = replace(GATE, auth_required=False, token_required=True,
+                     proof_text="a command email needs the rep's reply token")
+BOTH_GATE = replace(GATE, token_required=True, proof_text="a command email needs both a pass and the token")
+ADDRESS_GATE = replace(DEFAULT_GATE, address_only=True, proof_text="commands trust the From address alone")
 
 PASS = "mx.team.example; dmarc=pass header.from=team.example"
 FAIL = "mx.team.example; dmarc=fail (p=reject) header.from=team.example"
@@ -99,8 +108,8 @@ CASES = [
 
     # refused-failed-auth
     ("failing DMARC", mail(headers=ar(FAIL)), GATE, 0, False, "refused-failed-auth", False, "alice"),
-    ("failing DMARC even without require_authentication", mail(headers=ar(FAIL)),
-     LAX_GATE, 0, False, "refused-failed-auth", False, "alice"),
+    ("failing DMARC under the default proof", mail(headers=ar(FAIL)),
+     DEFAULT_GATE, 0, False, "refused-failed-auth", False, "alice"),
     ("dmarc=pass for a different header.from",
      mail(headers=ar("mx.team.example; dmarc=pass header.from=evil.example")),
      GATE, 0, False, "refused-failed-auth", False, "alice"),
@@ -149,21 +158,65 @@ CASES = [
         'dmarc=pass (p=reject; dis=none) header.from=team.example; arc=none')),
      GATE, 0, False, "accepted", True, "alice"),
 
-    # refused-unauthenticated
+    # refused-unproven, proof "auth": a trusted pass or the rep's own Sent folder, whatever else
     ("untrusted authserv-id saying pass", mail(headers=ar("evil.example; dmarc=pass header.from=team.example")),
-     GATE, 0, False, "refused-unauthenticated", False, "alice"),
-    ("no Authentication-Results at all", mail(headers=()), GATE, 0, False, "refused-unauthenticated", False, "alice"),
+     GATE, 0, False, "refused-unproven", True, "alice"),
+    ("no Authentication-Results at all", mail(headers=()), GATE, 0, False, "refused-unproven", True, "alice"),
     ("trusted server authenticated nothing", mail(headers=ar("mx.team.example; none")),
-     GATE, 0, False, "refused-unauthenticated", False, "alice"),
+     GATE, 0, False, "refused-unproven", True, "alice"),
     ("no authserv-id (Exchange Online style)", mail(headers=ar(
         "spf=pass (sender IP is 10.0.0.1) smtp.mailfrom=team.example; "
         "dmarc=pass action=none header.from=team.example")),
-     GATE, 0, False, "refused-unauthenticated", False, "alice"),
-    ("not required: the address and token decide", mail(headers=()), LAX_GATE, 0, False, "accepted", True, "alice"),
-    ("no trusted ids: the address and token decide", mail(headers=ar("evil.example; dmarc=fail")),
-     OPEN_GATE, 0, False, "accepted", True, "alice"),
+     GATE, 0, False, "refused-unproven", True, "alice"),
+    ('"auth": the rep\'s token alone is not enough', mail(headers=(), to=to_token(ALICE_TOKEN)),
+     GATE, 0, False, "refused-unproven", True, "alice"),
     ("a copy in the rep's own Sent folder counts as authenticated", mail(headers=()),
      GATE, 0, True, "accepted", True, "alice"),
+
+    # the default "auth-or-token" with a trusted server: either proof will do
+    ("default: neither a trusted pass nor a token", mail(headers=()),
+     DEFAULT_GATE, 0, False, "refused-unproven", True, "alice"),
+    ("default: an untrusted server's pass is no pass", mail(headers=ar("evil.example; dmarc=pass "
+                                                                       "header.from=team.example")),
+     DEFAULT_GATE, 0, False, "refused-unproven", True, "alice"),
+    ("default: a trusted pass", mail(), DEFAULT_GATE, 0, False, "accepted", True, "alice"),
+    ("default: the rep's token", mail(headers=(), to=to_token(ALICE_TOKEN)),
+     DEFAULT_GATE, 0, False, "accepted", True, "alice"),
+    ("default: the rep's own Sent folder", mail(headers=()), DEFAULT_GATE, 0, True, "accepted", True, "alice"),
+    ("default: the rep's token, but the trusted server says fail", mail(headers=ar(FAIL), to=to_token(ALICE_TOKEN)),
+     DEFAULT_GATE, 0, False, "refused-failed-auth", False, "alice"),
+    ("default: the rep's own Sent folder, but a trusted fail in it", mail(headers=ar(FAIL)),
+     DEFAULT_GATE, 0, True, "refused-failed-auth", False, "alice"),
+
+    # the default with nothing configured: only token-bearing mail
+    ("nothing configured: a forged From", mail(headers=()), BARE_GATE, 0, False, "refused-unproven", True, "alice"),
+    ("nothing configured: any server's pass counts for nothing", mail(),
+     BARE_GATE, 0, False, "refused-unproven", True, "alice"),
+    ("nothing configured: a failing verdict of an untrusted server", mail(headers=ar("evil.example; dmarc=fail")),
+     BARE_GATE, 0, False, "refused-unproven", True, "alice"),
+    ("nothing configured: the rep's token", mail(headers=(), to=to_token(ALICE_TOKEN)),
+     BARE_GATE, 0, False, "accepted", True, "alice"),
+    ("nothing configured: the rep's token in X-InboxCRM-Token", mail(headers=(("x-inboxcrm-token", ALICE_TOKEN),)),
+     BARE_GATE, 0, False, "accepted", True, "alice"),
+    ("nothing configured: another rep's token", mail(headers=(), to=to_token(BOB_TOKEN)),
+     BARE_GATE, 0, False, "refused-token", True, "alice"),
+
+    # "token", "auth-and-token", "address-only"
+    ('"token": a trusted pass alone', mail(), TOKEN_GATE, 0, False, "refused-unproven", True, "alice"),
+    ('"token": the rep\'s own Sent folder alone', mail(headers=()),
+     TOKEN_GATE, 0, True, "refused-unproven", True, "alice"),
+    ('"token": the token', mail(headers=(), to=to_token(ALICE_TOKEN)), TOKEN_GATE, 0, False, "accepted", True, "alice"),
+    ('"auth-and-token": a trusted pass alone', mail(), BOTH_GATE, 0, False, "refused-unproven", True, "alice"),
+    ('"auth-and-token": the token alone', mail(headers=(), to=to_token(ALICE_TOKEN)),
+     BOTH_GATE, 0, False, "refused-unproven", True, "alice"),
+    ('"auth-and-token": both', mail(to=to_token(ALICE_TOKEN)), BOTH_GATE, 0, False, "accepted", True, "alice"),
+    ('"auth-and-token": the Sent folder and the token', mail(headers=(), to=to_token(ALICE_TOKEN)),
+     BOTH_GATE, 0, True, "accepted", True, "alice"),
+    ('"address-only": the From address alone', mail(headers=()), ADDRESS_GATE, 0, False, "accepted", True, "alice"),
+    ('"address-only": still refused on a trusted fail', mail(headers=ar(FAIL)),
+     ADDRESS_GATE, 0, False, "refused-failed-auth", False, "alice"),
+    ('"address-only": a reply to a digest still needs the token', mail(headers=(), in_reply_to=(DIGEST_ID,)),
+     ADDRESS_GATE, 0, False, "refused-token", True, "alice"),
 
     # refused-burst
     ("burst: the limit reached exactly", mail(), GATE, 19, False, "accepted", True, "alice"),
@@ -229,7 +282,7 @@ def test_explain_lists_every_check_and_agrees_with_check(message, gate, recent, 
 
 def test_the_checks_run_in_the_decided_order():
     assert [c.name for c in CHECKS] == ["refused-own", "refused-automatic", "refused-not-rep", "refused-failed-auth",
-                                        "refused-unauthenticated", "refused-burst", "refused-token"]
+                                        "refused-unproven", "refused-burst", "refused-token"]
     assert all(c.description for c in CHECKS)
 
 
@@ -245,8 +298,12 @@ def test_details_say_what_was_wrong_and_what_would_be_valid():
     assert "mx.team.example: dmarc=fail header.from=team.example" in failed.detail
 
     missing = check(mail(in_reply_to=(DIGEST_ID,)), GATE, 0)
-    assert "no reply token" in missing.detail
-    assert "crm@team.example" in missing.detail and "inboxcrm rep token" in missing.detail
+    assert "no reply token" in missing.detail and GATE.proof_text in missing.detail
+
+    unproven = check(mail(headers=()), BARE_GATE, 0)
+    assert unproven.detail == ("no pass from a trusted server (no authserv-id is trusted, so no Authentication-Results "
+                               f"header counts) and no reply token: {BARE_GATE.proof_text}")
+    assert check(mail(), TOKEN_GATE, 0).detail == f"no reply token: {TOKEN_GATE.proof_text}"  # a pass is no help
 
     burst = check(mail(), GATE, 20)
     assert "21 command mails from alice@team.example within 60 minutes" in burst.detail
@@ -255,6 +312,7 @@ def test_details_say_what_was_wrong_and_what_would_be_valid():
     accepted = check(mail(), GATE, 0)
     assert accepted.detail == ("alice@team.example is the address of rep alice; "
                                "mx.team.example: dmarc=pass header.from=team.example; "
+                               "proved by a trusted server's pass; "
                                "no reply token, and not a reply to our mail: none needed")
 
 
