@@ -17,6 +17,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
+from .addresses import normalize, normalize_domain
 from .errors import ConfigError
 from .secret import PASSWORD_KEYS, SecretRef, secret_from_table
 
@@ -153,7 +154,7 @@ class CommandsConfig:
         auth = f"a pass from a trusted receiving server ({servers})" if servers else None
         token = "the rep's reply token (their crm+TOKEN@ address; see `inboxcrm rep token`)"
         if self.proof == "address-only":
-            return ("commands by email trust the From address alone ([commands] proof = \"address-only\"): "
+            return ("a command email needs only a rep's From address ([commands] proof = \"address-only\"): "
                     "anyone who forges a rep's address can change deals")
         if self.proof == "auth-and-token":
             return f"a command email needs both {auth} and {token}"
@@ -221,16 +222,18 @@ def _url(value: Any) -> str:
     return value
 
 
-_DOMAIN = re.compile(r"[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)+")
-
-
 def _domains(value: Any) -> tuple[str, ...]:
+    """Stored in the addresses' normal form, so a team domain written in punycode or Unicode
+    compares equal to the senders' domains."""
     if not isinstance(value, list):
         raise _Bad('a list of domains such as ["example.com"]')
+    found = []
     for item in value:
-        if not isinstance(item, str) or not _DOMAIN.fullmatch(item.lower()):
-            raise _Bad('a domain such as "example.com" (no @, no spaces)', item)
-    return tuple(dict.fromkeys(item.lower() for item in value))
+        domain = normalize_domain(item) if isinstance(item, str) and "@" not in item else None
+        if domain is None or "." not in domain:
+            raise _Bad('a domain such as "example.com" or "müller-bau.example" (no @, no spaces)', item)
+        found.append(domain)
+    return tuple(dict.fromkeys(found))
 
 
 def _timezone(value: Any) -> str:
@@ -285,13 +288,11 @@ def _text(value: Any) -> str:
     return value.strip()
 
 
-_ADDRESS = re.compile(r"[^@\s<>]+@[^@\s<>]+\.[^@\s<>]+")
-
-
 def _address(value: Any) -> str:
-    if not isinstance(value, str) or not _ADDRESS.fullmatch(value.strip()):
+    address = normalize(value) if isinstance(value, str) else None
+    if address is None:
         raise _Bad('an email address such as "crm@example.com"')
-    return value.strip().lower()
+    return address
 
 
 _CLOCK = re.compile(r"([01][0-9]|2[0-3]):[0-5][0-9]")
@@ -459,13 +460,14 @@ def _digest(values: dict[str, Any], path: Path | None) -> DigestConfig:
 
 
 def _commands(values: dict[str, Any], path: Path | None, environ: Environ) -> CommandsConfig:
-    if values.get("proof") in ("auth", "auth-and-token") and not values.get("trusted_authserv_ids"):
-        raise ConfigError(str(path), "commands.proof", values["proof"],
-                          "trusted_authserv_ids naming the team's receiving server(s) as well, since "
-                          f'"{values["proof"]}" needs their Authentication-Results; or proof = "token"')
+    key, found = "commands.proof", values.get("proof")
     if values.get("require_authentication") is True and "proof" not in values:
-        # What the legacy key meant; without a trusted server that refuses all but the rep's own Sent.
-        values["proof"] = "auth"
+        key, found, values["proof"] = "commands.require_authentication", True, "auth"  # what the legacy key meant
+    if values.get("proof") in ("auth", "auth-and-token") and not values.get("trusted_authserv_ids"):
+        # Nothing could pass but the rep's own Sent folder: every command by email would be refused.
+        raise ConfigError(str(path), key, found,
+                          "trusted_authserv_ids naming the team's receiving server(s) as well, since "
+                          f'proof "{values["proof"]}" needs their Authentication-Results; or proof = "token"')
     key = values.get("token_key_file")
     values["token_key_file"] = _relative(key, path) if key else str(default_data_dir(environ) / "reply-token.key")
     return CommandsConfig(**values)

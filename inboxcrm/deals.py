@@ -22,7 +22,7 @@ from .match import company_domain
 from .models import (
     Company, Contact, ContactAddress, Deal, DealFlag, Message, MessageCopy, Note, Rep, Stage, StageChange,
 )
-from .addresses import company_name
+from .addresses import company_name, normalize_domains
 from .values import Address
 
 
@@ -88,7 +88,7 @@ def add_lead(session: Session, now: datetime, actor: str, email: str, name: str 
     address = Address(normalize_address(email), short_text("name", name, 200, "Ann Smith", required=False))
     company = short_text("company", company, 200, "Northwind Traders", required=False)
     source = short_text("source", source, 100, "website")
-    if address.domain in team_domains:
+    if address.domain in normalize_domains(team_domains):
         raise Invalid(f"{address.email} is a team address; a lead needs an outside address")
     rep = find_rep(session, owner) if owner else None
     start = find_stage(session, stage, ("open",)) if stage else first_stage(session, "open")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 
+from .addresses import normalize, normalize_domains
 from .values import Address, Email
 
 _FIELD = re.compile(r"^[\s*>]*([A-Za-z][A-Za-z \-]{0,30}?)\s*[:=]\s*(.+?)\s*$", re.M)
@@ -14,6 +15,7 @@ _EMAIL_KEYS = {"email", "e-mail", "email address", "e-mail address", "your email
 _NAME_KEYS = {"name", "full name", "your name", "contact name"}
 _FIRST_KEYS = {"first name", "firstname", "given name"}
 _LAST_KEYS = {"last name", "lastname", "surname", "family name"}
+# A candidate only (\w is Unicode, so IDN domains are found); ``normalize`` decides whether it is an address.
 _ADDRESS = re.compile(r"[\w.+\-']+@[\w\-]+(?:\.[\w\-]+)+")
 
 
@@ -33,9 +35,11 @@ def form_prospect(email: Email, excluded_domains: frozenset[str]) -> Address | N
         name = " ".join(fields[k] for k in (*_FIRST_KEYS, *_LAST_KEYS) if k in fields)
     for key in _EMAIL_KEYS:
         found = _ADDRESS.search(fields.get(key, ""))
-        if found:
-            return Address(email=found.group(0).lower(), name=name)
+        address = normalize(found.group(0)) if found else None
+        if address:
+            return Address(email=address, name=name)
+    excluded = normalize_domains(excluded_domains)
     for candidate in email.reply_to:
-        if candidate.domain not in excluded_domains and candidate.email != (email.from_ and email.from_.email):
+        if candidate.domain not in excluded and candidate.email != (email.from_ and email.from_.email):
             return Address(email=candidate.email, name=candidate.name or name)
     return None

@@ -6,6 +6,8 @@ business hosting, and a team adds its local providers with ``team.freemail_domai
 """
 from __future__ import annotations
 
+from .addresses import normalize_domain, normalize_domains
+
 FREEMAIL_DOMAINS: frozenset[str] = frozenset(
     """
     gmail.com googlemail.com
@@ -50,6 +52,7 @@ FREEMAIL_DOMAINS: frozenset[str] = frozenset(
 
 
 def is_freemail(domain: str, extra: frozenset[str] = frozenset()) -> bool:
-    """Exact match, case-insensitive; ``extra`` is the team's own additions."""
-    domain = domain.strip().rstrip(".").lower()
-    return domain in FREEMAIL_DOMAINS or any(domain == e.strip().rstrip(".").lower() for e in extra)
+    """Exact match on the stored form of a domain (see ``addresses.normalize_domain``), so
+    case, a trailing dot and punycode make no difference; ``extra`` is the team's own additions."""
+    domain = normalize_domain(domain) or domain.strip().lower()
+    return domain in FREEMAIL_DOMAINS or domain in normalize_domains(extra)

@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol, Sequence
 
+from .addresses import normalize_domain, normalize_domains, registrable_domain
 from .freemail import is_freemail
 from .values import Address, Email
 
@@ -43,11 +44,24 @@ class Match:
 
 
 def company_domain(address: Address, team_domains: frozenset[str], freemail: frozenset[str]) -> str | None:
-    """The domain that names a company, or None: gmail.com is not a company, nor are we."""
-    domain = address.domain
-    if not domain or domain in team_domains or is_freemail(domain, freemail):
+    """The domain that keys a company, or None: gmail.com is not a company, nor are we.
+
+    A company is its registrable domain (Public Suffix List), so mail from ``mail.acme.co.uk``
+    and ``acme.co.uk`` lands at one company. Two exceptions keep the full domain out of the
+    giant-company trap: our own subdomains are not a customer, and a subdomain of a freemail
+    provider (``shop.yahoo.co.jp``-style business hosting) is its own company, not the
+    provider's. Every domain is compared in the stored form, so a team domain configured in
+    punycode still recognises mail written to its Unicode form."""
+    domain = normalize_domain(address.domain)
+    if domain is None:
         return None
-    return domain
+    ours = normalize_domains(team_domains)
+    if domain in ours or is_freemail(domain, freemail):
+        return None
+    registrable = registrable_domain(domain)
+    if registrable in ours:
+        return None
+    return domain if is_freemail(registrable, freemail) else registrable
 
 
 def match(

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 from functools import lru_cache
 
+from .addresses import normalize_domain
 from .errors import Invalid
 from .values import Email, Explanation
 from .views import clip
@@ -60,7 +61,9 @@ def _addresses_match(pattern: str, addresses: list[str]) -> bool:
 
 
 def _domain_match(domain: str, wanted: str) -> bool:
-    wanted = wanted.lower().lstrip("@")
+    """A rule written with the punycode or the Unicode spelling matches the stored form."""
+    wanted = wanted.strip().lstrip("@")
+    wanted = normalize_domain(wanted) or wanted.lower()
     return domain == wanted or domain.endswith("." + wanted)
 
 

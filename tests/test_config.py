@@ -70,7 +70,10 @@ def test_defaults_when_default_file_missing(env):
     cfg = load_config(path, named, env)
     assert cfg == Config(None, DatabaseConfig("sqlite:////data/inboxcrm/inboxcrm.db"), TeamConfig(),
                          PipelineConfig(), commands=CommandsConfig(token_key_file="/data/inboxcrm/reply-token.key"))
-    assert not cfg.commands.authentication_required  # nothing to check against until a trusted server is named
+    # Fail closed: with no trusted server, only the rep's token proves a command.
+    assert cfg.commands.proof == "auth-or-token"
+    assert not cfg.commands.authentication_required and not cfg.commands.token_required
+    assert "so mail without a token is refused" in cfg.commands.describe()
     assert (cfg.team.timezone, cfg.pipeline.quiet_days, cfg.pipeline.stalled_days) == ("UTC", 14, 30)
 
 
@@ -170,6 +173,7 @@ def test_secret_from_env():
 
 def test_secret_from_file_relative_to_config(tmp_path):
     (tmp_path / "pw").write_text(SECRET + "\n\n")
+    (tmp_path / "pw").chmod(0o600)  # a secret others can read is refused
     ref = secret_from_table({"password_file": "pw"}, str(tmp_path / "config.toml"), "database")
     assert ref == SecretRef(file=str(tmp_path / "pw")) and ref.describe() == f"file {tmp_path / 'pw'}"
     assert ref.resolve({}) == SECRET + "\n"  # only one trailing newline is the file's convention
@@ -224,9 +228,10 @@ def test_example_documents_exactly_the_real_keys():
 
 @pytest.mark.parametrize("section, key, value", example_entries())
 def test_example_values_are_valid_and_defaults_match(env, section, key, value):
-    # One at a time: password_* exclude each other. smtp.host needs smtp.from_address.
+    # One at a time: password_* exclude each other. smtp.host needs smtp.from_address; a proof
+    # that reads Authentication-Results needs a trusted server.
     table = {"host": "smtp.example.com", "from_address": "crm@example.com", key: value} if section == "smtp" \
-        else {key: value}
+        else {"trusted_authserv_ids": ["mx.example.com"], key: value} if section == "commands" else {key: value}
     cfg = build_config({section: table}, EXAMPLE, env)
     default = getattr(getattr(build_config({}, None, env), section), key, None)
     # The database lines and the key file are examples (their defaults depend on the environment),
@@ -240,11 +245,45 @@ def test_commands_section(tmp_path, env):
     cfg = load_config(write(tmp_path, '[commands]\ntrusted_authserv_ids = ["MX.Team.example", "mx.google.com"]\n'
                                       'burst_limit = 5\ntoken_key_file = "keys/reply.key"\n'), True, env)
     assert cfg.commands.trusted_authserv_ids == ("mx.team.example", "mx.google.com")
-    assert cfg.commands.authentication_required and cfg.commands.burst_limit == 5
+    assert cfg.commands.burst_limit == 5
     assert cfg.commands.token_key_file == str(tmp_path / "keys/reply.key")  # relative to the file
-    off = load_config(write(tmp_path, '[commands]\ntrusted_authserv_ids = ["mx.team.example"]\n'
-                                      'require_authentication = false\n'), True, env)
-    assert not off.commands.authentication_required
+    # A trusted server does not make the token useless: either proves a command by default.
+    assert cfg.commands.proof == "auth-or-token"
+    assert not cfg.commands.authentication_required and not cfg.commands.token_required
+    assert cfg.commands.describe() == ("a command email needs a pass from a trusted receiving server (mx.team.example, "
+                                       "mx.google.com) or the rep's reply token (their crm+TOKEN@ address; "
+                                       "see `inboxcrm rep token`)")
+
+
+@pytest.mark.parametrize("lines, proof, auth, token, says", [
+    ('proof = "auth"', "auth", True, False, "or must come from the rep's own Sent folder"),
+    ('proof = "token"', "token", False, True, "needs the rep's reply token"),
+    ('proof = "auth-and-token"', "auth-and-token", True, True, "needs both a pass from a trusted receiving server"),
+    ('proof = "address-only"', "address-only", False, False, "anyone who forges a rep's address can change deals"),
+    ("require_authentication = true", "auth", True, False, "or must come from the rep's own Sent folder"),
+    ("require_authentication = false", "auth-or-token", False, False, "or the rep's reply token"),
+    ('require_authentication = true\nproof = "token"', "token", False, True, "needs the rep's reply token"),
+])
+def test_commands_proof(tmp_path, env, lines, proof, auth, token, says):
+    commands = load_config(write(tmp_path, f'[commands]\ntrusted_authserv_ids = ["mx.team.example"]\n{lines}\n'),
+                           True, env).commands
+    assert (commands.proof, commands.authentication_required, commands.token_required) == (proof, auth, token)
+    assert says in commands.describe()
+
+
+def test_a_proof_without_a_trusted_server_to_read_is_refused(tmp_path, env):
+    """Only the rep's own Sent folder could pass: every command by email would be refused, silently."""
+    for lines, key in (('proof = "auth"', "commands.proof"), ('proof = "auth-and-token"', "commands.proof"),
+                       ("require_authentication = true", "commands.require_authentication")):
+        path = write(tmp_path, f"[commands]\n{lines}\n")
+        with pytest.raises(ConfigError) as caught:
+            load_config(path, True, env)
+        assert caught.value.key == key and "trusted_authserv_ids naming the team's receiving server" in str(caught.value)
+        assert 'or proof = "token"' in str(caught.value)
+    token_only = load_config(write(tmp_path, '[commands]\nproof = "token"\n'), True, env).commands
+    assert token_only.describe() == ("a command email needs the rep's reply token (their crm+TOKEN@ address; "
+                                     "see `inboxcrm rep token`); no trusted server is configured ([commands] "
+                                     "trusted_authserv_ids), so mail without a token is refused")
 
 
 @pytest.mark.parametrize("line, key, expected", [
@@ -252,9 +291,31 @@ def test_commands_section(tmp_path, env):
     ('trusted_authserv_ids = ["mx team"]', "commands.trusted_authserv_ids", "an authserv-id"),
     ("burst_limit = 0", "commands.burst_limit", "a whole number of emails, at least 1"),
     ('answers_per_hour = "many"', "commands.answers_per_hour", "a whole number of answers"),
+    ('proof = "dkim"', "commands.proof", 'one of "auth-or-token", "auth", "token", "auth-and-token", "address-only"'),
+    ("proof = true", "commands.proof", 'one of "auth-or-token"'),
 ])
 def test_commands_section_errors_name_key_and_form(tmp_path, env, line, key, expected):
     path = write(tmp_path, f"[commands]\n{line}\n")
     with pytest.raises(ConfigError) as caught:
         load_config(path, True, env)
     assert str(path) in str(caught.value) and key in str(caught.value) and expected in str(caught.value)
+
+
+def test_team_domains_are_stored_in_the_addresses_normal_form():
+    """A team that writes its international domain in punycode still recognises its own mail,
+    whose addresses are stored with the Unicode domain."""
+    from inboxcrm.addresses import normalize
+    cfg = build_config({"team": {"domains": ["XN--MLLER-BAU-Q9A.example", "Acme.Example"]}}, None, {})
+    assert cfg.team.domains == ("müller-bau.example", "acme.example")
+    assert normalize("Anna@xn--mller-bau-q9a.example").rpartition("@")[2] in cfg.team.domains
+    with pytest.raises(ConfigError, match="team.domains.*expected a domain"):
+        build_config({"team": {"domains": ["localhost"]}}, None, {})
+
+
+def test_rule_domains_match_either_spelling():
+    from inboxcrm.rules import CONDITIONS
+    from inboxcrm.values import Address, Email
+    mail = Email(message_id="m@x", subject="", from_=Address("anna@mail.müller-bau.example"))
+    matches = CONDITIONS["from-domain"][1]
+    assert matches(mail, "sales", "xn--mller-bau-q9a.example") and matches(mail, "sales", "Müller-Bau.example")
+    assert not matches(mail, "sales", "bau.example")

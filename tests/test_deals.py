@@ -12,6 +12,7 @@ from inboxcrm.db import transaction
 from inboxcrm.errors import Invalid, NotFound
 from inboxcrm.models import AuditEntry, Deal, DealFlag, Mailbox, Message, MessageCopy
 
+from .conftest import refused
 from .test_admin import ACTOR, NOW, read, run
 
 TEAM = frozenset({"acme.example"})
@@ -137,6 +138,33 @@ def test_lead_refusals(crm):
         lead(crm, "a@b.example", owner="carol")
     with pytest.raises(Invalid, match='invalid value "lots"'):
         lead(crm, "a@b.example", value="lots")
+
+
+def test_lead_add_takes_an_idn_address_in_either_spelling_as_one_contact(crm):
+    first = run(crm, deals.add_lead, "Anna@XN--MLLER-BAU-Q9A.example", "Anna Müller", team_domains=TEAM)
+    again = run(crm, deals.add_lead, "anna@Müller-Bau.example", team_domains=TEAM)
+    colleague = run(crm, deals.add_lead, "jürgen@mail.müller-bau.example", team_domains=TEAM)
+    assert (first.address, first.company, again.new_contact, again.contact) == (
+        "anna@müller-bau.example", "Müller Bau", False, "Anna Müller")
+    assert (colleague.address, colleague.company, colleague.new_contact) == (
+        "jürgen@mail.müller-bau.example", "Müller Bau", True)
+    assert [(c.name, c.domain, c.contacts) for c in read(crm, deals.list_companies)] == [
+        ("Müller Bau", "müller-bau.example", 2)]
+
+
+def test_lead_add_refuses_a_team_idn_address_and_bad_punycode(crm):
+    with pytest.raises(Invalid, match="joe@bäckerei.example is a team address"):
+        run(crm, deals.add_lead, "joe@xn--bckerei-5wa.example", team_domains=frozenset({"Bäckerei.example"}))
+    with pytest.raises(Invalid, match='invalid address "anna@xn--zz.example"; expected an address such as'):
+        lead(crm, "anna@xn--zz.example")
+
+
+def test_lead_add_on_the_command_line_accepts_idn_and_shows_unicode(team):
+    out = team("lead", "add", "--email", "Anna@XN--MLLER-BAU-Q9A.example", "--name", "Anna Müller").output
+    assert out.startswith("D-1: Anna Müller <anna@müller-bau.example> at Müller Bau, New")
+    again = team("lead", "add", "--email", "anna@müller-bau.example").output
+    assert again.startswith("D-2: Anna Müller <anna@müller-bau.example> at Müller Bau") and "existing contact" in again
+    refused(team, "lead", "add", "--email", "anna@müller bau.example")
 
 
 # -- changes --------------------------------------------------------------------------------
