@@ -54,13 +54,10 @@ def phase_baseline(connection: dict) -> dict:
     return {"messages": count, "seconds": time.perf_counter() - t0}
 
 
-def phase_sync(connection: dict, db: str, workers: int | None, deliveries: int) -> dict:
+def bench_crm(db: str, connection: dict):
+    """A fresh database (SQLite file path or URL) with the reps and a "sales" mailbox reading ``connection``."""
     from inboxcrm import admin
-    from inboxcrm.config import build_config
     from inboxcrm.db import make_engine, session_factory, transaction, upgrade
-    from inboxcrm.sources import imap
-    from inboxcrm.sources.imap import ImapSettings
-    from inboxcrm.sync import sync_mailbox
 
     engine = make_engine(db if "://" in db else f"sqlite:///{db}")
     upgrade(engine)
@@ -70,6 +67,16 @@ def phase_sync(connection: dict, db: str, workers: int | None, deliveries: int) 
         for rep in REPS:
             admin.add_rep(s, now, "bench", rep, [f"{rep}@{TEAM}"])
         admin.add_mailbox(s, now, "bench", "sales", "alice", "capture", None, "create", connection=connection)
+    return factory
+
+
+def phase_sync(connection: dict, db: str, workers: int | None, deliveries: int) -> dict:
+    from inboxcrm.config import build_config
+    from inboxcrm.sources import imap
+    from inboxcrm.sources.imap import ImapSettings
+    from inboxcrm.sync import sync_mailbox
+
+    factory = bench_crm(db, connection)
     config = build_config({"team": {"domains": [TEAM]}}, None)
     t0 = time.perf_counter()
     report = sync_mailbox(factory, config, "sales", parse_workers=workers)
@@ -108,6 +115,13 @@ def phase_sync(connection: dict, db: str, workers: int | None, deliveries: int) 
             "latencies": latencies}
 
 
+def print_phase_result(result: dict) -> None:
+    """A child phase's last line: its result with its own peak RSS and its largest child's."""
+    result["peak_rss_kb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    result["worker_peak_rss_kb"] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    print(json.dumps(result))
+
+
 def run_child(args: list[str]) -> tuple[dict, float, float]:
     out = subprocess.run([sys.executable, __file__, *args], check=True, capture_output=True, text=True)
     result = json.loads(out.stdout.strip().splitlines()[-1])
@@ -133,11 +147,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.phase:
         connection = json.loads(args.connection)
-        result = (phase_baseline(connection) if args.phase == "baseline"
-                  else phase_sync(connection, args.db, args.workers, args.deliveries))
-        result["peak_rss_kb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        result["worker_peak_rss_kb"] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-        print(json.dumps(result))
+        print_phase_result(phase_baseline(connection) if args.phase == "baseline"
+                           else phase_sync(connection, args.db, args.workers, args.deliveries))
         return
 
     from tests.certs import make_tls_files

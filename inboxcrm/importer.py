@@ -11,7 +11,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 
@@ -38,6 +38,7 @@ GROUP_SECONDS = 1.0
 class ImportReport:
     total: int = 0
     counts: Counter = field(default_factory=Counter)
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (file, why): unreadable, not imported
 
 
 def resolve_mailbox(session: Session, name: str) -> MailboxInfo:
@@ -61,7 +62,7 @@ def feed(factory: sessionmaker[Session], config, mailbox: MailboxInfo, messages:
     message, so a source's position commits together with the records (exactly once).
     ``stop``: checked between messages; the open group still commits.
     ``on_message(raw, outcome)`` runs for each message of a group once the group has committed,
-    so what it reports (a log line, say) is on record."""
+    so what it reports (a log line, say) is on record; ``raw.data`` is empty by then."""
     report = ImportReport()
     with factory() as session:
         ctx = context_for(session, config)
@@ -80,8 +81,8 @@ def feed(factory: sessionmaker[Session], config, mailbox: MailboxInfo, messages:
                 done, size, last = done + 1, size + len(raw.data), raw
                 report.total += 1
                 report.counts[outcome.status] += 1
-                if on_message is not None:
-                    committed.append((raw, outcome))
+                if on_message is not None:  # without its bytes: a group of bodies need not wait for a log line
+                    committed.append((replace(raw, data=b""), outcome))
             if checkpoint is not None and last is not None:
                 checkpoint(session, last)
         for raw, outcome in committed:
@@ -95,6 +96,12 @@ def feed(factory: sessionmaker[Session], config, mailbox: MailboxInfo, messages:
 def import_path(factory: sessionmaker[Session], config, mailbox: str, path: Path,
                 since: datetime | None = None, progress: Callable[[int], None] | None = None,
                 now: Clock = utcnow, parse_workers: int | None = None) -> ImportReport:
+    """A file that cannot be read is skipped and named in the report's ``skipped``; the rest imports."""
     with factory() as session:
         info = resolve_mailbox(session, mailbox)
-    return feed(factory, config, info, iter_messages(Path(path), since=since), now, progress, parse_workers)
+    skipped: list[tuple[str, str]] = []
+    messages = iter_messages(Path(path), since, config.sync.max_message_bytes,
+                             lambda name, why: skipped.append((name, why)))
+    report = feed(factory, config, info, messages, now, progress, parse_workers)
+    report.skipped = skipped
+    return report

@@ -22,6 +22,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -227,7 +228,9 @@ class Message(Base):
     message_id: Mapped[str] = mapped_column(String(1000), unique=True)
     synthetic_id: Mapped[bool] = mapped_column(Boolean, default=False)
     sha256: Mapped[str] = mapped_column(String(64), index=True)
-    size: Mapped[int] = mapped_column(Integer)
+    size: Mapped[int] = mapped_column(Integer)  # as received: for a truncated message, its full size
+    # Over [sync] max_message_bytes: only the headers (and a note naming its parts) were stored.
+    truncated: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     subject: Mapped[str] = mapped_column(Text, default="")
     from_address: Mapped[str] = mapped_column(String(320), default="", index=True)
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

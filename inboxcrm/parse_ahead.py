@@ -2,12 +2,16 @@
 
 Parsing is pure and CPU-bound, the database work is sequential; overlapping them is what
 lets an import keep up with a bare parse loop on a small server. Order is preserved (a reply
-must be applied after the message it answers) and the window is bounded, so a huge mbox never
-sits in memory. If a worker dies, parsing falls back to the main process: nothing is lost.
+must be applied after the message it answers) and the window is bounded by count and bytes, so
+neither a huge mbox nor a run of large messages sits in memory. If a worker dies, parsing falls
+back to the main process: nothing is lost. If the main process dies (kill -9), its workers notice
+within a second and exit: a killed ``poll`` or ``run`` leaves no orphan behind.
 """
 from __future__ import annotations
 
 import os
+import threading
+import time
 from collections import deque
 from dataclasses import dataclass
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -30,9 +34,12 @@ class Prepared:
     parsed: Email | ParseError
 
 
-# A chunk is one task for a worker; at most workers + 1 chunks are in memory at once.
+# A chunk is one task for a worker; at most workers + 1 chunks are in memory at once, and beyond
+# the oldest one no more than WINDOW_BYTES: a chunk may hold one message up to the size limit.
 CHUNK_MESSAGES = 64
 CHUNK_BYTES = 2 * 1024 * 1024
+WINDOW_BYTES = 8 * 1024 * 1024
+PARENT_CHECK_SECONDS = 0.5
 
 
 def default_workers() -> int:
@@ -56,6 +63,19 @@ def prepare_chunk(chunk: list[bytes]) -> list[Prepared]:
     return [prepare(data) for data in chunk]
 
 
+def watch_parent(parent: int) -> None:
+    """Runs in each worker: exit once the process that started it is gone. A worker blocks on its
+    task queue, whose write end it holds itself, so the parent's death alone never wakes it.
+    Polling the parent id works whatever thread started the pool (PR_SET_PDEATHSIG fires when
+    that thread ends, and the daemon runs syncs in pool threads) and on every platform."""
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(PARENT_CHECK_SECONDS)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="watch-parent", daemon=True).start()
+
+
 def _finished(chunk: list[RawMessage], future: Future | None) -> Iterator[tuple[RawMessage, Prepared | None]]:
     """The chunk with its results, or with None (parse in place) if its worker died."""
     try:
@@ -63,6 +83,10 @@ def _finished(chunk: list[RawMessage], future: Future | None) -> Iterator[tuple[
     except BrokenProcessPool:
         results = None
     return zip(chunk, results or [None] * len(chunk))
+
+
+def _size(chunk: list[RawMessage]) -> int:
+    return sum(len(raw.data) for raw in chunk)
 
 
 def _chunks(messages: Iterable[RawMessage]) -> Iterator[list[RawMessage]]:
@@ -91,16 +115,21 @@ def parse_ahead(messages: Iterable[RawMessage],
     pending: deque[tuple[list[RawMessage], Future | None]] = deque()
     # spawn, not fork: a worker needs only the parser, not a copy of the writer's database
     # connections and memory (fork also copies threads' locks, which can deadlock).
-    with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
+    with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"),
+                             initializer=watch_parent, initargs=(os.getpid(),)) as pool:
         chunks = _chunks(messages)
+        held = 0  # bytes of the chunks in ``pending``
         for chunk in chunks:
             try:
                 pending.append((chunk, pool.submit(prepare_chunk, [raw.data for raw in chunk])))
             except BrokenProcessPool:  # a worker died (out of memory, killed): parse in place
                 pending.append((chunk, None))
                 break
-            while len(pending) > workers:
-                yield from _finished(*pending.popleft())
+            held += _size(chunk)
+            while len(pending) > workers or (len(pending) > 1 and held > WINDOW_BYTES):
+                done = pending.popleft()
+                held -= _size(done[0])
+                yield from _finished(*done)
         while pending:
             yield from _finished(*pending.popleft())
         for chunk in chunks:  # only left over after a broken pool

@@ -26,6 +26,7 @@ from .models import (
     RejectedSender, Rep, RepAddress, RoutingRule, Stage, StageChange,
 )
 from .rules import Action, Condition, Routing, RuleSpec
+from .sources import SourceMessage
 from .parse import header_summary
 from .values import Address, Email, RawMessage
 
@@ -175,9 +176,14 @@ class Store:
 
     def save_raw(self, raw: RawMessage, mailbox_id: int, message_id: str, synthetic: bool,
                  sha256: str, keep_raw: bool = True) -> tuple[StoredMessage, bool]:
-        """Store the bytes and the copy before interpreting; (message, True) if never seen before."""
+        """Store the bytes and the copy before interpreting; (message, True) if never seen before.
+
+        A message read without its body (over the size limit) keeps its real size and is marked
+        truncated, so whoever reads it knows the stored bytes are not all of it."""
+        full_size = raw.full_size if isinstance(raw, SourceMessage) else None
         pk = self.conn.scalar(insert_new(self.conn.dialect.name, Message.__table__, "message_id"), dict(
-            message_id=message_id, synthetic_id=synthetic, sha256=sha256, size=len(raw.data),
+            message_id=message_id, synthetic_id=synthetic, sha256=sha256,
+            size=len(raw.data) if full_size is None else full_size, truncated=full_size is not None,
             received_at=self.now, status="pending", subject="", from_address=""))
         is_new = pk is not None
         if is_new:

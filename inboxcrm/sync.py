@@ -3,7 +3,9 @@
 The position in each folder (UIDVALIDITY + last UID) is written in the same transaction as the
 records its messages produced (``importer.feed``'s checkpoint), so a pass killed at any point
 resumes where its last commit stopped: nothing lost, nothing twice. Never the \\Seen flag: the
-mailbox is read with EXAMINE and BODY.PEEK[] and stays exactly as its people left it.
+mailbox is read with EXAMINE and BODY.PEEK[] and stays exactly as its people left it. Memory
+stays bounded whatever the mail: fetches are sized by RFC822.SIZE, and a message over
+``sync.max_message_bytes`` is recorded from its headers (see ``sources``).
 
 A folder is fetched only when its STATUS says so (a new UIDNEXT or UIDVALIDITY), so polling an
 unchanged mailbox costs a login and one STATUS per folder, whatever its size. A first pass, and
@@ -185,7 +187,8 @@ def _sync_folder(factory, config, client, info, settings: ImapSettings, status: 
 
     if parse_workers == -1:
         parse_workers = None if len(uids) >= BULK else 0
-    result = feed(factory, config, info, imap.fetch(client, folder, uids), now, progress, parse_workers,
+    messages = imap.fetch(client, folder, uids, config.sync.max_message_bytes, config.sync.fetch_batch_bytes)
+    result = feed(factory, config, info, messages, now, progress, parse_workers,
                   checkpoint=checkpoint, stop=stop, on_message=logged)
     report.fetched, report.counts = result.total, result.counts
     if stop is None or not stop.is_set():

@@ -50,6 +50,8 @@ def test_settings_round_trip_through_json_and_hold_no_secret(tls_files):
     ({"auth": "xoauth2", "oauth_client_id": "c", "oauth_provider": "yahoo"}, "expected one of google, microsoft"),
     ({"auth": "xoauth2", "oauth_client_id": "c", "oauth_token_url": "http://example.com/t"}, "expected an https://"),
     ({"oauth_client_id": "c"}, "--oauth-*: only with --auth xoauth2"),
+    ({"security": "plain"}, "--security plain: refused for imap.example.com, which is not this machine"),
+    ({"security": "plain", "host": "10.0.0.5"}, "use --security tls (port 993) or starttls (port 143)"),
 ])
 def test_bad_settings_name_the_option_and_what_is_valid(options, named):
     given = {"host": "imap.example.com", "user": "u", "secret": PASSWORD} | options
@@ -90,6 +92,32 @@ def test_a_gmail_message_has_one_location_in_every_folder_and_junk_is_named_for_
     assert imap.pipeline_folder("[Gmail]/Spam", "\\Junk") == "Junk"
     assert imap.pipeline_folder("[Gmail]/Gesendet", "\\Sent") == "Sent"
     assert imap.pipeline_folder("Projects", "") == "Projects"
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "localhost", "::1", "[::1]", "127.0.0.2"])
+def test_plain_is_allowed_on_this_machine(host):
+    assert build_settings(host, security="plain", user="u", secret=PASSWORD).port == 143
+
+
+def test_a_stored_plain_connection_to_another_machine_is_refused_before_any_packet():
+    """A connection saved before the rule existed: refused at connect, naming the fix."""
+    stored = build_settings("127.0.0.1", security="plain", user="u", secret=PASSWORD).to_json()
+    settings = ImapSettings.from_json(stored | {"host": "imap.example.com"})  # loads: status can show it
+    with pytest.raises(ImapError) as refused:
+        imap.connect(settings, environ={})
+    assert refused.value.stage == "connect" and "--security plain: refused for imap.example.com" in str(refused.value)
+
+
+# -- fetching by size --------------------------------------------------------------------------
+
+def test_batches_are_bounded_by_bytes_and_count_and_keep_uid_order():
+    mb = 1024 * 1024
+    sizes = [(1, 10 * mb), (2, 10 * mb), (3, 10 * mb), (4, 40 * mb), (5, 1000), (6, 60 * mb), (7, 70 * mb),
+             (8, 1000), (9, 1000), (10, 1000)]
+    plan = imap.plan_batches(sizes, max_message_bytes=50 * mb, batch_bytes=32 * mb, batch=2)
+    assert plan == [(True, [1, 2]), (True, [3]), (True, [4]), (True, [5]), (False, [6, 7]), (True, [8, 9]),
+                    (True, [10])]
+    assert [uid for _, uids in plan for uid in uids] == [uid for uid, _ in sizes]
 
 
 # -- connecting to the real server -------------------------------------------------------------
@@ -134,6 +162,7 @@ def test_a_wrong_password_fails_at_the_login_stage_without_the_password(dovecot,
     alice = dovecot.add_user("alice", "s3cret")
     wrong = tmp_path / "pw"
     wrong.write_text("not-the-password\n")
+    wrong.chmod(0o600)
     with pytest.raises(ImapError) as failed:
         imap.connect(dovecot.settings(alice, secret=SecretRef(file=str(wrong))))
     assert failed.value.stage == "login"

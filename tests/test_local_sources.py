@@ -195,3 +195,73 @@ def test_large_mbox_is_streamed(tmp_path):
         tracemalloc.stop()
     assert seen == count == count_messages(path)
     assert peak < 2 * 1024 * 1024, f"peak {peak} bytes while reading a {path.stat().st_size} byte mbox"
+
+
+# -- files that cannot be read, and messages over the size limit ------------------------------
+
+def test_an_unreadable_or_vanished_maildir_file_is_skipped_and_reported_and_the_rest_reads(tmp_path):
+    root = maildir(tmp_path / "md", {"cur/1700000001.M1P1.host:2,S": message("first"),
+                                     "cur/1700000003.M1P1.host:2,S": message("last")})
+    (root / "cur" / "1700000002.M1P1.host:2,S").mkdir()  # EISDIR: unreadable whoever runs the test
+    (root / "new" / "1700000004.M1P1.host").symlink_to(tmp_path / "deleted")  # listed, then gone
+    locked = root / "new" / "1700000005.M1P1.host"
+    locked.write_bytes(message("locked"))
+    locked.chmod(0)
+    root_reads_everything = os.geteuid() == 0
+    skipped: list[tuple[str, str]] = []
+    got = [m.data for m in iter_messages(root, on_skip=lambda path, why: skipped.append((path, why)))]
+    assert got == [message("first"), message("last")] + ([message("locked")] if root_reads_everything else [])
+    reasons = dict(skipped)
+    assert reasons.pop(str(root.resolve() / "cur" / "1700000002.M1P1.host:2,S")) == "Is a directory"
+    assert reasons.pop(str(root.resolve() / "new" / "1700000004.M1P1.host")).startswith("vanished")
+    if not root_reads_everything:
+        assert reasons.pop(str(locked.resolve())) == "Permission denied"
+    assert reasons == {}
+
+
+def test_an_unreadable_file_in_an_eml_folder_is_skipped_and_reported(tmp_path):
+    (tmp_path / "a.eml").write_bytes(message("a"))
+    (tmp_path / "b.eml").symlink_to(tmp_path / "b.eml")  # ELOOP: unreadable whoever runs the test
+    skipped: list[tuple[str, str]] = []
+    assert [m.data for m in iter_messages(tmp_path, on_skip=lambda *s: skipped.append(s))] == [message("a")]
+    assert skipped == [(str(tmp_path / "b.eml"), "Too many levels of symbolic links")]
+
+
+LIMIT = 65536
+
+
+def big(mid: str) -> bytes:
+    return message(mid, body="".join(f"{i:05d} " + "z" * 100 + "\n" for i in range(1000)))
+
+
+@pytest.mark.parametrize("fmt", ["maildir", "mbox", "eml-folder"])
+def test_a_message_over_the_limit_keeps_only_its_headers_and_its_real_size(tmp_path, fmt):
+    large = big("large")
+    assert len(large) > 100_000
+    if fmt == "maildir":
+        path = maildir(tmp_path / "md", {"cur/1.M1P1.host:2,S": message("a"), "cur/2.M1P1.host:2,S": large,
+                                         "cur/3.M1P1.host:2,S": message("c")})
+    elif fmt == "mbox":
+        path = mbox(tmp_path / "mail.mbox", message("a"), large, message("c"))
+    else:
+        for name, data in (("1.eml", message("a")), ("2.eml", large), ("3.eml", message("c"))):
+            (tmp_path / name).write_bytes(data)
+        path = tmp_path
+    got = list(iter_messages(path, max_message_bytes=LIMIT))
+    assert [m.data for m in (got[0], got[2])] == [message("a"), message("c")]
+    assert not got[0].truncated and not got[2].truncated
+    headers = large[:large.index(b"\n\n") + 2]
+    assert got[1].truncated and got[1].full_size == len(large)
+    assert got[1].data.startswith(headers) and len(got[1].data) < 1024 and b"not stored whole" in got[1].data
+
+
+def test_a_large_mbox_message_over_the_limit_is_never_held_whole(tmp_path):
+    path = mbox(tmp_path / "huge.mbox", message("huge", body=("z" * 1000 + "\n") * 20_000), message("after"))
+    tracemalloc.start()
+    try:
+        got = list(iter_messages(path, max_message_bytes=LIMIT))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert [m.truncated for m in got] == [True, False] and got[0].full_size > 20_000_000
+    assert peak < 2 * 1024 * 1024, f"peak {peak} bytes for a 20 MB message over a 64 kB limit"

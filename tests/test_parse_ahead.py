@@ -6,7 +6,7 @@ import os
 import signal
 
 from inboxcrm.errors import ParseError
-from inboxcrm.parse_ahead import CHUNK_MESSAGES, parse_ahead, prepare
+from inboxcrm.parse_ahead import CHUNK_BYTES, CHUNK_MESSAGES, WINDOW_BYTES, parse_ahead, prepare
 from inboxcrm.values import Email, RawMessage
 
 from .conftest import MAIL
@@ -42,3 +42,20 @@ def test_a_killed_worker_loses_nothing():
         seen.append((raw, prepared))
     assert [raw.location for raw, _ in seen] == [raw.location for raw in messages]
     assert any(prepared is None for _, prepared in seen)  # the rest is parsed in place by the caller
+
+
+def test_large_messages_are_held_ahead_by_bytes_not_only_by_chunks():
+    """Two workers may hold three chunks by count; with 5 MB messages two chunks are already over
+    the 8 MB window, so only one message is ever read ahead of the one the consumer has."""
+    body = b"From: a@example.com\r\nSubject: big\r\n\r\n" + (b"z" * 998 + b"\r\n") * 5000
+    assert CHUNK_BYTES < len(body) <= WINDOW_BYTES < 2 * len(body)
+    produced = 0
+
+    def source():
+        nonlocal produced
+        for i in range(5):
+            produced += 1
+            yield RawMessage(body, f"big:{i}")
+
+    ahead = [produced - consumed for consumed, _ in enumerate(parse_ahead(source(), workers=2), start=1)]
+    assert max(ahead) == 1 and len(ahead) == 5

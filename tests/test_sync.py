@@ -281,3 +281,54 @@ def test_a_sync_killed_mid_pass_resumes_exactly_once(dovecot, alice, tmp_path):
     with factory() as s:
         assert s.scalar(select(func.count()).select_from(MessageCopy)) == len(messages)
     make_engine(f"sqlite:///{path}").dispose()
+
+
+def process_tree(pid: int) -> set[int]:
+    """The live descendants of ``pid``, from /proc (zombies count as gone: they hold no memory)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            state, parent = stat.read_text().rpartition(")")[2].split()[:2]
+        except (OSError, ValueError):
+            continue  # ended while we looked
+        if state != "Z":
+            children.setdefault(int(parent), []).append(int(stat.parent.name))
+    found, todo = set(), [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.add(child)
+            todo.append(child)
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["kill-9", "term"])
+def test_a_killed_sync_leaves_no_parse_worker_behind(dovecot, alice, tmp_path, sig):
+    """A backfill (1,500 messages: parse workers start) killed mid-pass: its workers and helper
+    processes are gone within seconds, not left holding memory until the next reboot."""
+    dovecot.append(alice, "INBOX", generated())
+    path = tmp_path / "killed.db"
+    factory = synced_crm(path, dovecot.connection(alice))
+    child = subprocess.Popen([sys.executable, "-c", CHILD, f"sqlite:///{path}"], stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL, cwd=Path(__file__).parent.parent)
+    workers, stored, deadline = set(), 0, time.monotonic() + 120
+    while not (workers and stored) and child.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+        workers = process_tree(child.pid)
+        with factory() as s:
+            stored = s.scalar(select(func.count()).select_from(Message))
+    os.kill(child.pid, sig)
+    child.wait()
+    assert child.returncode == -sig, "the sync finished before it could be killed"
+    assert workers, "no parse worker was started"
+    deadline = time.monotonic() + 10
+    while any(alive(pid) for pid in workers) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not [pid for pid in workers if alive(pid)]
+    make_engine(f"sqlite:///{path}").dispose()

@@ -9,7 +9,6 @@ what is wrong; no message ever contains a secret.
 """
 from __future__ import annotations
 
-import ipaddress
 import json
 import logging
 import os
@@ -23,6 +22,7 @@ import urllib.request
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime
+from email.header import decode_header, make_header
 
 from imapclient import IMAPClient
 from imapclient.exceptions import IMAPClientAbortError, IMAPClientError, LoginError
@@ -30,8 +30,8 @@ from imapclient.exceptions import IMAPClientAbortError, IMAPClientError, LoginEr
 from ..errors import InboxCRMError, Invalid, SecretError
 from ..logs import event
 from ..secret import SecretRef
-from ..tls import client_context
-from ..values import RawMessage
+from ..tls import client_context, is_loopback
+from . import SourceMessage, headers_only
 
 log = logging.getLogger("inboxcrm.imap")
 
@@ -45,7 +45,10 @@ ROLES = ("\\Inbox", "\\Sent", "\\All", "\\Archive", "\\Junk", "\\Trash", "\\Draf
 DEFAULT_FOLDERS = ("\\Inbox", "\\Sent")
 # The folder name the pipeline is told for a role: it knows junk by name, and Gmail localises names.
 PIPELINE_FOLDER = {"\\Junk": "Junk", "\\Trash": "Trash", "\\Sent": "Sent"}
-FETCH_BATCH = 200  # UIDs per FETCH: few round trips, bounded memory (200 x a large message)
+FETCH_BATCH = 200  # UIDs per FETCH at most: few round trips; bytes bound it too (see plan_batches)
+SIZE_BATCH = 2000  # UIDs per RFC822.SIZE FETCH: some 40 bytes of answer each
+MAX_MESSAGE_BYTES = 25 * 1024 * 1024  # as [sync] max_message_bytes; callers pass the configured value
+BATCH_BYTES = 32 * 1024 * 1024  # as [sync] fetch_batch_bytes
 IDLE_RENEW = 29 * 60  # RFC 2177: servers may drop an IDLE after 30 minutes
 TOKEN_SLACK = 60  # refresh an access token this many seconds before it expires
 STAGES = ("dns", "connect", "tls", "login", "folder", "protocol", "connection-lost")
@@ -98,7 +101,9 @@ class ImapSettings:
         if unknown:
             raise Invalid(f"stored connection has unknown keys {sorted(unknown)}; "
                           f"known are {sorted(cls.__dataclass_fields__)}")
-        return build_settings(**values)
+        # A connection stored before plain text to other machines was refused still loads: it
+        # then fails at connect, on record in `status`, instead of breaking every command.
+        return build_settings(**values, refuse_plain_remote=False)
 
     def describe(self) -> str:
         """Safe to log."""
@@ -120,13 +125,6 @@ def _ref(value) -> SecretRef | None:
         raise Invalid(f"stored secret source {value!r} is not one of env, file, command") from None
 
 
-def _loopback(host: str) -> bool:
-    try:
-        return host == "localhost" or ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def _role(folder: str) -> str:
     """A role given in any case ("\\sent") in its RFC 6154 spelling, or Invalid."""
     for role in ROLES:
@@ -140,12 +138,15 @@ def build_settings(host: str, port: int | None = None, security: str = "tls", ve
                    ca_file: str | None = None, user: str = "", auth: str = "password",
                    secret: SecretRef | None = None, oauth_client_id: str | None = None,
                    oauth_client_secret: SecretRef | None = None, oauth_provider: str | None = None,
-                   oauth_token_url: str | None = None, folders=(), since: date | str | None = None) -> ImapSettings:
+                   oauth_token_url: str | None = None, folders=(), since: date | str | None = None,
+                   refuse_plain_remote: bool = True) -> ImapSettings:
     """Validated settings; each refusal names the option and what would be valid."""
     if not isinstance(host, str) or not host.strip() or any(c.isspace() for c in host.strip()):
         raise Invalid(f"--host {host!r}: expected a host name or IP address")
     if security not in SECURITY:
         raise Invalid(f"--security {security!r}: expected one of {', '.join(SECURITY)}")
+    if refuse_plain_remote:
+        check_plain_is_local(host.strip(), security)
     port = DEFAULT_PORTS[security] if port is None else port
     if type(port) is not int or not 1 <= port <= 65535:
         raise Invalid(f"--port {port!r}: expected a number from 1 to 65535")
@@ -171,7 +172,7 @@ def build_settings(host: str, port: int | None = None, security: str = "tls", ve
             raise Invalid(f"--oauth-provider or --oauth-token-url: required with --auth xoauth2; "
                           f"providers are {', '.join(TOKEN_URLS)}")
         parts = urllib.parse.urlsplit(oauth_token_url)
-        if parts.scheme != "https" and not (parts.scheme == "http" and _loopback(parts.hostname or "")):
+        if parts.scheme != "https" and not (parts.scheme == "http" and is_loopback(parts.hostname or "")):
             raise Invalid(f"--oauth-token-url {oauth_token_url}: expected an https:// URL "
                           f"(http:// only on loopback)")
     elif oauth_client_id or oauth_client_secret or oauth_provider or oauth_token_url:
@@ -199,6 +200,15 @@ def build_settings(host: str, port: int | None = None, security: str = "tls", ve
                         user=user.strip(), auth=auth, secret=secret, oauth_client_id=oauth_client_id,
                         oauth_client_secret=oauth_client_secret, oauth_token_url=oauth_token_url,
                         folders=tuple(chosen), since=since)
+
+
+def check_plain_is_local(host: str, security: str) -> None:
+    """Invalid for --security plain to another machine: the password and every message would
+    cross the network readable. On this machine (a local Dovecot, an SSH tunnel) nothing does."""
+    if security == "plain" and not is_loopback(host):
+        raise Invalid(f"--security plain: refused for {host}, which is not this machine (the password and "
+                      f"mail would cross the network unencrypted); use --security tls (port 993) or "
+                      f"starttls (port 143), or reach the server through a tunnel on 127.0.0.1")
 
 
 # -- connecting --------------------------------------------------------------------------------
@@ -244,9 +254,6 @@ def _open(settings: ImapSettings, timeout: float) -> IMAPClient:
         except (OSError, IMAPClientError) as exc:
             _drop(client)
             raise ImapError("tls", f"STARTTLS with {where} failed ({exc})") from None
-    elif settings.security == "plain":
-        event(log, logging.WARNING, "plaintext", host=settings.host,
-              risk="IMAP without TLS; the password crosses the network readable")
     return client
 
 
@@ -268,6 +275,10 @@ def close(client: IMAPClient) -> None:
 
 def connect(settings: ImapSettings, environ: Mapping[str, str] = os.environ, timeout: float = 30.0) -> IMAPClient:
     """A logged-in client (password or XOAUTH2); ImapError names the stage that failed."""
+    try:
+        check_plain_is_local(settings.host, settings.security)  # a connection stored before the rule
+    except Invalid as exc:
+        raise ImapError("connect", str(exc)) from None
     client = _open(settings, timeout)
     try:
         if settings.auth == "password":
@@ -443,7 +454,7 @@ class protocol:
 # -- reading -------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
-class ImapMessage(RawMessage):
+class ImapMessage(SourceMessage):
     """A fetched message with its UID, so the sync can advance its position to it."""
 
     uid: int = 0
@@ -479,21 +490,103 @@ def new_uids(client: IMAPClient, after_uid: int, since: date | None) -> list[int
     return sorted(uid for uid in found if uid > after_uid)
 
 
-def fetch(client: IMAPClient, folder: FolderInfo, uids: list[int], batch: int = FETCH_BATCH) -> Iterator[ImapMessage]:
-    """BODY.PEEK[] in batches of UIDs, in UID order; a message gone meanwhile is skipped."""
-    gmail = is_gmail(client)
-    items = ["BODY.PEEK[]", "X-GM-MSGID"] if gmail else ["BODY.PEEK[]"]
+def plan_batches(sizes: list[tuple[int, int]], max_message_bytes: int = MAX_MESSAGE_BYTES,
+                 batch_bytes: int = BATCH_BYTES, batch: int = FETCH_BATCH) -> list[tuple[bool, list[int]]]:
+    """(whole, UIDs) FETCHes for (UID, RFC822.SIZE) pairs, in UID order.
+
+    A FETCH answer is held whole in memory until its last message is through the pipeline, so a
+    batch of bodies stops at ``batch_bytes`` as well as at ``batch`` messages (a message bigger
+    than that goes alone). Messages over ``max_message_bytes`` go in headers-only batches
+    (whole=False) and never cost more than their headers."""
+    plan: list[tuple[bool, list[int]]] = []
+    used = 0
+    for uid, size in sizes:
+        whole = size <= max_message_bytes
+        cost = size if whole else 0
+        if not plan or plan[-1][0] != whole or len(plan[-1][1]) >= batch or (used and used + cost > batch_bytes):
+            plan.append((whole, []))
+            used = 0
+        plan[-1][1].append(uid)
+        used += cost
+    return plan
+
+
+def describe_structure(structure) -> list[str]:
+    """One line per leaf part of a BODYSTRUCTURE ("application/pdf "offer.pdf" 48.0 MB"), so the
+    note of a message stored without its body says what it carried. A structure this does not
+    understand gives no lines rather than an error: the note is for people, nothing depends on it."""
+    lines: list[str] = []
+
+    def text(value) -> str:
+        return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value or "")
+
+    def pairs(values) -> dict[str, str]:
+        values = values if isinstance(values, tuple) else ()
+        return {text(k).lower(): decode_filename(text(v)) for k, v in zip(values[::2], values[1::2])}
+
+    def walk(part) -> None:
+        if part and isinstance(part[0], list):
+            for child in part[0]:
+                walk(child)
+            return
+        kind = f"{text(part[0])}/{text(part[1])}".lower()
+        name = pairs(part[2]).get("name", "")
+        disposition = next((p for p in part[7:11] if isinstance(p, tuple) and len(p) == 2
+                            and isinstance(p[1], tuple)), None)
+        if disposition is not None:
+            name = pairs(disposition[1]).get("filename", name)
+        size = part[6] if len(part) > 6 and isinstance(part[6], int) else 0
+        lines.append(f'{kind}{f" {name!r}" if name else ""} {size / 1024 / 1024:.1f} MB')
+
+    try:
+        walk(structure)
+    except (IndexError, TypeError, ValueError):
+        return []
+    return lines
+
+
+def decode_filename(value: str) -> str:
+    """RFC 2047 words in a part's name decoded, control characters dropped: it is shown to people."""
+    try:
+        value = str(make_header(decode_header(value)))
+    except (ValueError, LookupError, UnicodeError):
+        pass
+    return "".join(c for c in value if c.isprintable())[:200]
+
+
+def fetch(client: IMAPClient, folder: FolderInfo, uids: list[int], max_message_bytes: int = MAX_MESSAGE_BYTES,
+          batch_bytes: int = BATCH_BYTES, batch: int = FETCH_BATCH) -> Iterator[ImapMessage]:
+    """Messages in UID order: sizes first (RFC822.SIZE), then BODY.PEEK[] in batches bounded by
+    bytes and count; a message over ``max_message_bytes`` is read as BODY.PEEK[HEADER] and
+    BODYSTRUCTURE only and comes truncated (``full_size`` set). A message gone meanwhile is skipped."""
+    extra = ["X-GM-MSGID"] if is_gmail(client) else []
     label = pipeline_folder(folder.name, folder.role)
-    for start in range(0, len(uids), batch):
-        chunk = uids[start:start + batch]
-        with protocol(f"FETCH in {folder.name}"):
-            found = client.fetch(chunk, items)
-        for uid in chunk:
-            data = found.get(uid, {}).get(b"BODY[]")
-            if data is None:
-                continue  # expunged by someone else between SEARCH and FETCH
-            location = copy_location(folder.name, folder.uidvalidity, uid, found[uid].get(b"X-GM-MSGID"))
-            yield ImapMessage(data, location, label, uid=uid)
+    for start in range(0, len(uids), SIZE_BATCH):
+        window = uids[start:start + SIZE_BATCH]
+        with protocol(f"FETCH RFC822.SIZE in {folder.name}"):
+            answer = client.fetch(window, ["RFC822.SIZE"])
+        sizes = [(uid, answer[uid][b"RFC822.SIZE"]) for uid in window if b"RFC822.SIZE" in answer.get(uid, {})]
+        del answer
+        for whole, chunk in plan_batches(sizes, max_message_bytes, batch_bytes, batch):
+            items = ["BODY.PEEK[]"] if whole else ["BODY.PEEK[HEADER]", "BODYSTRUCTURE"]
+            with protocol(f"FETCH in {folder.name}"):
+                found = client.fetch(chunk, items + extra)
+            full = dict(sizes) if not whole else {}
+            for uid in chunk:
+                item = found.pop(uid, {})  # popped: a message through the pipeline is freed at once
+                data = item.get(b"BODY[]" if whole else b"BODY[HEADER]")
+                if data is None:
+                    continue  # expunged by someone else between SEARCH and FETCH
+                location = copy_location(folder.name, folder.uidvalidity, uid, item.get(b"X-GM-MSGID"))
+                if whole:
+                    yield ImapMessage(data, location, label, uid=uid)
+                    continue
+                size = full[uid]
+                stored = headers_only(data, size, max_message_bytes, describe_structure(item.get(b"BODYSTRUCTURE")))
+                event(log, logging.WARNING, "truncated", folder=folder.name, uid=uid, size=size,
+                      limit=max_message_bytes, action="recorded from its headers; the body stays in the mailbox")
+                yield ImapMessage(stored, location, label, full_size=size, uid=uid)
+            del found
 
 
 def wait_for_change(client: IMAPClient, folder: str, timeout: float, stop: threading.Event | None = None,

@@ -3,21 +3,31 @@
 Each message comes with a ``location`` that does not change while the source does not, so
 an interrupted or repeated import recognises the copies it has already stored. Sources are
 only ever read: a Maildir that a mail client still uses must look the same afterwards.
+
+A message file that cannot be read (permission denied, vanished while the import ran) is
+skipped, logged and handed to ``on_skip``, so the importer can name it while the rest still
+imports. A message over ``max_message_bytes`` is read up to its headers only (see ``sources``).
 """
 from __future__ import annotations
 
+import logging
 import os
 import re
 import stat
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from email.message import Message
 from email.parser import BytesHeaderParser
 from pathlib import Path
 
 from ..errors import Invalid, NotFound
+from ..logs import event
 from ..parse import decode_header_value, parse_date
 from ..values import RawMessage
+from . import HEADER_LIMIT, SourceMessage, headers_only
+
+log = logging.getLogger("inboxcrm.import")
 
 ACCEPTED = ("an .eml file, a folder of .eml files, an mbox file (e.g. Google Takeout), "
             "or a Maildir (folder with cur/ and new/)")
@@ -28,6 +38,7 @@ _QUOTED_FROM = re.compile(rb">+From ")
 _FROM_LINE = re.compile(rb"From \S+ +(Mon|Tue|Wed|Thu|Fri|Sat|Sun) .*\d\d:\d\d")
 _MAILDIR_INFO = re.compile(r"[:;!]2,[A-Za-z]*$")
 _HEADERS = BytesHeaderParser()
+VANISHED = "vanished (moved or deleted by another program while the import ran)"
 
 
 def detect_format(path: Path) -> str:
@@ -64,10 +75,53 @@ def count_messages(path: Path) -> int:
     return _FORMATS[fmt][1](Path(path).resolve())
 
 
-def iter_messages(path: Path, since: datetime | None = None) -> Iterator[RawMessage]:
+@dataclass(frozen=True)
+class Reading:
+    """How one import reads its files: up to the size limit, reporting what it cannot read."""
+
+    max_message_bytes: int | None = None  # None: no limit
+    on_skip: Callable[[str, str], None] | None = None  # (path, why)
+
+    def over(self, size: int) -> bool:
+        return self.max_message_bytes is not None and size > self.max_message_bytes
+
+    def skip(self, path: object, why: str) -> None:
+        event(log, logging.WARNING, "unreadable", path=str(path), error=why,
+              action="skipped; the rest still imports")
+        if self.on_skip is not None:
+            self.on_skip(str(path), why)
+
+    def first_readable(self, paths: Iterable[Path], location: str, folder: str = "") -> RawMessage | None:
+        """The message in the first of ``paths`` that exists (a client may have moved it since it
+        was listed); None, reported, when it cannot be read or none exists any more."""
+        first = None
+        for path in paths:
+            first = first or path
+            try:
+                return self.message(path, location, folder)
+            except FileNotFoundError:
+                continue
+            except OSError as exc:
+                self.skip(path, exc.strerror or str(exc))
+                return None
+        self.skip(first, VANISHED)
+        return None
+
+    def message(self, path: Path, location: str, folder: str = "") -> RawMessage:
+        """The file's message (its headers only when it is over the limit); OSError if unreadable."""
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            if self.over(size):
+                return SourceMessage(headers_only(f.read(HEADER_LIMIT), size, self.max_message_bytes), location,
+                                     folder, full_size=size)
+            return SourceMessage(f.read(), location, folder)
+
+
+def iter_messages(path: Path, since: datetime | None = None, max_message_bytes: int | None = None,
+                  on_skip: Callable[[str, str], None] | None = None) -> Iterator[RawMessage]:
     """Messages one at a time; checks the path now, so a wrong one fails before any work."""
     fmt = detect_format(path)
-    messages = _FORMATS[fmt][0](Path(path).resolve())
+    messages = _FORMATS[fmt][0](Path(path).resolve(), Reading(max_message_bytes, on_skip))
     if since is None:
         return messages
     if since.tzinfo is None:
@@ -96,16 +150,6 @@ def _open(path: Path):
         raise _unreadable(path, exc) from exc
 
 
-def _read(path: Path) -> bytes | None:
-    """None when the file vanished after it was listed: another program moved or deleted it."""
-    try:
-        return path.read_bytes()
-    except FileNotFoundError:
-        return None
-    except OSError as exc:
-        raise _unreadable(path, exc) from exc
-
-
 def _listdir(path: Path) -> list[str]:
     try:
         return sorted(os.listdir(path))
@@ -126,15 +170,20 @@ def _eml_files(root: Path) -> Iterator[Path]:
                 yield Path(top, name)
 
 
-def _eml(path: Path) -> Iterator[RawMessage]:
-    data = _read(path)
-    if data is not None:
-        yield RawMessage(data, f"file:{path}")
+def _eml(path: Path, reading: Reading) -> Iterator[RawMessage]:
+    """The one file named: unreadable, the import fails with the reason (nothing else to import)."""
+    try:
+        yield reading.message(path, f"file:{path}")
+    except OSError as exc:
+        raise _unreadable(path, exc) from exc
 
 
-def _eml_folder(root: Path) -> Iterator[RawMessage]:
+def _eml_folder(root: Path, reading: Reading) -> Iterator[RawMessage]:
     for path in sorted(_eml_files(root)):
-        yield from _eml(path.resolve())
+        path = Path(os.path.realpath(path))  # not resolve(): it raises on a symlink loop
+        raw = reading.first_readable([path], f"file:{path}")
+        if raw is not None:
+            yield raw
 
 
 # --- mbox ---------------------------------------------------------------------------------
@@ -148,29 +197,59 @@ def _mbox_lines(path: Path) -> Iterator[tuple[bool, bytes]]:
             after_blank = line in _BLANK
 
 
-def _mbox(path: Path) -> Iterator[RawMessage]:
-    lines: list[bytes] | None = None
+class _MboxMessage:
+    """One message's lines as they stream past; past the size limit only its headers are kept."""
+
+    def __init__(self):
+        self.lines: list[bytes] = []
+        self.size = 0
+        self.header_lines: int | None = None  # lines up to the blank one, once seen
+        self.dropped = False  # the body went: over the limit
+        self.last = b""
+
+    def add(self, line: bytes, reading: Reading) -> None:
+        self.size += len(line)
+        self.last = line
+        if self.header_lines is None:
+            self.lines.append(line)
+            if line in _BLANK:
+                self.header_lines = len(self.lines)
+        elif not reading.over(self.size):
+            self.lines.append(line)
+        elif not self.dropped:
+            del self.lines[self.header_lines:]  # over the limit: the body read so far goes too
+            self.dropped = True
+
+    def message(self, path: Path, index: int, reading: Reading) -> RawMessage:
+        if self.last in _BLANK:  # the blank line before the next "From " belongs to the separator
+            self.size -= len(self.last)
+            if not self.dropped and self.lines:
+                self.lines.pop()
+        data = b"".join(self.lines)
+        labels = {label.strip().strip('"')
+                  for label in decode_header_value(_headers(data).get("X-Gmail-Labels")).split(",")}
+        # Takeout puts Spam and Trash in the same file: name the folder so the pipeline keeps them as noise.
+        folder = next((name for name in ("Spam", "Trash", "Sent") if name in labels), "")
+        location = f"mbox:{path}#{index}"
+        if self.dropped:
+            return SourceMessage(headers_only(data, self.size, reading.max_message_bytes), location, folder,
+                                 full_size=self.size)
+        return SourceMessage(data, location, folder)
+
+
+def _mbox(path: Path, reading: Reading) -> Iterator[RawMessage]:
+    current: _MboxMessage | None = None
     index = 0
     for starts, line in _mbox_lines(path):
         if starts:
-            if lines is not None:
-                yield _mbox_message(path, index, lines)
+            if current is not None:
+                yield current.message(path, index, reading)
                 index += 1
-            lines = []
-        elif lines is not None:
-            lines.append(line[1:] if line.startswith(b">") and _QUOTED_FROM.match(line) else line)
-    if lines is not None:
-        yield _mbox_message(path, index, lines)
-
-
-def _mbox_message(path: Path, index: int, lines: list[bytes]) -> RawMessage:
-    if lines and lines[-1] in _BLANK:
-        lines.pop()  # the blank line belongs to the separator, not to the message
-    data = b"".join(lines)
-    labels = {label.strip().strip('"') for label in decode_header_value(_headers(data).get("X-Gmail-Labels")).split(",")}
-    # Takeout puts Spam and Trash in the same file: name the folder so the pipeline keeps them as noise.
-    folder = next((name for name in ("Spam", "Trash", "Sent") if name in labels), "")
-    return RawMessage(data, f"mbox:{path}#{index}", folder)
+            current = _MboxMessage()
+        elif current is not None:
+            current.add(line[1:] if line.startswith(b">") and _QUOTED_FROM.match(line) else line, reading)
+    if current is not None:
+        yield current.message(path, index, reading)
 
 
 def _count_mbox(path: Path) -> int:
@@ -205,23 +284,22 @@ def _maildir_index(root: Path) -> list[tuple[str, Path, str, str]]:
     return index
 
 
-def _maildir_read(maildir: Path, key: str, name: str) -> bytes | None:
-    data = _read(maildir / name)
-    if data is None:  # moved to cur/ or re-flagged by a client since it was listed
-        for other in _listdir(maildir / "cur"):
-            if _maildir_key(other) == key and (data := _read(maildir / "cur" / other)) is not None:
-                break
-    return data
+def _maildir_paths(maildir: Path, key: str, name: str) -> Iterator[Path]:
+    """Where the message listed as ``name`` may be now: there, or (listed lazily, only when it is
+    gone) under another name in cur/, where a client moves and re-flags what it has read."""
+    yield maildir / name
+    yield from (maildir / "cur" / other for other in _listdir(maildir / "cur")
+                if _maildir_key(other) == key and f"cur/{other}" != name)
 
 
-def _maildir(root: Path) -> Iterator[RawMessage]:
+def _maildir(root: Path, reading: Reading) -> Iterator[RawMessage]:
     for folder, maildir, key, name in _maildir_index(root):
-        data = _maildir_read(maildir, key, name)
-        if data is not None:
-            yield RawMessage(data, f"maildir:{maildir}/{key}", folder)
+        raw = reading.first_readable(_maildir_paths(maildir, key, name), f"maildir:{maildir}/{key}", folder)
+        if raw is not None:
+            yield raw
 
 
-_FORMATS: dict[str, tuple[Callable[[Path], Iterator[RawMessage]], Callable[[Path], int]]] = {
+_FORMATS: dict[str, tuple[Callable[[Path, Reading], Iterator[RawMessage]], Callable[[Path], int]]] = {
     "eml": (_eml, lambda path: 1),
     "eml-folder": (_eml_folder, lambda root: sum(1 for _ in _eml_files(root))),
     "mbox": (_mbox, _count_mbox),
