@@ -589,6 +589,11 @@ def import_(app: App, path: Path, mailbox: str, since: datetime | None) -> None:
         report = import_path(factory, app.config, mailbox, path, start, bar.update)
     counts = ", ".join(f"{n} {status}" for status, n in sorted(report.counts.items()))
     echo(f"imported {views.plural(report.total, 'message')} into {mailbox}" + (f": {counts}" if counts else ""))
+    if report.skipped:
+        echo(f"skipped {views.plural(len(report.skipped), 'unreadable file')} (the rest was imported; fix "
+             "and import again, stored messages are recognised):", err=True)
+        for name, why in report.skipped:
+            echo(f"  {name}: {why}", err=True)
 
 
 # -- deals ----------------------------------------------------------------------------------

@@ -305,6 +305,7 @@ class TimelineRow:
     subject: str
     message_id: str
     mailboxes: tuple[str, ...]
+    truncated_size: int | None = None  # the real size of a message stored from its headers only
 
 
 @dataclass(frozen=True)
@@ -368,7 +369,8 @@ def show_deal(session: Session, ref: str) -> DealDetail:
         history=tuple(HistoryRow(h.at, h.from_stage, h.to_stage, h.actor, h.reason)
                       for h in rows(StageChange, StageChange.at, StageChange.id)),
         messages=tuple(TimelineRow(m.sent_at or m.received_at, m.direction, m.from_address, m.subject, m.message_id,
-                                   tuple(dict.fromkeys(c.mailbox.name for c in m.copies))) for m in messages),
+                                   tuple(dict.fromkeys(c.mailbox.name for c in m.copies)),
+                                   m.size if m.truncated else None) for m in messages),
     )
 
 

@@ -13,7 +13,6 @@ host, port and stage (connect, tls, auth, envelope, data) and never carry the pa
 """
 from __future__ import annotations
 
-import ipaddress
 import logging
 import os
 import re
@@ -27,7 +26,7 @@ from typing import Self
 from .config import SmtpConfig
 from .errors import InboxCRMError, SecretError
 from .logs import event
-from .tls import client_context
+from .tls import client_context, is_loopback
 
 log = logging.getLogger(__name__)
 STAGES = ("connect", "tls", "auth", "envelope", "data")
@@ -47,15 +46,6 @@ class SmtpError(InboxCRMError):
 def _reply(exc: smtplib.SMTPResponseException) -> str:
     text = exc.smtp_error.decode("utf-8", "replace") if isinstance(exc.smtp_error, bytes) else str(exc.smtp_error)
     return f"{exc.smtp_code} {' '.join(text.split())}"
-
-
-def is_loopback(host: str) -> bool:
-    if host.lower() in ("localhost", "localhost.localdomain"):
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 def tls_context(cfg: SmtpConfig) -> ssl.SSLContext:

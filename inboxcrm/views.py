@@ -249,7 +249,10 @@ def render_deal(d, now: datetime) -> str:
     lines += _section("Stage history", [f"{when(h.at)}  {h.from_stage or '(new)'} -> {h.to_stage}  by {h.actor}"
                                         + (f" ({h.reason})" if h.reason else "") for h in d.history])
     lines += _section("Messages", [f"{when(m.sent_at)}  {m.direction or '?':<8} {m.from_address}  {m.subject}"
-                                   f"  <{m.message_id}>  seen in {', '.join(m.mailboxes) or '-'}" for m in d.messages])
+                                   f"  <{m.message_id}>  seen in {', '.join(m.mailboxes) or '-'}"
+                                   + (f"  [not stored whole: {m.truncated_size / 1048576:.1f} MB, over "
+                                      "[sync] max_message_bytes]" if m.truncated_size else "")
+                                   for m in d.messages])
     return "\n".join(lines)
 
 

@@ -236,6 +236,16 @@ def test_import_then_rule_explain(team, tmp_path):
     assert "unknown mailbox" in refused(team, "import", str(tmp_path / "mail"), "--mailbox", "nope")
 
 
+def test_import_names_the_files_it_could_not_read_and_imports_the_rest(team, tmp_path):
+    (tmp_path / "mail").mkdir()
+    (tmp_path / "mail" / "one.eml").write_bytes((MAIL / "pipeline-new-lead-company.eml").read_bytes())
+    (tmp_path / "mail" / "loop.eml").symlink_to(tmp_path / "mail" / "loop.eml")  # unreadable, even for root
+    result = team("import", str(tmp_path / "mail"), "--mailbox", "sales")
+    assert result.stdout.startswith("imported 1 message into sales")
+    assert "skipped 1 unreadable file" in result.stderr and "loop.eml" in result.stderr
+    assert "Traceback" not in result.output
+
+
 def test_python_dash_m_runs_the_same_command_line():
     import subprocess
     import sys

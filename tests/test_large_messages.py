@@ -4,14 +4,17 @@ never read whole, and the mailbox left exactly as it was."""
 from __future__ import annotations
 
 import base64
+from datetime import datetime, timezone
 
 from imapclient import IMAPClient
 from sqlalchemy import select
 
 from inboxcrm.config import build_config
+from inboxcrm.deals import show_deal
 from inboxcrm.importer import import_path
 from inboxcrm.models import Deal, Message
 from inboxcrm.sync import sync_mailbox
+from inboxcrm.views import render_deal
 
 from .dovecot import dovecot_server  # noqa: F401 - registers the fixture "dovecot"
 from .test_sync import alice, crm  # noqa: F401 - fixtures: alice's account, a CRM reading it as "sales"
@@ -119,3 +122,7 @@ def test_an_import_records_a_huge_file_truncated_and_names_the_file_it_cannot_re
     answer, _ = stored(crm, "answer")
     assert huge.truncated and huge.size > 300_000 and len(raw) < 4096 and b"not stored whole" in raw
     assert not answer.truncated and answer.deal_id == huge.deal_id is not None
+    with crm() as session:  # `deal show` tells the user the message was not stored whole
+        detail = show_deal(session, f"D-{huge.deal_id}")
+    shown = render_deal(detail, datetime.now(timezone.utc))
+    assert shown.count("[not stored whole: ") == 1 and "over [sync] max_message_bytes" in shown
