@@ -32,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 TEAM = "acme.example"
 REPS = ("alice", "bob", "carol")
+AUTHSERV = "mx.acme.example"  # the team's receiving server, trusted for commands
 
 
 def generate(folder: Path, count: int, attachment_kb: int, seed: int = 7) -> None:
@@ -47,8 +48,10 @@ def generate(folder: Path, count: int, attachment_kb: int, seed: int = 7) -> Non
         kind = rng.random()
         if kind < 0.01 and sent:
             rep = rng.choice(REPS)
+            # Vouched for by the team's receiving server, as [commands] proof requires by default.
             sender, to, subject, extra = f"{rep}@{TEAM}", f"crm@{TEAM}", \
-                f"[D-{rng.randrange(1, len(sent) + 1)}] note: called them about message {i}", b""
+                f"[D-{rng.randrange(1, len(sent) + 1)}] note: called them about message {i}", \
+                f"Authentication-Results: {AUTHSERV}; dmarc=pass header.from={TEAM}\r\n".encode()
             refs = b""
             when = format_datetime(datetime.now(timezone.utc)).encode()  # older commands are history
         elif kind < 0.08:
@@ -106,7 +109,8 @@ def phase_import(folder: str, db: str, workers: int | None) -> dict:
         admin.add_mailbox(s, now, "bench", "sales", "alice", "capture", None, "create")
     # Commands by email on, as a team with a command address runs: every message meets the gate.
     config = build_config({"team": {"domains": [TEAM]}, "digest": {"command_address": f"crm@{TEAM}"},
-                           "commands": {"token_key_file": str(Path(folder).parent / "reply-token.key")}}, None)
+                           "commands": {"token_key_file": str(Path(folder).parent / "reply-token.key"),
+                                        "trusted_authserv_ids": [AUTHSERV]}}, None)
     t0 = time.perf_counter()
     report = import_path(factory, config, "sales", Path(folder), parse_workers=workers)
     return {"messages": report.total, "seconds": time.perf_counter() - t0, "counts": dict(report.counts)}
