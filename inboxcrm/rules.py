@@ -56,8 +56,18 @@ class RuleSpec:
     round_robin_next: int = 0
 
 
+def _address_pattern(pattern: str) -> str:
+    """A pattern's domain in the stored form when it holds no wildcard, so ``*@xn--mller-bau-q9a.de``
+    (written before addresses had one form, or copied from a header) matches ``anna@müller-bau.de``."""
+    local, at, domain = pattern.strip().lower().rpartition("@")
+    if at and domain and not any(c in domain for c in "*?["):
+        domain = normalize_domain(domain) or domain
+    return f"{local}{at}{domain}"
+
+
 def _addresses_match(pattern: str, addresses: list[str]) -> bool:
-    return any(fnmatchcase(a, pattern.lower()) for a in addresses)
+    pattern = _address_pattern(pattern)
+    return any(fnmatchcase(a, pattern) for a in addresses)
 
 
 def _domain_match(domain: str, wanted: str) -> bool:

@@ -319,3 +319,6 @@ def test_rule_domains_match_either_spelling():
     matches = CONDITIONS["from-domain"][1]
     assert matches(mail, "sales", "xn--mller-bau-q9a.example") and matches(mail, "sales", "Müller-Bau.example")
     assert not matches(mail, "sales", "bau.example")
+    from_address = CONDITIONS["from"][1]
+    assert from_address(mail, "sales", "*@mail.xn--mller-bau-q9a.example")
+    assert from_address(mail, "sales", "ANNA@*") and not from_address(mail, "sales", "*@xn--mller-bau-q9a.example")
