@@ -12,8 +12,11 @@ tree (main + parse worker) summed from /proc every 20 ms by the parent. (A child
 not used for the worker: Linux starts it at its parent's size.)
 Prints figures and the ratio mixed / small (aim: under 200 MB for the tree, ratio near 1).
 ``--unlimited`` also backfills "mixed" with max_message_bytes above 50 MB: what the limit saves.
+``--near-limit N`` adds a mailbox "near": the small messages with N messages just under the limit
+(24 MB by default), which are read and parsed whole: the case the limit does not cover.
 
     python bench/backfill_memory_bench.py [--messages 2000] [--big 10] [--big-mb 50] [--unlimited]
+                                          [--near-limit 10 [--near-limit-mb 24] [--only-near]]
                                           [--fetch-batch-bytes N]
 """
 from __future__ import annotations
@@ -40,9 +43,10 @@ from imap_bench import bench_crm, print_phase_result
 PAGE_KB = os.sysconf("SC_PAGE_SIZE") // 1024
 
 
-def big_message(i: int, megabytes: int) -> bytes:
+def big_message(i: int, megabytes: float) -> bytes:
     """A prospect's tender with a PDF attachment that makes the message ``megabytes`` MB."""
-    blob = base64.encodebytes(random.Random(i).randbytes(megabytes * 1024 * 1024 * 3 // 4)).replace(b"\n", b"\r\n")
+    blob = base64.encodebytes(random.Random(i).randbytes(int(megabytes * 1024 * 1024 * 3 / 4 * 76 / 78)))
+    blob = blob.replace(b"\n", b"\r\n")
     return (f"From: Buyer {i} <buyer{i}@tenders{i}.example>\r\nTo: sales@{TEAM}\r\nSubject: Tender {i}\r\n"
             f"Message-ID: <big{i}@tenders.example>\r\nDate: Mon, 02 Nov 2026 09:00:00 +0000\r\nMIME-Version: 1.0\r\n"
             f'Content-Type: multipart/mixed; boundary="BB"\r\n\r\n--BB\r\nContent-Type: text/plain\r\n\r\n'
@@ -51,8 +55,9 @@ def big_message(i: int, megabytes: int) -> bytes:
             ).encode() + blob + b"\r\n--BB--\r\n"
 
 
-def phase_load(server_state: dict, folder: str, big: int, big_mb: int) -> dict:
-    """Appends in a child, so the parent (whose peak RSS every later child starts from) stays small."""
+def phase_load(server_state: dict, folder: str, extra: dict[str, tuple[int, int]]) -> dict:
+    """Appends in a child, so the parent (whose peak RSS every later child starts from) stays small.
+    ``extra``: mailbox -> (how many large messages, their size in MB) among the generated ones."""
     import ssl
 
     from imapclient import IMAPClient
@@ -60,26 +65,30 @@ def phase_load(server_state: dict, folder: str, big: int, big_mb: int) -> dict:
     from tests.dovecot import APPEND_BATCH
 
     files = sorted(Path(folder).iterdir())
-    every = max(1, len(files) // big) if big else 0
-    loaded = {"small": 0, "mixed": 0}
-    for user in ("small", "mixed"):
+    loaded = {}
+    for user in ("small", *extra):
+        count, megabytes = extra.get(user, (0, 0))
+        every = max(1, len(files) // count) if count else 0
+        large = 0
         client = IMAPClient("127.0.0.1", server_state["port"], ssl=True,
                             ssl_context=ssl.create_default_context(cafile=server_state["ca"]), timeout=60)
         client.login(user, server_state["password"])
         batch: list[bytes] = []
+        loaded[user] = 0
         for n, path in enumerate(files):
             batch.append(path.read_bytes())
             if len(batch) >= APPEND_BATCH or n == len(files) - 1:
                 client.multiappend("INBOX", [{"msg": m} for m in batch])
                 loaded[user] += len(batch)
                 batch = []
-            if user == "mixed" and every and n % every == every // 2 and loaded["mixed"] - loaded["small"] < big:
+            if every and n % every == every // 2 and large < count:
                 if batch:
                     client.multiappend("INBOX", [{"msg": m} for m in batch])
                     loaded[user] += len(batch)
                     batch = []
-                client.append("INBOX", big_message(n, big_mb))
+                client.append("INBOX", big_message(n, megabytes))
                 loaded[user] += 1
+                large += 1
         client.logout()
     return loaded
 
@@ -160,6 +169,10 @@ def main() -> None:
     parser.add_argument("--messages", type=int, default=2_000)
     parser.add_argument("--big", type=int, default=10, help="how many huge messages among them")
     parser.add_argument("--big-mb", type=int, default=50)
+    parser.add_argument("--near-limit", type=int, default=0, metavar="N",
+                        help="also backfill a mailbox with N messages just under max_message_bytes among the rest")
+    parser.add_argument("--near-limit-mb", type=float, default=24.0)
+    parser.add_argument("--only-near", action="store_true", help="skip the 'mixed' mailbox (with --near-limit)")
     parser.add_argument("--unlimited", action="store_true",
                         help="also backfill with max_message_bytes above the huge messages' size")
     parser.add_argument("--fetch-batch-bytes", type=int, help="[sync] fetch_batch_bytes (default: the default)")
@@ -171,7 +184,7 @@ def main() -> None:
     if args.phase:
         if args.phase == "load":
             state = json.loads(args.arg)
-            result = phase_load(state, state["folder"], args.big, args.big_mb)
+            result = phase_load(state, state["folder"], {k: tuple(v) for k, v in state["extra"].items()})
         elif args.phase == "bare":
             result = phase_bare()
         else:
@@ -190,16 +203,19 @@ def main() -> None:
         mail = work / "mail"
         mail.mkdir()
         generate(mail, args.messages - args.big, 1024)
-        users = {name: server.add_user(name, "bench-password") for name in ("small", "mixed")}
+        extra = {} if args.only_near else {"mixed": (args.big, args.big_mb)}
+        extra |= {"near": (args.near_limit, args.near_limit_mb)} if args.near_limit else {}
+        users = {name: server.add_user(name, "bench-password") for name in ("small", *extra)}
         t0 = time.perf_counter()
-        state = {"port": server.port, "ca": str(server.tls.ca), "password": "bench-password", "folder": str(mail)}
-        loaded, _ = run_child(["--phase", "load", "--arg", json.dumps(state), "--big", str(args.big),
-                               "--big-mb", str(args.big_mb)])
-        print(f"loaded {loaded['small']} messages into 'small' and {loaded['mixed']} into 'mixed' "
-              f"({args.big} of {args.big_mb} MB) in {time.perf_counter() - t0:.1f} s")
+        state = {"port": server.port, "ca": str(server.tls.ca), "password": "bench-password", "folder": str(mail),
+                 "extra": extra}
+        loaded, _ = run_child(["--phase", "load", "--arg", json.dumps(state)])
+        print(f"loaded in {time.perf_counter() - t0:.1f} s: " + ", ".join(
+            f"{loaded[user]} messages into '{user}'" + (" ({} of {} MB)".format(*extra[user]) if user in extra else "")
+            for user in loaded))
         _, bare = run_child(["--phase", "bare"])
-        runs = [("small", "small", None), ("mixed", "mixed", None)]
-        if args.unlimited:
+        runs = [("small", "small", None)] + [(user, user, None) for user in extra]
+        if args.unlimited and "mixed" in extra:
             runs.append(("mixed, no limit", "mixed", (args.big_mb + 8) * 1024 * 1024))
         for label, user, limit in runs:
             connection = json.dumps(server.connection(users[user], folders=("\\Inbox",)))
@@ -216,7 +232,7 @@ def main() -> None:
         print(f"backfill {label:<16}             : {run['messages']} messages in {run['seconds']:.1f} s "
               f"({run['messages'] / run['seconds']:.0f} msg/s), {run['truncated']} truncated; peak RSS "
               f"{memory['tree']:.0f} MB process tree (main process {memory['main']:.0f} MB, the rest its parse "
-              f"worker); {memory['tree'] / small['tree']:.2f}x the small run, "
+              f"worker); {memory['tree'] / small['tree']:.2f}x the small run (main {memory['main'] / small['main']:.2f}x), "
               f"{memory['tree'] / bare['main']:.1f}x bare (aim < 200 MB)")
         print(f"          outcomes                     : {run['counts']}")
     print(f"cpu cores                              : {os.cpu_count()}")

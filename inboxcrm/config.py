@@ -80,7 +80,7 @@ class SyncConfig:
     # A message larger than this is recorded from its headers and structure only (BODYSTRUCTURE,
     # no body), attached to its deal and marked truncated: one huge mail must not exhaust memory.
     max_message_bytes: int = 25 * 1024 * 1024
-    fetch_batch_bytes: int = 32 * 1024 * 1024  # one FETCH asks for at most this many bytes of bodies
+    fetch_batch_bytes: int = 8 * 1024 * 1024  # one FETCH asks for at most this many bytes of bodies
 
 
 @dataclass(frozen=True)

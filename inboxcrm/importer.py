@@ -78,11 +78,14 @@ def feed(factory: sessionmaker[Session], config, mailbox: MailboxInfo, messages:
                     exhausted = True
                     break
                 outcome = process(session, raw, mailbox, ctx, now(), config.pipeline.store_raw, prepared)
-                done, size, last = done + 1, size + len(raw.data), raw
+                # Kept without its bytes: neither the checkpoint nor a log line needs the body, and the
+                # previous message must not stay in memory while the next one is fetched.
+                done, size, last = done + 1, size + len(raw.data), replace(raw, data=b"")
+                raw = prepared = None
                 report.total += 1
                 report.counts[outcome.status] += 1
-                if on_message is not None:  # without its bytes: a group of bodies need not wait for a log line
-                    committed.append((replace(raw, data=b""), outcome))
+                if on_message is not None:
+                    committed.append((last, outcome))
             if checkpoint is not None and last is not None:
                 checkpoint(session, last)
         for raw, outcome in committed:

@@ -9,19 +9,23 @@ Headers and addresses are read with the standard library's header registry
 (``email.policy.default``), never by splitting decoded text: an address comes only from an
 addr-spec, so an encoded display name ("Support <alice@team.example>") stays a name and a CR/LF
 inside an encoded word cannot add a recipient or a sender. mail-parser reads only bodies and
-attachments.
+attachments; a message over SKELETON_FROM (1 MB) is handed to it as its skeleton (``skeleton``),
+so a 24 MB message costs kilobytes to parse instead of nine times its size.
 """
 from __future__ import annotations
 
+import base64
 import hashlib
 import logging
 import re
 import unicodedata
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from email import policy
+from email.policy import compat32
 from email.errors import InvalidHeaderDefect
 from email.headerregistry import Address as RegistryAddress
-from email.parser import Parser
+from email.parser import BytesHeaderParser, Parser
 from email.utils import parsedate_to_datetime
 
 import mailparser
@@ -324,9 +328,19 @@ def header_summary(raw: bytes) -> tuple[str, str, datetime | None]:
 
 # -- the whole message ----------------------------------------------------------------------------
 
-def _body(raw: bytes) -> tuple[str, tuple[Attachment, ...], tuple[str, ...]]:
-    """(text, attachments, defects) by mail-parser: HTML-only mail turned into text."""
-    parsed = mailparser.parse_from_bytes(raw)
+def _body(raw: bytes, start: int = 0) -> tuple[str, tuple[Attachment, ...], tuple[str, ...]]:
+    """(text, attachments, defects) by mail-parser, of the message from offset ``start``:
+    HTML-only mail turned into text. A message over SKELETON_FROM bytes is given to mail-parser
+    as its skeleton (see ``skeleton``): decoding every attachment cost about nine times the
+    message in memory, and nothing here reads attachments."""
+    found = skeleton(raw, start) if len(raw) - start > SKELETON_FROM else None
+    stripped: dict[str, StrippedPart] = {}
+    if found is not None:
+        data, stripped = found
+    else:
+        data = raw[start:]
+    parsed = mailparser.parse_from_bytes(data)
+    del data
     text = "\n".join(parsed.text_plain).strip()
     if not text and parsed.text_html:
         text = html_to_text("\n".join(parsed.text_html)).strip()
@@ -334,12 +348,218 @@ def _body(raw: bytes) -> tuple[str, tuple[Attachment, ...], tuple[str, ...]]:
         Attachment(
             filename=decode_header_value(a.get("filename") or ""),
             content_type=a.get("mail_content_type") or "application/octet-stream",
-            size=len(a.get("payload") or "") * 3 // 4 if a.get("binary") else len(a.get("payload") or ""),
+            size=_attachment_size(a, stripped),
         )
         for a in parsed.attachments
     )
     defects = tuple(sorted(parsed.defects_categories or ()))  # a set: sorted so results are stable
     return text, attachments, defects
+
+
+def _attachment_size(attachment: dict, stripped: dict[str, StrippedPart]) -> int:
+    """Decoded size from mail-parser's payload (base64 for every file), or for a part whose
+    body the skeleton left out, the estimate made from its encoded length."""
+    payload = attachment.get("payload") or ""
+    if not attachment.get("binary"):  # an attached multipart or message: its children as text
+        return len(payload) + sum(stripped[m].encoded - len(m) for m in _MARKER.findall(payload) if m in stripped)
+    key = payload.strip()
+    if key not in stripped and len(payload) <= 64:  # a marker of a part that was not base64
+        try:
+            key = base64.b64decode(payload).decode("ascii").strip()
+        except (ValueError, UnicodeDecodeError):
+            pass
+    return stripped[key].size if key in stripped else len(payload) * 3 // 4
+
+
+# -- the skeleton of a large message ----------------------------------------------------------------
+#
+# A line scanner over the raw bytes that follows the MIME structure the way the standard
+# library's feedparser does (which is what mail-parser runs): part headers end at the first line
+# that is no header line, and a part ends at a line matching the boundary of any enclosing
+# multipart. It copies headers, preambles, epilogues and boundary lines as they are, keeps the
+# first TEXT_PART_LIMIT bytes of each text/plain and text/html part, and puts a marker in place of
+# every other body. Whatever it does not understand (a bare CR, which the feedparser reads as a
+# line end; boundaries that are prefixes of each other; absurd nesting) means no skeleton: the
+# message is parsed whole, as before.
+
+SKELETON_FROM = 1024 * 1024
+TEXT_PART_LIMIT = 1024 * 1024
+STRIP_FROM = 1024  # a smaller body is left in: nothing to gain, and its size stays exact
+MAX_DEPTH = 32
+_TEXT_BODY = ("text/plain", "text/html")
+_STRIPPABLE = ("", "7bit", "8bit", "binary", "base64", "quoted-printable")
+_MARKER = re.compile(r"inboxcrmStripped[0-9]{8}")  # base64 letters, 24 of them: valid base64 too
+_HEADER_LINE = re.compile(rb"From |[\041-\071\073-\176]*:|[\t ]")  # email.feedparser.headerRE
+_BARE_CR = re.compile(rb"\r(?!\n)")
+
+
+@dataclass(frozen=True)
+class StrippedPart:
+    """A body the skeleton left out: its decoded size as estimated (what mail-parser's payload
+    length would have given) and its encoded length (what it adds to an attached container)."""
+
+    size: int
+    encoded: int
+
+
+class _NotUnderstood(Exception):
+    pass
+
+
+def skeleton(raw: bytes, start: int = 0) -> tuple[bytes, dict[str, StrippedPart]] | None:
+    """The message from ``start`` with its non-text bodies replaced by markers and its text parts
+    cut at TEXT_PART_LIMIT, and the markers' parts; None when the structure is not understood.
+    Costs little beyond its result: the raw bytes are searched in place, never split or copied."""
+    if _BARE_CR.search(raw, start):
+        return None
+    try:
+        return _Scanner(raw).run(start)
+    except (_NotUnderstood, RecursionError, LookupError, ValueError):
+        return None
+
+
+class _Scanner:
+    def __init__(self, raw: bytes):
+        self.raw = raw
+        self.pieces: list[bytes] = []
+        self.stripped: dict[str, StrippedPart] = {}
+        self.boundaries: list[bytes] = []  # of the open multiparts, outermost first
+        self.digest: list[bool] = []  # whether each is a multipart/digest (parts default to message/rfc822)
+        self.pattern: re.Pattern[bytes] | None = None
+
+    def run(self, pos: int) -> tuple[bytes, dict[str, StrippedPart]]:
+        digest_child = False
+        while pos < len(self.raw):
+            pos, body, headers = self.headers(pos, digest_child)
+            digest_child = False
+            if body is None:  # a boundary line ended the headers
+                pos, digest_child = self.boundary(pos)
+                continue
+            if headers.get_content_maintype() == "message" and headers.get_content_type() != "message/delivery-status":
+                continue  # an enclosed message: its headers follow
+            boundary = headers.get_boundary() if headers.get_content_maintype() == "multipart" else None
+            if boundary is not None:
+                self.open(boundary.encode("ascii", "surrogateescape"), headers.get_content_subtype() == "digest")
+                end = self.next_boundary(pos)
+                self.keep(pos, end)  # the preamble
+            else:
+                end = self.next_boundary(pos)
+                self.leaf(headers, pos, end)
+            pos, digest_child = self.boundary(end)
+        return b"".join(self.pieces), self.stripped
+
+    def keep(self, start: int, end: int) -> None:
+        if end > start:
+            self.pieces.append(self.raw[start:end])
+
+    def line_end(self, pos: int) -> int:
+        found = self.raw.find(b"\n", pos)
+        return len(self.raw) if found < 0 else found + 1
+
+    def headers(self, pos: int, digest_child: bool):
+        """(where the body starts, the body start or None if a boundary came first, the headers)."""
+        start = pos
+        while pos < len(self.raw):
+            if self.pattern is not None and self.pattern.match(self.raw, pos):
+                break
+            if not _HEADER_LINE.match(self.raw, pos):
+                break
+            pos = self.line_end(pos)
+            if pos - start > HEADER_LIMIT:
+                raise _NotUnderstood("header block too large")
+        block = self.raw[start:pos]
+        headers = BytesHeaderParser(policy=compat32).parsebytes(block)
+        if digest_child:
+            headers.set_default_type("message/rfc822")
+        self.keep(start, pos)
+        at_boundary = pos >= len(self.raw) or (self.pattern is not None and self.pattern.match(self.raw, pos))
+        if at_boundary:
+            return pos, None, headers
+        if self.raw[pos:pos + 1] in (b"\r", b"\n"):  # the blank line that ends the headers
+            body = self.line_end(pos)
+            self.keep(pos, body)
+            return body, body, headers
+        return pos, pos, headers  # no blank line: this line starts the body (a defect, as the parser sees it)
+
+    def open(self, boundary: bytes, digest: bool) -> None:
+        if len(self.boundaries) >= MAX_DEPTH:
+            raise _NotUnderstood("nested too deep")
+        if any(b.startswith(boundary) or boundary.startswith(b) for b in self.boundaries):
+            raise _NotUnderstood("a boundary is a prefix of another")
+        self.boundaries.append(boundary)
+        self.digest.append(digest)
+        self.compile()
+
+    def close(self, level: int) -> None:
+        del self.boundaries[level:], self.digest[level:]
+        self.compile()
+
+    def compile(self) -> None:
+        # email.feedparser's boundaryre, for all the open multiparts at once
+        alternatives = b"|".join(re.escape(b) for b in self.boundaries)
+        self.pattern = (re.compile(rb"^--(" + alternatives + rb")(--)?[ \t]*\r?$", re.M)
+                        if self.boundaries else None)
+
+    def next_boundary(self, pos: int) -> int:
+        """Where the next line matching an open boundary starts, or the end of the message."""
+        found = self.pattern.search(self.raw, pos) if self.pattern is not None else None
+        return found.start() if found else len(self.raw)
+
+    def boundary(self, pos: int) -> tuple[int, bool]:
+        """At a boundary line (or the end): closes what it ends; (where to go on, whether a part
+        of a multipart/digest starts there)."""
+        while pos < len(self.raw):
+            found = self.pattern.match(self.raw, pos)
+            level = self.boundaries.index(found.group(1))
+            digest = self.digest[level]
+            pos = self.line_end(pos)
+            self.keep(found.start(), pos)
+            if found.group(2):  # the close boundary: the rest up to an enclosing boundary is epilogue
+                self.close(level)
+                end = self.next_boundary(pos)
+                self.keep(pos, end)
+                pos = end
+                continue
+            self.close(level + 1)
+            while pos < len(self.raw) and (more := self.pattern.match(self.raw, pos)) and more.group(1) == found.group(1):
+                pos = self.line_end(pos)  # repeated boundary lines make no parts
+                self.keep(more.start(), pos)
+            return pos, digest
+        return pos, False
+
+    def leaf(self, headers, start: int, end: int) -> None:
+        kind = headers.get_content_type()
+        encoding = str(headers.get("content-transfer-encoding", "")).strip().lower()
+        if kind in _TEXT_BODY and headers.get_content_disposition() != "attachment":
+            self.keep_start(start, end)
+        elif end - start < STRIP_FROM or encoding not in _STRIPPABLE or headers.get_content_maintype() in ("multipart", "message"):
+            self.keep(start, end)  # small, or encoded in a way we do not estimate, or a multipart without boundary
+        else:
+            self.strip(start, end, encoding)
+
+    def keep_start(self, start: int, end: int) -> None:
+        """The first TEXT_PART_LIMIT bytes of a text body, cut after a line."""
+        if end - start <= TEXT_PART_LIMIT:
+            return self.keep(start, end)
+        cut = self.raw.rfind(b"\n", start, start + TEXT_PART_LIMIT) + 1
+        if cut > start:
+            return self.keep(start, cut)
+        self.pieces.append(self.raw[start:start + TEXT_PART_LIMIT] + b"\r\n")  # one long line
+
+    def strip(self, start: int, end: int, encoding: str) -> None:
+        eol = b"\r\n" if self.raw[end - 2:end] == b"\r\n" else b"\n"
+        # the line end before a boundary belongs to the boundary, not to the payload
+        payload = end - start - (len(eol) if end < len(self.raw) and self.raw[end - 1:end] == b"\n" else 0)
+        if encoding == "base64":
+            size = payload * 3 // 4
+        else:
+            decoded = payload
+            if encoding == "quoted-printable":  # "=XX" is one byte, a soft line break "=\r\n" none
+                decoded -= 2 * self.raw.count(b"=", start, end) + self.raw.count(b"=\r\n", start, end)
+            size = -(-max(decoded, 0) // 3) * 3  # as mail-parser's re-encoding to base64 rounds it
+        marker = f"inboxcrmStripped{len(self.stripped):08d}"
+        self.stripped[marker] = StrippedPart(size, payload)
+        self.pieces.append(marker.encode() + eol)
 
 
 def _content_type(value: str | None) -> tuple[str, str]:
@@ -354,7 +574,7 @@ def _content_type(value: str | None) -> tuple[str, str]:
 def parse(raw: bytes, message_id: str | None = None) -> Email:
     """Interpret raw bytes. Raises ParseError(reason, detail) when they cannot be used, and
     nothing else: a hostile or broken message is quarantined, never a crash."""
-    if not raw.strip():
+    if not raw or raw.isspace():  # not raw.strip(): that copies the whole message
         raise ParseError("empty", "the message has no bytes")
     try:
         return _parse(raw, message_id)
@@ -368,7 +588,7 @@ def _parse(raw: bytes, message_id: str | None) -> Email:
     headers = read_headers(raw)
     sender = _sender(headers)
     first = first_values(headers)
-    text, attachments, defects = _body(raw[message_start(raw):])
+    text, attachments, defects = _body(raw, message_start(raw))
     content_type, report_type = _content_type(first.get("content-type"))
     return Email(
         message_id=message_id if message_id is not None else identify(raw)[0],

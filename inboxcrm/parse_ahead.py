@@ -3,7 +3,10 @@
 Parsing is pure and CPU-bound, the database work is sequential; overlapping them is what
 lets an import keep up with a bare parse loop on a small server. Order is preserved (a reply
 must be applied after the message it answers) and the window is bounded by count and bytes, so
-neither a huge mbox nor a run of large messages sits in memory. If a worker dies, parsing falls
+neither a huge mbox nor a run of large messages sits in memory. A message over
+``parse.SKELETON_FROM`` never goes to a worker: parsing its skeleton costs little wherever it runs,
+while handing it over would copy it twice (pickled, then unpickled in the worker); it is parsed in
+place, and nothing is read ahead of it. If a worker dies, parsing falls
 back to the main process: nothing is lost. If the main process dies (kill -9), its workers notice
 within a second and exit: a killed ``poll`` or ``run`` leaves no orphan behind.
 """
@@ -20,7 +23,7 @@ from multiprocessing import get_context
 from typing import Iterable, Iterator
 
 from .errors import ParseError
-from .parse import content_hash, identify, parse
+from .parse import SKELETON_FROM, content_hash, identify, parse
 from .values import Email, RawMessage
 
 
@@ -89,17 +92,23 @@ def _size(chunk: list[RawMessage]) -> int:
     return sum(len(raw.data) for raw in chunk)
 
 
-def _chunks(messages: Iterable[RawMessage]) -> Iterator[list[RawMessage]]:
+def _chunks(messages: Iterable[RawMessage]) -> Iterator[tuple[list[RawMessage], bool]]:
+    """(chunk, in place): chunks for the workers, and each message over SKELETON_FROM alone."""
     chunk: list[RawMessage] = []
     size = 0
     for raw in messages:
+        large = len(raw.data) > SKELETON_FROM
+        if large and chunk:
+            yield chunk, False
+            chunk, size = [], 0
         chunk.append(raw)
         size += len(raw.data)
-        if len(chunk) >= CHUNK_MESSAGES or size >= CHUNK_BYTES:
-            yield chunk
+        del raw  # the source reads the next message while this one may already be gone
+        if large or len(chunk) >= CHUNK_MESSAGES or size >= CHUNK_BYTES:
+            yield chunk, large
             chunk, size = [], 0
     if chunk:
-        yield chunk
+        yield chunk, False
 
 
 def parse_ahead(messages: Iterable[RawMessage],
@@ -107,7 +116,8 @@ def parse_ahead(messages: Iterable[RawMessage],
     """Yields each message with its Prepared value, or None where it must be parsed in place.
 
     Work goes to the pool in chunks: one task per message cost more in pickling and queueing
-    than parsing a small message takes."""
+    than parsing a small message takes. No chunk is referenced here once it is handed on, so a
+    large message is freed as soon as its consumer lets go of it."""
     workers = default_workers() if workers is None else workers
     if workers <= 0:
         yield from ((raw, None) for raw in messages)
@@ -119,18 +129,24 @@ def parse_ahead(messages: Iterable[RawMessage],
                              initializer=watch_parent, initargs=(os.getpid(),)) as pool:
         chunks = _chunks(messages)
         held = 0  # bytes of the chunks in ``pending``
-        for chunk in chunks:
-            try:
-                pending.append((chunk, pool.submit(prepare_chunk, [raw.data for raw in chunk])))
-            except BrokenProcessPool:  # a worker died (out of memory, killed): parse in place
-                pending.append((chunk, None))
-                break
+        broken = False
+        for chunk, in_place in chunks:
+            future = None
+            if not in_place:
+                try:
+                    future = pool.submit(prepare_chunk, [raw.data for raw in chunk])
+                except BrokenProcessPool:  # a worker died (out of memory, killed): parse in place
+                    broken = True
+            pending.append((chunk, future))
             held += _size(chunk)
-            while len(pending) > workers or (len(pending) > 1 and held > WINDOW_BYTES):
-                done = pending.popleft()
-                held -= _size(done[0])
-                yield from _finished(*done)
+            del chunk, future
+            while pending and (in_place or broken or len(pending) > workers
+                               or (len(pending) > 1 and held > WINDOW_BYTES)):
+                held -= _size(pending[0][0])
+                yield from _finished(*pending.popleft())
+            if broken:
+                break
         while pending:
             yield from _finished(*pending.popleft())
-        for chunk in chunks:  # only left over after a broken pool
+        for chunk, _ in chunks:  # only left over after a broken pool
             yield from _finished(chunk, None)

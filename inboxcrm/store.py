@@ -106,6 +106,7 @@ _RECENT_COMMANDS = select(func.count(Message.id)).where(
     or_(Message.status == "command", Message.reason.in_(("refused-burst", "refused-token"))),
     Message.from_address == bindparam("address"), Message.received_at >= bindparam("since"))
 _INSERT_RAW = insert(MessageRaw.__table__)
+_BLOB_HANDLE_BYTES = 1024 * 1024  # below this the driver's copy is not worth a second statement
 _INSERTS: dict[type, object] = {}
 _UPDATES: dict[type, object] = {}
 
@@ -188,7 +189,7 @@ class Store:
         is_new = pk is not None
         if is_new:
             if keep_raw:
-                self.conn.execute(_INSERT_RAW, {"message_id": pk, "data": raw.data})
+                self._insert_raw(pk, raw.data)
             stored = StoredMessage(pk, message_id, "pending", None)
         else:
             row = self.conn.execute(_MESSAGE_BY_ID, {"mid": message_id}).first()
@@ -199,6 +200,17 @@ class Store:
             self._insert(MessageCopy, message_id=stored.id, mailbox_id=mailbox_id, folder=raw.folder,
                          location=raw.location, seen_at=self.now)
         return stored, is_new
+
+    def _insert_raw(self, pk: int, data: bytes) -> None:
+        """On SQLite the bytes are written through a blob handle: Python's sqlite3 keeps its own copy
+        of the last blob bound to a statement until that statement runs again, so a 24 MB message
+        would stay in memory through the rest of a backfill."""
+        if self.conn.dialect.name != "sqlite" or len(data) < _BLOB_HANDLE_BYTES:
+            self.conn.execute(_INSERT_RAW, {"message_id": pk, "data": data})
+            return
+        self.conn.execute(_INSERT_RAW.values(message_id=pk, data=func.zeroblob(len(data))))
+        with self.conn.connection.driver_connection.blobopen("message_raw", "data", pk) as blob:
+            blob.write(data)
 
     def update_message(self, pk: int, **values) -> None:
         self._update(Message, pk, **values)

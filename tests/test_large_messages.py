@@ -126,3 +126,16 @@ def test_an_import_records_a_huge_file_truncated_and_names_the_file_it_cannot_re
         detail = show_deal(session, f"D-{huge.deal_id}")
     shown = render_deal(detail, datetime.now(timezone.utc))
     assert shown.count("[not stored whole: ") == 1 and "over [sync] max_message_bytes" in shown
+
+
+def test_a_large_message_under_the_limit_is_stored_byte_for_byte(crm, tmp_path):
+    """Above 1 MB the raw bytes go to SQLite through a blob handle (no driver copy kept): what is
+    read back must be the message exactly, on either database."""
+    big = with_attachment("whole", 3 * 1024 * 1024)
+    (tmp_path / "mail").mkdir()
+    (tmp_path / "mail" / "whole.eml").write_bytes(big)
+    config = build_config({"team": {"domains": ["acme.example"]}}, None)  # the default 25 MB limit
+    report = import_path(crm, config, "imported", tmp_path / "mail", parse_workers=0)
+    assert report.counts["processed"] == 1
+    row, raw = stored(crm, "whole")
+    assert not row.truncated and row.size == len(big) and raw == big

@@ -6,7 +6,8 @@ import os
 import signal
 
 from inboxcrm.errors import ParseError
-from inboxcrm.parse_ahead import CHUNK_BYTES, CHUNK_MESSAGES, WINDOW_BYTES, parse_ahead, prepare
+from inboxcrm.parse import SKELETON_FROM
+from inboxcrm.parse_ahead import CHUNK_BYTES, CHUNK_MESSAGES, WINDOW_BYTES, Prepared, parse_ahead, prepare
 from inboxcrm.values import Email, RawMessage
 
 from .conftest import MAIL
@@ -44,18 +45,35 @@ def test_a_killed_worker_loses_nothing():
     assert any(prepared is None for _, prepared in seen)  # the rest is parsed in place by the caller
 
 
-def test_large_messages_are_held_ahead_by_bytes_not_only_by_chunks():
-    """Two workers may hold three chunks by count; with 5 MB messages two chunks are already over
-    the 8 MB window, so only one message is ever read ahead of the one the consumer has."""
-    body = b"From: a@example.com\r\nSubject: big\r\n\r\n" + (b"z" * 998 + b"\r\n") * 5000
-    assert CHUNK_BYTES < len(body) <= WINDOW_BYTES < 2 * len(body)
+def _read_ahead(body: bytes, count: int, workers: int) -> list[tuple[int, Prepared | None]]:
+    """(messages read from the source beyond the one being consumed, its Prepared) per message."""
     produced = 0
 
     def source():
         nonlocal produced
-        for i in range(5):
+        for i in range(count):
             produced += 1
-            yield RawMessage(body, f"big:{i}")
+            yield RawMessage(body, f"m:{i}")
 
-    ahead = [produced - consumed for consumed, _ in enumerate(parse_ahead(source(), workers=2), start=1)]
-    assert max(ahead) == 1 and len(ahead) == 5
+    return [(produced - consumed, prepared)
+            for consumed, (_, prepared) in enumerate(parse_ahead(source(), workers=workers), start=1)]
+
+
+def test_messages_are_held_ahead_by_bytes_not_only_by_chunks():
+    """Four workers may hold five chunks by count; with messages of 1 MB (three to a chunk) the
+    8 MB window stops at fewer: what is read ahead of the message in hand stays within it."""
+    body = b"From: a@example.com\r\nSubject: big\r\n\r\n" + (b"z" * 998 + b"\r\n") * 1040
+    per_chunk = CHUNK_BYTES // len(body) + 1
+    assert len(body) <= SKELETON_FROM and 5 * per_chunk * len(body) > WINDOW_BYTES
+    ahead = _read_ahead(body, 6 * per_chunk, workers=4)
+    assert max(n for n, _ in ahead) * len(body) <= WINDOW_BYTES
+    assert max(n for n, _ in ahead) >= per_chunk  # but it does read ahead
+    assert all(isinstance(prepared, Prepared) for _, prepared in ahead)
+
+
+def test_a_large_message_is_parsed_in_place_with_nothing_read_ahead():
+    """Handing a 5 MB message to a worker would copy it twice; its skeleton is parsed in place."""
+    body = b"From: a@example.com\r\nSubject: big\r\n\r\n" + (b"z" * 998 + b"\r\n") * 5000
+    assert len(body) > SKELETON_FROM
+    ahead = _read_ahead(body, 5, workers=2)
+    assert ahead == [(0, None)] * 5

@@ -48,7 +48,7 @@ PIPELINE_FOLDER = {"\\Junk": "Junk", "\\Trash": "Trash", "\\Sent": "Sent"}
 FETCH_BATCH = 200  # UIDs per FETCH at most: few round trips; bytes bound it too (see plan_batches)
 SIZE_BATCH = 2000  # UIDs per RFC822.SIZE FETCH: some 40 bytes of answer each
 MAX_MESSAGE_BYTES = 25 * 1024 * 1024  # as [sync] max_message_bytes; callers pass the configured value
-BATCH_BYTES = 32 * 1024 * 1024  # as [sync] fetch_batch_bytes
+BATCH_BYTES = 8 * 1024 * 1024  # as [sync] fetch_batch_bytes
 IDLE_RENEW = 29 * 60  # RFC 2177: servers may drop an IDLE after 30 minutes
 TOKEN_SLACK = 60  # refresh an access token this many seconds before it expires
 STAGES = ("dns", "connect", "tls", "login", "folder", "protocol", "connection-lost")
@@ -243,6 +243,7 @@ def _open(settings: ImapSettings, timeout: float) -> IMAPClient:
         reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
         raise ImapError("connect", f"cannot connect to {where} ({reason}); is the server up, and is the "
                                    f"port right (993 for tls, 143 for starttls)?") from None
+    quiet_protocol_log(client)
     if settings.security == "starttls":
         try:
             if b"STARTTLS" not in client.capabilities():
@@ -255,6 +256,14 @@ def _open(settings: ImapSettings, timeout: float) -> IMAPClient:
             _drop(client)
             raise ImapError("tls", f"STARTTLS with {where} failed ({exc})") from None
     return client
+
+
+def quiet_protocol_log(client: IMAPClient) -> None:
+    """imapclient turns imaplib's protocol trace on (debug level 5) and sends it to a logger; at
+    that level imaplib formats the repr of every response it reads, whole literals included,
+    whether or not the logger would print it: a 24 MB message cost another 58 MB and the time to
+    format it. Our own events say what a pass did; the trace stays off."""
+    client._imap.debug = 0
 
 
 def _drop(client: IMAPClient) -> None:
@@ -573,20 +582,29 @@ def fetch(client: IMAPClient, folder: FolderInfo, uids: list[int], max_message_b
                 found = client.fetch(chunk, items + extra)
             full = dict(sizes) if not whole else {}
             for uid in chunk:
-                item = found.pop(uid, {})  # popped: a message through the pipeline is freed at once
-                data = item.get(b"BODY[]" if whole else b"BODY[HEADER]")
-                if data is None:
-                    continue  # expunged by someone else between SEARCH and FETCH
-                location = copy_location(folder.name, folder.uidvalidity, uid, item.get(b"X-GM-MSGID"))
-                if whole:
-                    yield ImapMessage(data, location, label, uid=uid)
-                    continue
-                size = full[uid]
-                stored = headers_only(data, size, max_message_bytes, describe_structure(item.get(b"BODYSTRUCTURE")))
-                event(log, logging.WARNING, "truncated", folder=folder.name, uid=uid, size=size,
-                      limit=max_message_bytes, action="recorded from its headers; the body stays in the mailbox")
-                yield ImapMessage(stored, location, label, full_size=size, uid=uid)
+                # popped, and no name here keeps it: a message through the pipeline is freed at
+                # once, not held while the next FETCH reads the next one
+                message = _message(found.pop(uid, {}), folder, label, uid, full.get(uid), max_message_bytes)
+                if message is not None:
+                    yield message
+                    del message
             del found
+
+
+def _message(item: dict, folder: FolderInfo, label: str, uid: int, full_size: int | None,
+             max_message_bytes: int) -> ImapMessage | None:
+    """One FETCH answer as a message: whole, or headers only when ``full_size`` is given;
+    None when it was expunged by someone else between SEARCH and FETCH."""
+    data = item.get(b"BODY[]" if full_size is None else b"BODY[HEADER]")
+    if data is None:
+        return None
+    location = copy_location(folder.name, folder.uidvalidity, uid, item.get(b"X-GM-MSGID"))
+    if full_size is None:
+        return ImapMessage(data, location, label, uid=uid)
+    stored = headers_only(data, full_size, max_message_bytes, describe_structure(item.get(b"BODYSTRUCTURE")))
+    event(log, logging.WARNING, "truncated", folder=folder.name, uid=uid, size=full_size,
+          limit=max_message_bytes, action="recorded from its headers; the body stays in the mailbox")
+    return ImapMessage(stored, location, label, full_size=full_size, uid=uid)
 
 
 def wait_for_change(client: IMAPClient, folder: str, timeout: float, stop: threading.Event | None = None,

@@ -226,6 +226,7 @@ class _MboxMessage:
             if not self.dropped and self.lines:
                 self.lines.pop()
         data = b"".join(self.lines)
+        self.lines = []  # not held beside ``data`` while the message goes through the pipeline
         labels = {label.strip().strip('"')
                   for label in decode_header_value(_headers(data).get("X-Gmail-Labels")).split(",")}
         # Takeout puts Spam and Trash in the same file: name the folder so the pipeline keeps them as noise.
