@@ -4,9 +4,10 @@ Parsing is pure and CPU-bound, the database work is sequential; overlapping them
 lets an import keep up with a bare parse loop on a small server. Order is preserved (a reply
 must be applied after the message it answers) and the window is bounded by count and bytes, so
 neither a huge mbox nor a run of large messages sits in memory. A message over
-``parse.SKELETON_FROM`` never goes to a worker: parsing its skeleton costs little wherever it runs,
-while handing it over would copy it twice (pickled, then unpickled in the worker); it is parsed in
-place, and nothing is read ahead of it. If a worker dies, parsing falls
+``IN_PLACE_FROM`` never goes to a worker: parsing its skeleton costs little wherever it runs, while
+handing it over would copy it twice (pickled, then unpickled in the worker); it is parsed in place,
+and nothing is read ahead of it. Below that a message goes to a worker like any other: a lower
+bound would drain the pipeline at every attachment and lose the overlap. If a worker dies, parsing falls
 back to the main process: nothing is lost. If the main process dies (kill -9), its workers notice
 within a second and exit: a killed ``poll`` or ``run`` leaves no orphan behind.
 """
@@ -23,7 +24,7 @@ from multiprocessing import get_context
 from typing import Iterable, Iterator
 
 from .errors import ParseError
-from .parse import SKELETON_FROM, content_hash, identify, parse
+from .parse import content_hash, identify, parse
 from .values import Email, RawMessage
 
 
@@ -42,6 +43,7 @@ class Prepared:
 CHUNK_MESSAGES = 64
 CHUNK_BYTES = 2 * 1024 * 1024
 WINDOW_BYTES = 8 * 1024 * 1024
+IN_PLACE_FROM = 8 * 1024 * 1024  # import_bench: 1 MB here (5% of mail) halved the import rate
 PARENT_CHECK_SECONDS = 0.5
 
 
@@ -93,11 +95,11 @@ def _size(chunk: list[RawMessage]) -> int:
 
 
 def _chunks(messages: Iterable[RawMessage]) -> Iterator[tuple[list[RawMessage], bool]]:
-    """(chunk, in place): chunks for the workers, and each message over SKELETON_FROM alone."""
+    """(chunk, in place): chunks for the workers, and each message over IN_PLACE_FROM alone."""
     chunk: list[RawMessage] = []
     size = 0
     for raw in messages:
-        large = len(raw.data) > SKELETON_FROM
+        large = len(raw.data) > IN_PLACE_FROM
         if large and chunk:
             yield chunk, False
             chunk, size = [], 0

@@ -7,6 +7,7 @@ import signal
 
 from inboxcrm.errors import ParseError
 from inboxcrm.parse import SKELETON_FROM
+from inboxcrm.parse_ahead import IN_PLACE_FROM
 from inboxcrm.parse_ahead import CHUNK_BYTES, CHUNK_MESSAGES, WINDOW_BYTES, Prepared, parse_ahead, prepare
 from inboxcrm.values import Email, RawMessage
 
@@ -72,8 +73,8 @@ def test_messages_are_held_ahead_by_bytes_not_only_by_chunks():
 
 
 def test_a_large_message_is_parsed_in_place_with_nothing_read_ahead():
-    """Handing a 5 MB message to a worker would copy it twice; its skeleton is parsed in place."""
-    body = b"From: a@example.com\r\nSubject: big\r\n\r\n" + (b"z" * 998 + b"\r\n") * 5000
-    assert len(body) > SKELETON_FROM
+    """Handing a 10 MB message to a worker would copy it twice; its skeleton is parsed in place."""
+    body = b"From: a@example.com\r\nSubject: big\r\n\r\n" + (b"z" * 998 + b"\r\n") * 10000
+    assert len(body) > IN_PLACE_FROM
     ahead = _read_ahead(body, 5, workers=2)
     assert ahead == [(0, None)] * 5

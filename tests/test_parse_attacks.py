@@ -173,3 +173,28 @@ def test_no_attack_makes_a_lead_of_anyone_but_the_sender(factory):
         leads = set(session.scalars(select(ContactAddress.address)))
         senders = set(session.scalars(select(Message.from_address).where(Message.status != "quarantined")))
     assert leads == senders == {normalize(a.sender) for a in safe}
+
+
+def test_free_text_headers_read_the_same_without_the_registry():
+    """parse skips the header registry for free-text headers without an encoded word; over every
+    fixture (and the Discourse corpus where present) that shortcut must give the registry's text."""
+    from pathlib import Path
+
+    from email.headerregistry import UnstructuredHeader
+
+    from inboxcrm.parse import _header_text, _registry, clean_text
+
+    def unstructured(name: str) -> bool:
+        return isinstance(_registry(name, "x"), UnstructuredHeader)
+
+    files = sorted(Path(__file__).parent.joinpath("mail").glob("*.eml"))
+    corpus = Path(__file__).resolve().parents[2] / "shared" / "corpus" / "discourse"
+    files += sorted(corpus.glob("*.eml"))
+    compared = 0
+    for path in files:
+        for name, value in read_headers(path.read_bytes()).raw_items():
+            if "=?" in value or not unstructured(name):
+                continue
+            compared += 1
+            assert _header_text(name, value) == clean_text(str(_registry(name, value))), (path.name, name)
+    assert compared > 300
