@@ -151,7 +151,8 @@ def test_status_shows_positions_backlog_and_a_loud_failing_mark(team, dovecot, t
 
 
 def test_mailbox_connect_gives_an_import_mailbox_imap_and_replaces_a_connection(team, dovecot, engine, tmp_path):
-    alice, bob = dovecot.add_user("alice", "pw"), dovecot.add_user("bob", "pw")
+    # Passwords no temporary folder name can contain by chance: the stored connection must hold neither.
+    alice, bob = dovecot.add_user("alice", "alice-Secret-7"), dovecot.add_user("bob", "bob-Secret-9")
     dovecot.append(alice, "INBOX", [LEAD])
     server = ["--host", dovecot.host, "--port", str(dovecot.port), "--ca-file", str(dovecot.tls.ca)]
     assert "needs --host" in refused(team, "mailbox", "connect", "sales")
@@ -177,7 +178,8 @@ def test_mailbox_connect_gives_an_import_mailbox_imap_and_replaces_a_connection(
     with session_factory(engine)() as session:
         assert session.scalar(select(func.count(Deal.id))) == 1
         box = session.scalar(select(Mailbox).where(Mailbox.name == "sales"))
-        assert box.connection["user"] == "bob" and "pw" not in json.dumps(box.connection)
+        stored = json.dumps(box.connection)
+        assert box.connection["user"] == "bob" and "Secret-7" not in stored and "Secret-9" not in stored
         actions = session.scalars(select(AuditEntry.detail).where(AuditEntry.action == "connect")).all()
     assert [a["positions"] for a in actions] == ["reset", "kept", "reset"]
 
