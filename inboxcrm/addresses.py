@@ -10,7 +10,7 @@ The stored form of a domain is its Unicode form (U-labels), NFC, lower-case:
 in listings, digests and reports, and a German team should see its customer's name, not
 ``xn--mller-bau-q9a``; and because an SMTPUTF8 local part (``jürgen@...``) is Unicode anyway, so
 an ASCII-only column was never on offer. Software that needs the ASCII form (an SMTP envelope
-to a server without SMTPUTF8) converts at that edge with ``ascii_domain``.
+to a server without SMTPUTF8) converts at that edge with ``idna.encode``.
 
 Conversion is UTS-46 / IDNA 2008 by the ``idna`` package, not hand code: it knows the
 mappings (full-width letters, ``ẞ``, combining marks) and rejects what a registry would refuse.
@@ -60,12 +60,6 @@ def normalize_domains(domains: Iterable[str]) -> frozenset[str]:
     """A configured set of domains (the team's, its freemail additions) in the stored form, so
     ``address.domain in ...`` holds whether the admin wrote punycode or Unicode."""
     return frozenset(filter(None, map(normalize_domain, domains)))
-
-
-def ascii_domain(domain: str) -> str:
-    """The punycode (A-label) form, for protocols that carry ASCII only. ``domain`` must
-    already be valid (a stored form or anything ``normalize_domain`` accepts)."""
-    return domain if domain.isascii() else idna.encode(domain, uts46=True, transitional=False).decode("ascii")
 
 
 def normalize(text: str) -> str | None:

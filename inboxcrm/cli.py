@@ -256,14 +256,14 @@ def init(app: App) -> None:
         echo(f"data: {Path(app.engine.url.database).resolve().parent}")
     echo(_upgrade(app))
     echo("\nnext steps:\n"
-               f"  1. edit {path}: set [team] domains to your email domains\n"
-               "  2. inboxcrm rep add alice --email alice@example.com\n"
-               "  3. inboxcrm mailbox add sales --role capture --owner alice \\\n"
-               "       --host imap.example.com --user sales@example.com --password-env SALES_IMAP_PASSWORD\n"
-               "  4. inboxcrm mailbox test sales, then inboxcrm poll --once   (or: inboxcrm import PATH "
-               "--mailbox sales for an mbox, Maildir or .eml files)\n"
-               "  5. inboxcrm run   (the daemon; systemd/README.md installs it as a service)\n"
-               "  6. inboxcrm pipeline")
+         f"  1. edit {path}: set [team] domains to your email domains\n"
+         "  2. inboxcrm rep add alice --email alice@example.com\n"
+         "  3. inboxcrm mailbox add sales --role capture --owner alice \\\n"
+         "       --host imap.example.com --user sales@example.com --password-env SALES_IMAP_PASSWORD\n"
+         "  4. inboxcrm mailbox test sales, then inboxcrm poll --once   (or: inboxcrm import PATH "
+         "--mailbox sales for an mbox, Maildir or .eml files)\n"
+         "  5. inboxcrm run   (the daemon; systemd/README.md installs it as a service)\n"
+         "  6. inboxcrm pipeline")
     commands = app.config.commands
     echo(f"\ncommands by email (once [digest] command_address is set): {commands.describe()}"
          + ("" if commands.trusted_authserv_ids else
@@ -418,12 +418,12 @@ def mailbox_add(app: App, name: str, owner: str | None, role: str, source: str |
     connection = connection_from(app, imap)
     row = app.write(admin.add_mailbox, name, owner, role, source, policy, connection)
     echo(f"added {row.role} mailbox {row.name}: owner {row.owner or 'none'}, source {row.source}, "
-               f"new senders: {row.policy}")
+         f"new senders: {row.policy}")
     if connection is not None:
         echo(f"IMAP: {row.imap} ({connection['security']}"
-                   f"{'' if connection['verify'] else ', certificate NOT verified'}), "
-                   f"folders {', '.join(connection['folders'])}, since {connection['since']}; "
-                   f'check it with "inboxcrm mailbox test {row.name}"')
+             f"{'' if connection['verify'] else ', certificate NOT verified'}), "
+             f"folders {', '.join(connection['folders'])}, since {connection['since']}; "
+             f'check it with "inboxcrm mailbox test {row.name}"')
 
 
 @mailbox.command("connect")
@@ -443,9 +443,9 @@ def mailbox_connect(app: App, name: str, **imap) -> None:
         raise Failure("mailbox connect needs --host (and the other connection options of mailbox add)")
     row = app.write(admin.connect_mailbox, name, connection)
     echo(f"mailbox {row.name} now reads IMAP {row.imap} ({connection['security']}"
-               f"{'' if connection['verify'] else ', certificate NOT verified'}), "
-               f"folders {', '.join(connection['folders'])}; "
-               f'check it with "inboxcrm mailbox test {row.name}"')
+         f"{'' if connection['verify'] else ', certificate NOT verified'}), "
+         f"folders {', '.join(connection['folders'])}; "
+         f'check it with "inboxcrm mailbox test {row.name}"')
 
 
 list_command(mailbox, admin.list_mailboxes, views.MAILBOXES,
@@ -530,7 +530,7 @@ def rule_add(app: App, name: str, conditions: tuple[str, ...], actions: tuple[st
     """Add a rule NAME at the end of the table (earlier rules win for the same action)."""
     row = app.write(admin.add_rule, name, list(conditions), list(actions))
     echo(f"added rule {row.name} at position {row.position}: when {views.conditions(row)} "
-               f"then {', '.join(row.actions)}")
+         f"then {', '.join(row.actions)}")
 
 
 list_command(rule, admin.list_rules, views.RULES, "List the rules in the order they are evaluated.")

@@ -112,7 +112,7 @@ def digest_send(app: App, name: str | None, day: datetime | None) -> None:
         else:
             state = "already sent" if queued.status == "sent" else f"already decided ({queued.status})"
             echo(f"{state}: {what} is outbox {queued.outbox_id}, status {queued.status}; "
-                       f"a digest goes out once per rep and day")
+                 f"a digest goes out once per rep and day")
     echo(_send_due(app))
 
 
@@ -146,8 +146,8 @@ def outbox_list(app: App, status: str | None, limit: int, as_json: bool) -> None
     unknown = [r.id for r in rows if r.status == "unknown"]
     if unknown and not as_json:
         echo(f"\nUNKNOWN ({len(unknown)}): the sender stopped after the server took the envelope, so the "
-                   f"recipient may or may not have these (ids {', '.join(map(str, unknown))}). They are not resent "
-                   f"automatically: ask the recipient, then \"inboxcrm outbox retry ID\" if it never arrived.")
+             f"recipient may or may not have these (ids {', '.join(map(str, unknown))}). They are not resent "
+             f"automatically: ask the recipient, then \"inboxcrm outbox retry ID\" if it never arrived.")
 
 
 @outbox_group.command("show")

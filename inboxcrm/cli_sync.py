@@ -38,7 +38,7 @@ def mailbox_test(app: App, name: str) -> None:
     for folder in folders:
         role = f" ({folder.role})" if folder.role else ""
         echo(f"  {folder.name}{role}: {views.plural(folder.messages, 'message')}, "
-                   f"uidvalidity {folder.uidvalidity}, next uid {folder.uidnext}")
+             f"uidvalidity {folder.uidvalidity}, next uid {folder.uidnext}")
 
 
 def _poll_pass(app: App, names: list[str]) -> list[str]:
@@ -73,7 +73,7 @@ def _poll_pass(app: App, names: list[str]) -> list[str]:
             counts = _counts(folder.counts)
             resynced = " (UIDVALIDITY changed: re-read, duplicates recognised)" if folder.resynced else ""
             echo(f"  {folder.folder}{role}: {views.plural(folder.fetched, 'message')}"
-                       + (f": {counts}" if counts else "") + resynced)
+                 + (f": {counts}" if counts else "") + resynced)
     return failed
 
 

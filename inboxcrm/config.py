@@ -230,7 +230,7 @@ def _domains(value: Any) -> tuple[str, ...]:
     found = []
     for item in value:
         domain = normalize_domain(item) if isinstance(item, str) and "@" not in item else None
-        if domain is None or "." not in domain:
+        if domain is None:  # normalize_domain wants two labels at least: "localhost" is no mail domain
             raise _Bad('a domain such as "example.com" or "müller-bau.example" (no @, no spaces)', item)
         found.append(domain)
     return tuple(dict.fromkeys(found))

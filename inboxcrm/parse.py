@@ -34,11 +34,11 @@ from .addresses import normalize
 from .errors import ParseError
 from .html_text import html_to_text
 from .values import NULL_SENDER, Address, Attachment, Email
+from .views import BIDI_CONTROLS
 
 _MSGID = re.compile(r"<([^<>\s]+)>")
 SYNTHETIC_DOMAIN = "inboxcrm.invalid"
 HEADER_LIMIT = 262144  # a header block larger than this is hostile; the rest is read as body
-ADDRESS_HEADERS = ("from", "sender", "to", "cc", "reply-to")
 # mail-parser logs a warning per odd message ("Email content 'mixed' not handled") with no
 # message id; we keep what matters as Email.defects instead. Quiet it here, in the one module
 # that uses it, so neither the CLI nor a parse worker prints it.
@@ -98,14 +98,12 @@ def identify(raw: bytes) -> tuple[str, bool]:
 
 # -- text that people will read ----------------------------------------------------------------------
 
-# Bidirectional overrides and isolates reorder what a terminal shows; they are controls as well.
-_BIDI = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
 
 
 def clean_text(text: str) -> str:
     """One line of readable text: control characters (CR, LF, NUL, ESC, C1...) and bidi
     overrides become spaces, runs of whitespace one space."""
-    cleaned = "".join(" " if unicodedata.category(ch) == "Cc" or ch in _BIDI else ch for ch in text)
+    cleaned = "".join(" " if unicodedata.category(ch) == "Cc" or ch in BIDI_CONTROLS else ch for ch in text)
     return " ".join(cleaned.split())
 
 

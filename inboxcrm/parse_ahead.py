@@ -7,8 +7,8 @@ neither a huge mbox nor a run of large messages sits in memory. A message over
 ``IN_PLACE_FROM`` never goes to a worker: parsing its skeleton costs little wherever it runs, while
 handing it over would copy it twice (pickled, then unpickled in the worker); it is parsed in place,
 and nothing is read ahead of it. Below that a message goes to a worker like any other: a lower
-bound would drain the pipeline at every attachment and lose the overlap. If a worker dies, parsing falls
-back to the main process: nothing is lost. If the main process dies (kill -9), its workers notice
+bound would drain the pipeline at every attachment and lose the overlap. If a worker dies,
+parsing falls back to the main process: nothing is lost. If the main process dies (kill -9), its workers notice
 within a second and exit: a killed ``poll`` or ``run`` leaves no orphan behind.
 """
 from __future__ import annotations

@@ -133,9 +133,7 @@ def render(status: Status, now: datetime) -> str:
         lines.append('no mailboxes yet; add one with "inboxcrm mailbox add NAME --role capture --host HOST ..."')
     if status.outbox:
         lines.append("outbox: " + ", ".join(f"{n} {state}" for state, n in status.outbox.items()))
-    rule = status.commands.rule
-    lines.append(("WARNING: " if status.commands.warning else "")
-                 + f"commands by email: {rule}")
+    lines.append(("WARNING: " if status.commands.warning else "") + f"commands by email: {status.commands.rule}")
     if status.failing:
         lines.append(f"failing: {', '.join(status.failing)}")
     return "\n".join(lines)

@@ -26,7 +26,6 @@ from .models import (
     RejectedSender, Rep, RepAddress, RoutingRule, Stage, StageChange,
 )
 from .rules import Action, Condition, Routing, RuleSpec
-from .sources import SourceMessage
 from .parse import header_summary
 from .values import Address, Email, RawMessage
 
@@ -181,10 +180,9 @@ class Store:
 
         A message read without its body (over the size limit) keeps its real size and is marked
         truncated, so whoever reads it knows the stored bytes are not all of it."""
-        full_size = raw.full_size if isinstance(raw, SourceMessage) else None
         pk = self.conn.scalar(insert_new(self.conn.dialect.name, Message.__table__, "message_id"), dict(
             message_id=message_id, synthetic_id=synthetic, sha256=sha256,
-            size=len(raw.data) if full_size is None else full_size, truncated=full_size is not None,
+            size=raw.full_size if raw.truncated else len(raw.data), truncated=raw.truncated,
             received_at=self.now, status="pending", subject="", from_address=""))
         is_new = pk is not None
         if is_new:

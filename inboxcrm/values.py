@@ -104,6 +104,13 @@ class RawMessage:
     data: bytes
     location: str
     folder: str = ""
+    # Set when only the headers were read (the message is over [sync] max_message_bytes): the
+    # real size, so the stored message says it is not all there.
+    full_size: int | None = None
+
+    @property
+    def truncated(self) -> bool:
+        return self.full_size is not None
 
 
 @dataclass(frozen=True)

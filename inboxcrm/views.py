@@ -55,6 +55,10 @@ def printable(text: str) -> str:
 
 # -- cells ----------------------------------------------------------------------------------
 
+def megabytes(size: int) -> str:
+    return f"{size / 1024 / 1024:.1f} MB"
+
+
 def money(value: Decimal | None) -> str:
     """Plain grouped numbers: the currency is the team's, not ours to guess."""
     if value is None:
@@ -250,7 +254,7 @@ def render_deal(d, now: datetime) -> str:
                                         + (f" ({h.reason})" if h.reason else "") for h in d.history])
     lines += _section("Messages", [f"{when(m.sent_at)}  {m.direction or '?':<8} {m.from_address}  {m.subject}"
                                    f"  <{m.message_id}>  seen in {', '.join(m.mailboxes) or '-'}"
-                                   + (f"  [not stored whole: {m.truncated_size / 1048576:.1f} MB, over "
+                                   + (f"  [not stored whole: {megabytes(m.truncated_size)}, over "
                                       "[sync] max_message_bytes]" if m.truncated_size else "")
                                    for m in d.messages])
     return "\n".join(lines)

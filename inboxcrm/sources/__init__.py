@@ -8,46 +8,20 @@ a note saying what was left out, and the message is marked truncated with its re
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 
-from ..values import RawMessage
+from ..parse import header_block
+from ..views import megabytes
 
 _BOUNDARY = re.compile(rb'^content-type:[^\r\n]*(?:\r?\n[ \t][^\r\n]*)*?[ \t;]boundary="?([^"\r\n;]+)"?',
                        re.I | re.M)
-_HEADER_END = re.compile(rb"\r?\n\r?\n")
-HEADER_LIMIT = 256 * 1024  # more header than this is not mail but an attack; the rest is dropped
-
-
-@dataclass(frozen=True)
-class SourceMessage(RawMessage):
-    """``full_size``: set when only the headers were read (the message is over the size limit)."""
-
-    full_size: int | None = None
-
-    @property
-    def truncated(self) -> bool:
-        return self.full_size is not None
-
-
-def megabytes(size: int) -> str:
-    return f"{size / 1024 / 1024:.1f} MB"
-
-
-def header_block(data: bytes) -> bytes:
-    """The headers up to and including the blank line that ends them (one is added if missing)."""
-    end = _HEADER_END.search(data, 0, HEADER_LIMIT)
-    if end is not None:
-        return data[:end.end()]
-    head = data[:HEADER_LIMIT].rstrip(b"\r\n")
-    return head + b"\r\n\r\n"
-
-
 def headers_only(headers: bytes, full_size: int, limit: int, parts: list[str] | None = None) -> bytes:
     """The bytes stored for a message over the limit: its own headers, then a note in place of the body.
 
     In a multipart message the note is a text/plain part within the message's own boundary,
     so the message's headers stay exactly as received and the note still reads as its text."""
-    headers = header_block(headers)
+    block = header_block(headers)
+    eol = b"\n" if b"\n" in block and b"\r\n" not in block else b"\r\n"  # the message's own line ends
+    headers = block + eol + eol  # the header lines as received, then the blank line that ends them
     listed = "\n".join(f"  {part}" for part in parts) if parts else "  (not read)"
     note = (f"[inboxcrm] This message was not stored whole: it is {megabytes(full_size)}, over "
             f"[sync] max_message_bytes ({megabytes(limit)}). Only its headers were read; the full "

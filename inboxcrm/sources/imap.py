@@ -31,7 +31,9 @@ from ..errors import InboxCRMError, Invalid, SecretError
 from ..logs import event
 from ..secret import SecretRef
 from ..tls import client_context, is_loopback
-from . import SourceMessage, headers_only
+from ..values import RawMessage
+from ..views import megabytes
+from . import headers_only
 
 log = logging.getLogger("inboxcrm.imap")
 
@@ -463,7 +465,7 @@ class protocol:
 # -- reading -------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
-class ImapMessage(SourceMessage):
+class ImapMessage(RawMessage):
     """A fetched message with its UID, so the sync can advance its position to it."""
 
     uid: int = 0
@@ -545,7 +547,7 @@ def describe_structure(structure) -> list[str]:
         if disposition is not None:
             name = pairs(disposition[1]).get("filename", name)
         size = part[6] if len(part) > 6 and isinstance(part[6], int) else 0
-        lines.append(f'{kind}{f" {name!r}" if name else ""} {size / 1024 / 1024:.1f} MB')
+        lines.append(f'{kind}{f" {name!r}" if name else ""} {megabytes(size)}')
 
     try:
         walk(structure)

@@ -23,9 +23,9 @@ from pathlib import Path
 
 from ..errors import Invalid, NotFound
 from ..logs import event
-from ..parse import decode_header_value, parse_date
+from ..parse import HEADER_LIMIT, decode_header_value, parse_date
 from ..values import RawMessage
-from . import HEADER_LIMIT, SourceMessage, headers_only
+from . import headers_only
 
 log = logging.getLogger("inboxcrm.import")
 
@@ -112,9 +112,9 @@ class Reading:
         with open(path, "rb") as f:
             size = os.fstat(f.fileno()).st_size
             if self.over(size):
-                return SourceMessage(headers_only(f.read(HEADER_LIMIT), size, self.max_message_bytes), location,
-                                     folder, full_size=size)
-            return SourceMessage(f.read(), location, folder)
+                return RawMessage(headers_only(f.read(HEADER_LIMIT), size, self.max_message_bytes), location,
+                                  folder, full_size=size)
+            return RawMessage(f.read(), location, folder)
 
 
 def iter_messages(path: Path, since: datetime | None = None, max_message_bytes: int | None = None,
@@ -233,9 +233,9 @@ class _MboxMessage:
         folder = next((name for name in ("Spam", "Trash", "Sent") if name in labels), "")
         location = f"mbox:{path}#{index}"
         if self.dropped:
-            return SourceMessage(headers_only(data, self.size, reading.max_message_bytes), location, folder,
-                                 full_size=self.size)
-        return SourceMessage(data, location, folder)
+            return RawMessage(headers_only(data, self.size, reading.max_message_bytes), location, folder,
+                              full_size=self.size)
+        return RawMessage(data, location, folder)
 
 
 def _mbox(path: Path, reading: Reading) -> Iterator[RawMessage]:
