@@ -5,7 +5,7 @@ Starts a private Dovecot (tests/dovecot.py, real TLS), loads two mailboxes with 
   mixed   the same messages with ten 50 MB ones among them (a 37.5 MB random PDF, base64), N in all
 then, each in its own child process, measures:
   bare      a Python process that imported what ``poll`` imports, nothing else
-  backfill  inboxcrm.sync.sync_mailbox() (what ``poll --once`` runs) of "small", then of "mixed",
+  backfill  inboxcrm.app.sync.sync_mailbox() (what ``poll --once`` runs) of "small", then of "mixed",
             into a fresh SQLite database with the default [sync] settings
 Peak RSS is read two ways: the child's own ru_maxrss (the main process), and the whole process
 tree (main + parse worker) summed from /proc every 20 ms by the parent. (A child's ru_maxrss is
@@ -37,8 +37,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # this tree's code, without installing
 sys.path.insert(0, str(ROOT / "bench"))
 
-from import_bench import TEAM, generate
 from imap_bench import bench_crm, print_phase_result
+from import_bench import TEAM, generate
 
 PAGE_KB = os.sysconf("SC_PAGE_SIZE") // 1024
 
@@ -94,17 +94,17 @@ def phase_load(server_state: dict, folder: str, extra: dict[str, tuple[int, int]
 
 
 def phase_bare() -> dict:
+    import inboxcrm.app.sync  # noqa: F401
     import inboxcrm.cli  # noqa: F401 - what `inboxcrm poll` has loaded before its first message
-    import inboxcrm.sync  # noqa: F401
     return {}
 
 
 def phase_backfill(connection: dict, db: str, max_message_bytes: int | None, batch_bytes: int | None) -> dict:
     from sqlalchemy import func, select
 
+    from inboxcrm.app.sync import sync_mailbox
     from inboxcrm.config import build_config
-    from inboxcrm.models import Message
-    from inboxcrm.sync import sync_mailbox
+    from inboxcrm.store.models import Message
 
     factory = bench_crm(db, connection)
     sync = {"max_message_bytes": max_message_bytes} if max_message_bytes else {}

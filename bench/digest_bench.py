@@ -4,7 +4,7 @@ Generates (bulk Core inserts) 500 reps, 100,000 deals and 1,000,000 messages (wi
 each; 0.5% held for review in the reps' own inboxes), then measures, in the same run:
   baseline  one bare indexed query per rep: SELECT count(*) FROM deals WHERE owner_rep_id=? AND open
   load      digest_store.load_digest_data for every rep (the team totals loaded once per run)
-  build     digest_store.build_for_rep for every rep (load + digest.build_digest)
+  build     notify.build_for_rep for every rep (load + digest.build_digest)
   render    render.render_digest of every digest (Jinja2 text + HTML, css-inline)
 and prints the times and build/baseline. Aim: build + render of all digests under 30 s.
 It prints EXPLAIN QUERY PLAN (SQLite) / EXPLAIN (PostgreSQL) of every query in
@@ -33,18 +33,28 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # measure this 
 
 from sqlalchemy import bindparam, func, insert, select, text  # noqa: E402
 
+from inboxcrm.app.notify import build_for_rep  # noqa: E402
 from inboxcrm.config import build_config  # noqa: E402
-from inboxcrm.db import make_engine, session_factory, upgrade  # noqa: E402
-from inboxcrm.digest_store import build_for_rep, load_digest_data, statements, team_totals  # noqa: E402
-from inboxcrm.models import (  # noqa: E402
-    Company, Contact, ContactAddress, Deal, Mailbox, Message, MessageCopy, Rep, RepAddress, Stage,
+from inboxcrm.mail.render import render_digest, template_env  # noqa: E402
+from inboxcrm.store.db import make_engine, session_factory, upgrade  # noqa: E402
+from inboxcrm.store.digest_queries import load_digest_data, statements, team_totals  # noqa: E402
+from inboxcrm.store.models import (  # noqa: E402
+    Company,
+    Contact,
+    ContactAddress,
+    Deal,
+    Mailbox,
+    Message,
+    MessageCopy,
+    Rep,
+    RepAddress,
+    Stage,
 )
-from inboxcrm.render import render_digest, template_env  # noqa: E402
 
 NOW = datetime(2026, 11, 24, 7, 0, tzinfo=timezone.utc)
 ZONES = ("Europe/Berlin", "America/Los_Angeles", "Pacific/Auckland", "UTC", "Asia/Kolkata")
 BATCH = 20_000
-CONFIG = build_config({"team": {"domains": ["acme.example"]}, "digest": {"command_address": "crm@acme.example"},
+CONFIG = build_config({"team": {"domains": ["acme.example"]}, "commands": {"address": "crm@acme.example"},
                        "pipeline": {"quiet_days_by_stage": {"Proposal": 7}}}, None)
 
 

@@ -1,4 +1,4 @@
-"""Benchmark: inboxcrm.html_text.html_to_text on ~5 MB HTML parts, realistic and hostile.
+"""Benchmark: inboxcrm.core.html_text.html_to_text on ~5 MB HTML parts, realistic and hostile.
 
 Each shape runs in its own child process, so its peak RSS is its own; prints seconds, the peak
 RSS above a bare process that imported html_text, and the size of the text produced. Tables are
@@ -33,7 +33,7 @@ def markup(shape: str, size: int) -> str:
 
 
 def run(shape: str, size: int, unbounded: bool, out) -> None:
-    from inboxcrm import html_text
+    from inboxcrm.core import html_text
 
     if unbounded:
         html_text.MAX_MARKUP = size * 2

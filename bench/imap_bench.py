@@ -4,7 +4,7 @@ Starts a private Dovecot (tests/dovecot.py, real TLS verified against a private 
 generated messages (bench/import_bench.py's generator) into INBOX with MULTIAPPEND, then, each
 in its own child process so peak RSS is measured per phase:
   baseline  EXAMINE, UID SEARCH, FETCH BODY.PEEK[] in batches, mailparser.parse_from_bytes() each
-  sync      inboxcrm.sync.sync_mailbox() into a fresh database (the real pipeline), then
+  sync      inboxcrm.app.sync.sync_mailbox() into a fresh database (the real pipeline), then
             the unchanged-mailbox poll (median of 20 passes) and delivery-to-record latency with
             IDLE: APPEND one message, wait_for_change() returns, a sync pass records it (p50/p95)
 Prints msg/s of both and the ratio (aim >= 0.5), poll time (aim < 100 ms), latency (aim p95 < 2 s;
@@ -37,8 +37,8 @@ from import_bench import REPS, TEAM, generate, throwaway_database
 def phase_baseline(connection: dict) -> dict:
     import mailparser
 
-    from inboxcrm.sources import imap
-    from inboxcrm.sources.imap import ImapSettings
+    from inboxcrm.mail import imap
+    from inboxcrm.mail.imap import ImapSettings
 
     settings = ImapSettings.from_json(connection)
     t0 = time.perf_counter()
@@ -56,8 +56,8 @@ def phase_baseline(connection: dict) -> dict:
 
 def bench_crm(db: str, connection: dict):
     """A fresh database (SQLite file path or URL) with the reps and a "sales" mailbox reading ``connection``."""
-    from inboxcrm import admin
-    from inboxcrm.db import make_engine, session_factory, transaction, upgrade
+    from inboxcrm.app import team
+    from inboxcrm.store.db import make_engine, session_factory, transaction, upgrade
 
     engine = make_engine(db if "://" in db else f"sqlite:///{db}")
     upgrade(engine)
@@ -65,16 +65,16 @@ def bench_crm(db: str, connection: dict):
     now = datetime.now(UTC)
     with transaction(factory) as s:
         for rep in REPS:
-            admin.add_rep(s, now, "bench", rep, [f"{rep}@{TEAM}"])
-        admin.add_mailbox(s, now, "bench", "sales", "alice", "capture", None, "create", connection=connection)
+            team.add_rep(s, now, "bench", rep, [f"{rep}@{TEAM}"])
+        team.add_mailbox(s, now, "bench", "sales", "alice", "capture", None, "create", connection=connection)
     return factory
 
 
 def phase_sync(connection: dict, db: str, workers: int | None, deliveries: int) -> dict:
+    from inboxcrm.app.sync import sync_mailbox
     from inboxcrm.config import build_config
-    from inboxcrm.sources import imap
-    from inboxcrm.sources.imap import ImapSettings
-    from inboxcrm.sync import sync_mailbox
+    from inboxcrm.mail import imap
+    from inboxcrm.mail.imap import ImapSettings
 
     factory = bench_crm(db, connection)
     config = build_config({"team": {"domains": [TEAM]}}, None)

@@ -3,7 +3,7 @@
 Generates N messages (default 10,000; 5% with a large attachment) as a folder of .eml files,
 then, each in its own child process so peak RSS is measured per phase:
   baseline  read every file and mailparser.parse_from_bytes() it, nothing else
-  import    inboxcrm.importer.import_path() into a fresh SQLite database (the real pipeline:
+  import    inboxcrm.app.importer.import_path() into a fresh SQLite database (the real pipeline:
             raw stored, parsed, classified, matched, routed, applied; one transaction each)
 Prints msg/s of both, the ratio (aim >= 0.5) and peak RSS of the import (aim < 200 MB).
 
@@ -12,8 +12,8 @@ Prints msg/s of both, the ratio (aim >= 0.5) and peak RSS of the import (aim < 2
 from __future__ import annotations
 
 import argparse
-import contextlib
 import base64
+import contextlib
 import json
 import os
 import random
@@ -23,8 +23,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from email.utils import format_datetime
 from datetime import datetime, timedelta, timezone
+from email.utils import format_datetime
 from pathlib import Path
 
 # Run from a checkout without installing: the benchmark measures this tree's code.
@@ -94,10 +94,10 @@ def phase_baseline(folder: str) -> dict:
 
 def phase_import(folder: str, db: str, workers: int | None) -> dict:
     """``db`` is a SQLite file path or a full SQLAlchemy URL (PostgreSQL)."""
-    from inboxcrm import admin
+    from inboxcrm.app import team
+    from inboxcrm.app.importer import import_path
     from inboxcrm.config import build_config
-    from inboxcrm.db import make_engine, session_factory, transaction, upgrade
-    from inboxcrm.importer import import_path
+    from inboxcrm.store.db import make_engine, session_factory, transaction, upgrade
 
     engine = make_engine(db if "://" in db else f"sqlite:///{db}")
     upgrade(engine)
@@ -105,10 +105,10 @@ def phase_import(folder: str, db: str, workers: int | None) -> dict:
     now = datetime.now(timezone.utc)
     with transaction(factory) as s:
         for rep in REPS:
-            admin.add_rep(s, now, "bench", rep, [f"{rep}@{TEAM}"])
-        admin.add_mailbox(s, now, "bench", "sales", "alice", "capture", None, "create")
+            team.add_rep(s, now, "bench", rep, [f"{rep}@{TEAM}"])
+        team.add_mailbox(s, now, "bench", "sales", "alice", "capture", None, "create")
     # Commands by email on, as a team with a command address runs: every message meets the gate.
-    config = build_config({"team": {"domains": [TEAM]}, "digest": {"command_address": f"crm@{TEAM}"},
+    config = build_config({"team": {"domains": [TEAM]}, "commands": {"address": f"crm@{TEAM}"},
                            "commands": {"token_key_file": str(Path(folder).parent / "reply-token.key"),
                                         "trusted_authserv_ids": [AUTHSERV]}}, None)
     t0 = time.perf_counter()

@@ -1,4 +1,4 @@
 """``python -m inboxcrm``: the same command line as the ``inboxcrm`` script."""
-from .cli import main
+from inboxcrm.cli import main
 
 main(prog_name="inboxcrm")

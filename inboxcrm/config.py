@@ -17,9 +17,9 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
-from .addresses import normalize, normalize_domain
-from .errors import ConfigError
-from .secret import PASSWORD_KEYS, SecretRef, secret_from_table
+from inboxcrm.core.addresses import normalize, normalize_domain
+from inboxcrm.errors import ConfigError
+from inboxcrm.secret import PASSWORD_KEYS, SecretRef, secret_from_table
 
 Environ = Mapping[str, str]
 
@@ -106,7 +106,6 @@ class SmtpConfig:
 class DigestConfig:
     time: str = "08:00"  # each rep's local time, unless the rep has their own
     days: str = "mon-fri"
-    command_address: str | None = None  # quick-action mailto: links go here; None: no links
     templates_dir: str | None = None  # templates here override the built-in ones, by file name
     first_response_hours: float = 2.0  # business hours before an unanswered prospect nudges the owner
     business_hours: str = "09:00-17:00"
@@ -123,6 +122,8 @@ PROOFS = ("auth-or-token", "auth", "token", "auth-and-token", "address-only")
 class CommandsConfig:
     """Who may change deals by email, and how loudly we answer. See README "Who may send commands"."""
 
+    # Where reps send commands, and where quick-action mailto: links point; None: no links
+    address: str | None = None
     # authserv-ids of the team's own receiving servers (e.g. "mx.team.example"; Gmail: "mx.google.com")
     trusted_authserv_ids: tuple[str, ...] = ()
     # What a command must prove, one of PROOFS. "auth": a pass in a trusted Authentication-Results
@@ -177,6 +178,9 @@ class Config:
     smtp: SmtpConfig = SmtpConfig()
     digest: DigestConfig = DigestConfig()
     commands: CommandsConfig = CommandsConfig()
+    # Settings read under an old name: "<file>: [digest] command_address is deprecated; ...", one line each,
+    # printed by the CLI and logged by the daemon so the admin moves them before the old name goes.
+    deprecations: tuple[str, ...] = ()
 
     def with_database_url(self, url: str, source: str = "--database-url") -> Config:
         """The same checks as the file's url (no password in it), named after where it came from."""
@@ -377,11 +381,13 @@ _VALIDATORS: dict[str, dict[str, Callable[[Any], Any]]] = {
     "digest": {"time": _clock, "days": _weekdays, "command_address": _address, "templates_dir": _text,
                "first_response_hours": _hours, "business_hours": _business_hours,
                "nudges_per_hour": _count(0, "nudges"), "nudges_per_day": _count(0, "nudges")},
-    "commands": {"trusted_authserv_ids": _hostnames, "proof": _choice(*PROOFS), "require_authentication": _flag,
+    "commands": {"address": _address, "trusted_authserv_ids": _hostnames, "proof": _choice(*PROOFS), "require_authentication": _flag,
                  "burst_limit": _count(1, "emails"), "burst_minutes": _count(1, "minutes"),
                  "answers_per_hour": _count(1, "answers"), "token_key_file": _text},
 }
 _WITH_PASSWORD = ("database", "smtp")
+# Old name -> the key that replaced it; still read, with a warning in Config.deprecations.
+DEPRECATED_KEYS = {"digest.command_address": "commands.address"}
 
 
 def check(section: str, key: str, value: Any) -> Any:
@@ -423,6 +429,15 @@ def build_config(data: Mapping[str, Any], path: Path | None, environ: Environ = 
         return values
 
     database = section("database")
+    digest, commands = section("digest"), section("commands")
+    deprecations = []
+    if "command_address" in digest:
+        old = digest.pop("command_address")
+        if commands.get("address", old) != old:
+            raise ConfigError(name, "digest.command_address", old,
+                              f'to be left out: it is the old name of commands.address, which says "{commands["address"]}"')
+        commands["address"] = old
+        deprecations.append(f"{name}: [digest] command_address is deprecated; move it to [commands] address")  # DEPRECATED_KEYS
     return Config(
         path=path,
         database=DatabaseConfig(
@@ -433,8 +448,9 @@ def build_config(data: Mapping[str, Any], path: Path | None, environ: Environ = 
         pipeline=PipelineConfig(**section("pipeline")),
         sync=SyncConfig(**section("sync")),
         smtp=_smtp(section("smtp"), data.get("smtp", {}), name, path),
-        digest=_digest(section("digest"), path),
-        commands=_commands(section("commands"), path, environ),
+        digest=_digest(digest, path),
+        commands=_commands(commands, path, environ),
+        deprecations=tuple(deprecations),
     )
 
 

@@ -22,8 +22,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
-from .private_files import make_private_dir
-from .views import printable
+from inboxcrm.core.views import printable
+from inboxcrm.private_files import make_private_dir
 
 LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 DEFAULT_LEVEL = "WARNING"

@@ -12,7 +12,7 @@ import os
 import stat
 from pathlib import Path
 
-from .errors import SecretError
+from inboxcrm.errors import SecretError
 
 FILE_MODE = 0o600
 FOLDER_MODE = 0o700

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
 
-from .errors import ConfigError, SecretError
-from .private_files import refuse_exposed
+from inboxcrm.errors import ConfigError, SecretError
+from inboxcrm.private_files import refuse_exposed
 
 COMMAND_TIMEOUT = 10.0
 # Configuration key -> SecretRef field, in the order they are documented.

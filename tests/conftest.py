@@ -16,8 +16,8 @@ from click.testing import CliRunner
 from sqlalchemy import text
 
 from inboxcrm.cli import main
-from inboxcrm.db import make_engine, session_factory, upgrade
-from inboxcrm.models import Base
+from inboxcrm.store.db import make_engine, session_factory, upgrade
+from inboxcrm.store.models import Base
 
 MAIL = Path(__file__).parent / "mail"
 PG_ADMIN_URL = os.environ.get("INBOXCRM_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
@@ -96,7 +96,7 @@ def _reset_postgres(engine, stages) -> None:
 def engine(request, tmp_path, sqlite_template):
     """A migrated, empty database (default stages only) on each backend."""
     if request.param == "sqlite":
-        path = tmp_path / "inboxcrm.db"
+        path = tmp_path / "inboxcrm.store.db"
         shutil.copy(sqlite_template, path)
         eng = make_engine(f"sqlite:///{path}")
         yield eng

@@ -283,8 +283,8 @@ class Dovecot:
 
     def settings(self, user: User, **overrides):
         """ImapSettings for ``user`` on this server: implicit TLS verified against the test CA."""
+        from inboxcrm.mail.imap import build_settings
         from inboxcrm.secret import SecretRef
-        from inboxcrm.sources.imap import build_settings
 
         options = {"host": self.host, "port": self.port, "security": "tls", "ca_file": str(self.tls.ca),
                        "user": user.name, "secret": SecretRef(file=str(self.secret_file(user)))}

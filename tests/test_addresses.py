@@ -7,12 +7,18 @@ import socket
 import pytest
 from sqlalchemy import select
 
-from inboxcrm import addresses, deals
-from inboxcrm.addresses import company_name, normalize, normalize_domain, registrable_domain
-from inboxcrm.db import transaction
-from inboxcrm.freemail import is_freemail
-from inboxcrm.match import company_domain
-from inboxcrm.models import Company, Contact, ContactAddress
+from inboxcrm.app import deals
+from inboxcrm.core import addresses
+from inboxcrm.core.addresses import (
+    company_name,
+    normalize,
+    normalize_domain,
+    registrable_domain,
+)
+from inboxcrm.core.freemail import is_freemail
+from inboxcrm.core.match import company_domain
+from inboxcrm.store.db import transaction
+from inboxcrm.store.models import Company, Contact, ContactAddress
 from inboxcrm.values import Address
 
 from .test_pipeline import CRM, NOW

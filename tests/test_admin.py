@@ -9,15 +9,25 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from sqlalchemy import select
 
-from inboxcrm import admin, deals, rules
+from inboxcrm.app import deals
+from inboxcrm.app import team as admin
+from inboxcrm.app.importer import import_path
 from inboxcrm.config import build_config
-from inboxcrm.db import transaction
+from inboxcrm.core import rules
+from inboxcrm.core.rules import Action, Condition
 from inboxcrm.errors import Invalid, NotFound
-from inboxcrm.importer import import_path
-from inboxcrm.models import (
-    AuditEntry, Deal, Mailbox, Message, MessageCopy, MessageRaw, Rep, RoutingRule, StageChange,
+from inboxcrm.store.db import transaction
+from inboxcrm.store.models import (
+    AuditEntry,
+    Deal,
+    Mailbox,
+    Message,
+    MessageCopy,
+    MessageRaw,
+    Rep,
+    RoutingRule,
+    StageChange,
 )
-from inboxcrm.rules import Action, Condition
 from inboxcrm.values import Address, Email
 
 from .conftest import mail, refused
@@ -310,7 +320,7 @@ def test_a_stored_rule_out_of_bounds_is_skipped_not_quarantining_mail(team, tmp_
     eml = tmp_path / "quote.eml"
     eml.write_bytes(mail("classify-prospect.eml"))
     rules.unusable.cache_clear()  # the warning is logged once per rule and process
-    with caplog.at_level(logging.WARNING, logger="inboxcrm.rules"):
+    with caplog.at_level(logging.WARNING, logger="inboxcrm.core.rules"):
         import_path(team, build_config({"team": {"domains": ["acme.example"]}}, None), "sales", eml)
     with team() as s:
         assert s.scalar(select(Message.status).where(Message.message_id == "quote-40@northwind.example")) != "quarantined"

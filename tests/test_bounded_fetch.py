@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import tracemalloc
 
-from inboxcrm.parse_ahead import parse_ahead, prepare
-from inboxcrm.sources import imap
+from inboxcrm.mail import imap
+from inboxcrm.mail.parse_ahead import parse_ahead, prepare
 
 from .dovecot import dovecot_server  # noqa: F401 - registers the fixture "dovecot"
 from .test_parse_large import TEXT, attachment, message

@@ -6,7 +6,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from inboxcrm.business_time import (
+from inboxcrm.config import parse_weekdays
+from inboxcrm.core.business_time import (
     add_business_hours,
     at_wall,
     business_seconds,
@@ -14,7 +15,6 @@ from inboxcrm.business_time import (
     next_digest_at,
     parse_span,
 )
-from inboxcrm.config import parse_weekdays
 
 BERLIN, AUCKLAND, LA = ZoneInfo("Europe/Berlin"), ZoneInfo("Pacific/Auckland"), ZoneInfo("America/Los_Angeles")
 WEEKDAYS = parse_weekdays("mon-fri")

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from inboxcrm.classify import KINDS, RULES, TeamContext, classify, explain
-from inboxcrm.freemail import FREEMAIL_DOMAINS, is_freemail
-from inboxcrm.parse import parse
+from inboxcrm.core.classify import KINDS, RULES, TeamContext, classify, explain
+from inboxcrm.core.freemail import FREEMAIL_DOMAINS, is_freemail
+from inboxcrm.core.parse import parse
 from inboxcrm.values import Address, Email
 
 MAIL = Path(__file__).parent / "mail"

@@ -10,8 +10,8 @@ from click.testing import CliRunner
 from sqlalchemy import select, update
 
 from inboxcrm.cli import main
-from inboxcrm.db import transaction
-from inboxcrm.models import AuditEntry, Deal, StageChange
+from inboxcrm.store.db import transaction
+from inboxcrm.store.models import AuditEntry, Deal, StageChange
 
 from .conftest import MAIL, refused
 from .test_admin import add_message
@@ -201,7 +201,7 @@ def test_init_writes_a_config_and_creates_the_database(tmp_path):
     assert f"config: wrote {config} from the example" in result.stdout and "created (revision" in result.stdout
     assert "[team]" in config.read_text()
     # A new team is told that command mail is refused unless it carries the rep's token.
-    assert "commands by email (once [digest] command_address is set): a command email needs the rep's reply " \
+    assert "commands by email (once [commands] address is set): a command email needs the rep's reply " \
            "token" in result.stdout and "trusted_authserv_ids" in result.stdout
     assert CliRunner().invoke(main, [*args, "rep", "list"]).stdout.startswith("no reps yet")
     again = CliRunner().invoke(main, [*args, "init"]).stdout
@@ -225,7 +225,7 @@ needs = lambda module: pytest.mark.skipif(importlib.util.find_spec(module) is No
                                           reason=f"{module} is not written yet")
 
 
-@needs("inboxcrm.importer")
+@needs("inboxcrm.app.importer")
 def test_import_then_rule_explain(team, tmp_path):
     (tmp_path / "mail").mkdir()
     (tmp_path / "mail" / "one.eml").write_bytes((MAIL / "pipeline-new-lead-company.eml").read_bytes())
@@ -257,7 +257,7 @@ def test_python_dash_m_runs_the_same_command_line():
 # -- views, pure ----------------------------------------------------------------------------
 
 def test_tables_align_and_cut_long_cells():
-    from inboxcrm import views
+    from inboxcrm.core import views
 
     rows = [type("Row", (), {"name": "a" * 40, "n": 7})(), type("Row", (), {"name": "b", "n": 12})()]
     listing = views.Listing((views.col("NAME", "name", 10), views.col("N", "n", right=True)), "empty")
@@ -268,8 +268,8 @@ def test_tables_align_and_cut_long_cells():
 def test_relative_times_money_and_json():
     from decimal import Decimal
 
-    from inboxcrm import views
-    from inboxcrm.deals import StageSummary
+    from inboxcrm.app.deals import StageSummary
+    from inboxcrm.core import views
 
     now = datetime(2026, 11, 23, 12, tzinfo=timezone.utc)
     assert [views.ago(now - d, now) for d in (timedelta(seconds=5), timedelta(minutes=5), timedelta(hours=3),
@@ -285,7 +285,7 @@ def test_relative_times_money_and_json():
     assert lines[1].startswith("Won  " + "█" * 8 + " ") and lines[-1] == "open: 4 deals worth 1,000"
 
 
-@needs("inboxcrm.pipeline")
+@needs("inboxcrm.app.intake")
 def test_review_accept_reject_and_quarantine_retry(team, factory):
     prospect = (MAIL / "classify-prospect.eml").read_bytes()
     held = add_message(factory, "held", message_id="held@x.example", raw=prospect, from_address="buyer@x.example")

@@ -7,8 +7,8 @@ import re
 import pytest
 from sqlalchemy import update
 
-from inboxcrm.db import make_engine, session_factory, transaction
-from inboxcrm.models import OutboxMessage
+from inboxcrm.store.db import make_engine, session_factory, transaction
+from inboxcrm.store.models import OutboxMessage
 
 from .conftest import refused
 from .smtp_server import SmtpServer
@@ -25,7 +25,7 @@ def mailing(team, config_file, server):
     """The team with an SMTP server in its config, and alice with an overdue next step."""
     config_file.write_text(config_file.read_text() + "\n[smtp]\n" + "".join(
         f"{k} = {json.dumps(v)}\n" for k, v in server.config().items())
-        + '\n[digest]\ncommand_address = "crm@acme.example"\n')
+        + '\n[commands]\naddress = "crm@acme.example"\n')
     team("lead", "add", "--email", "jane@prospect.example", "--name", "Jane <b>Doe</b>", "--owner", "alice")
     team("deal", "next", "D-1", "Send the proposal", "--due", "2020-01-06")
     return team

@@ -6,8 +6,8 @@ import json
 
 from sqlalchemy import func, select
 
-from inboxcrm.db import session_factory
-from inboxcrm.models import AuditEntry, Deal, Mailbox
+from inboxcrm.store.db import session_factory
+from inboxcrm.store.models import AuditEntry, Deal, Mailbox
 
 from .conftest import mail, refused
 from .dovecot import dovecot_server  # noqa: F401 - registers the fixture "dovecot"
@@ -189,7 +189,7 @@ def test_status_exits_1_while_a_mailbox_fails_and_0_once_it_recovers(team, tmp_p
     secret = private(tmp_path / "pw", "pw\n")
     team("mailbox", "add", "remote", "--role", "capture", "--host", "127.0.0.1", "--port", "1", "--user", "alice",
          "--password-file", str(secret))
-    assert team("status").stdout.endswith("commands by email: off (no [digest] command_address and no "
+    assert team("status").stdout.endswith("commands by email: off (no [commands] address and no "
                                           "commands mailbox)\n")  # never polled: not failing
     team("poll", "--once", code=1)
     text = team("status", code=1).stdout
@@ -202,19 +202,19 @@ def test_status_exits_1_while_a_mailbox_fails_and_0_once_it_recovers(team, tmp_p
 
 def test_status_says_what_commands_by_email_accept(team, config_file):
     base = config_file.read_text()
-    config_file.write_text(base + '\n[digest]\ncommand_address = "crm@acme.example"\n')
+    config_file.write_text(base + '\n[commands]\naddress = "crm@acme.example"\n')
     line = team("status").stdout.splitlines()[-1]
     assert line.startswith("commands by email: a command email needs the rep's reply token")
     assert "no trusted server is configured ([commands] trusted_authserv_ids)" in line
 
-    config_file.write_text(base + '\n[digest]\ncommand_address = "crm@acme.example"\n'
-                                  '\n[commands]\ntrusted_authserv_ids = ["mx.acme.example"]\n')
+    config_file.write_text(base + '\n[commands]\naddress = "crm@acme.example"\n'
+                                  'trusted_authserv_ids = ["mx.acme.example"]\n')
     line = team("status").stdout.splitlines()[-1]
     assert line == ("commands by email: a command email needs a pass from a trusted receiving server "
                     "(mx.acme.example) or the rep's reply token (their crm+TOKEN@ address; see `inboxcrm rep token`)")
 
-    config_file.write_text(base + '\n[digest]\ncommand_address = "crm@acme.example"\n'
-                                  '\n[commands]\nproof = "address-only"\n')
+    config_file.write_text(base + '\n[commands]\naddress = "crm@acme.example"\n'
+                                  'proof = "address-only"\n')
     assert team("status").stdout.splitlines()[-1].startswith(
         "WARNING: commands by email: a command email needs only a rep's From address")
     report = json.loads(team("status", "--json").stdout)["commands"]

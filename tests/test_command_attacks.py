@@ -18,7 +18,16 @@ from email import message_from_bytes
 import pytest
 
 from .test_commands_e2e import (
-    ALICE, CRM, REP_ADDRESSES, answers, command_mail, deal, enable_commands, import_mail, outbox_rows, reply_token,
+    ALICE,
+    CRM,
+    REP_ADDRESSES,
+    answers,
+    command_mail,
+    deal,
+    enable_commands,
+    import_mail,
+    outbox_rows,
+    reply_token,
     stored,
 )
 

@@ -12,11 +12,21 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from inboxcrm.commands import (
-    FORMS, VERBS, Change, StageChoice, add_months, describe, has_command, parse, plan, strip_prefixes, subject_tag,
+from inboxcrm.core.digest import DealRow, DigestData, RepInfo, StageTotal, build_digest
+from inboxcrm.core.verbs import (
+    FORMS,
+    VERBS,
+    Change,
+    StageChoice,
+    add_months,
+    describe,
+    has_command,
+    parse,
+    plan,
+    strip_prefixes,
+    subject_tag,
 )
-from inboxcrm.digest import DealRow, DigestData, RepInfo, StageTotal, build_digest
-from inboxcrm.render import render_digest, template_env
+from inboxcrm.mail.render import render_digest, template_env
 
 TODAY = date(2026, 11, 23)  # a Monday
 FRIDAY = date(2026, 11, 27)

@@ -23,10 +23,10 @@ from email.utils import format_datetime
 import pytest
 from sqlalchemy import select
 
-from inboxcrm.commands import FORMS
+from inboxcrm.app.notify import enqueue_due
 from inboxcrm.config import load_config
-from inboxcrm.models import AuditEntry, Deal, Message, OutboxMessage
-from inboxcrm.notify import enqueue_due
+from inboxcrm.core.verbs import FORMS
+from inboxcrm.store.models import AuditEntry, Deal, Message, OutboxMessage
 
 from .conftest import MAIL
 from .dovecot import dovecot_server  # noqa: F401 - registers the fixture "dovecot"
@@ -65,11 +65,10 @@ def redate(data: bytes, when: datetime | None = None) -> bytes:
 def enable_commands(cli, config_file, tmp_path, commands: str | None = "", digest: str = "",
                     mailbox: bool = True) -> None:
     """The command address, a reply-token key in the test's own folder, and (``mailbox``) an
-    import-only commands mailbox "crm". ``commands`` None: no [commands] section at all, as a
+    import-only commands mailbox "crm". ``commands`` None: no token_key_file, as a
     new user's file has it (the key is then in the data directory)."""
-    section = "" if commands is None else \
-        f'[commands]\ntoken_key_file = "{tmp_path / "reply-token.key"}"\n{commands}\n'
-    config_file.write_text(config_file.read_text() + f'\n[digest]\ncommand_address = "{CRM}"\n{digest}\n{section}')
+    key = "" if commands is None else f'token_key_file = "{tmp_path / "reply-token.key"}"\n{commands}\n'
+    config_file.write_text(config_file.read_text() + f'\n[digest]\n{digest}\n[commands]\naddress = "{CRM}"\n{key}')
     if mailbox:
         cli("mailbox", "add", "crm", "--role", "commands")
 
@@ -431,8 +430,8 @@ def test_forged_mail_in_a_reps_name_does_not_use_up_the_reps_burst_allowance(tea
 # -- a rep's own tagged mail outside the commands mailbox ------------------------------------------
 
 def _feed_into(config_file, factory, mailbox: str, folder: str, data: bytes):
-    from inboxcrm.importer import feed
-    from inboxcrm.store import mailbox_info
+    from inboxcrm.app.importer import feed
+    from inboxcrm.store.records import mailbox_info
     from inboxcrm.values import RawMessage
 
     with factory() as s:

@@ -8,8 +8,20 @@ from pathlib import Path
 
 import pytest
 
-from inboxcrm.config import (KEYS, CommandsConfig, Config, DatabaseConfig, PipelineConfig, TeamConfig, build_config,
-                             database_url, default_data_dir, load_config, resolve_config_path)
+from inboxcrm.config import (
+    DEPRECATED_KEYS,
+    KEYS,
+    CommandsConfig,
+    Config,
+    DatabaseConfig,
+    PipelineConfig,
+    TeamConfig,
+    build_config,
+    database_url,
+    default_data_dir,
+    load_config,
+    resolve_config_path,
+)
 from inboxcrm.errors import ConfigError, SecretError
 from inboxcrm.secret import SecretRef, secret_from_table
 
@@ -223,7 +235,8 @@ def example_entries() -> list[tuple[str, str, object]]:
 
 def test_example_documents_exactly_the_real_keys():
     documented = {(s, k) for s, k, _ in example_entries()}
-    assert documented == {(s, k) for s, keys in KEYS.items() for k in keys}
+    deprecated = {tuple(old.split(".")) for old in DEPRECATED_KEYS}
+    assert documented == {(s, k) for s, keys in KEYS.items() for k in keys} - deprecated
 
 
 @pytest.mark.parametrize("section, key, value", example_entries())
@@ -304,7 +317,7 @@ def test_commands_section_errors_name_key_and_form(tmp_path, env, line, key, exp
 def test_team_domains_are_stored_in_the_addresses_normal_form():
     """A team that writes its international domain in punycode still recognises its own mail,
     whose addresses are stored with the Unicode domain."""
-    from inboxcrm.addresses import normalize
+    from inboxcrm.core.addresses import normalize
     cfg = build_config({"team": {"domains": ["XN--MLLER-BAU-Q9A.example", "Acme.Example"]}}, None, {})
     assert cfg.team.domains == ("müller-bau.example", "acme.example")
     assert normalize("Anna@xn--mller-bau-q9a.example").rpartition("@")[2] in cfg.team.domains
@@ -313,7 +326,7 @@ def test_team_domains_are_stored_in_the_addresses_normal_form():
 
 
 def test_rule_domains_match_either_spelling():
-    from inboxcrm.rules import CONDITIONS
+    from inboxcrm.core.rules import CONDITIONS
     from inboxcrm.values import Address, Email
     mail = Email(message_id="m@x", subject="", from_=Address("anna@mail.müller-bau.example"))
     matches = CONDITIONS["from-domain"][1]
@@ -322,3 +335,20 @@ def test_rule_domains_match_either_spelling():
     from_address = CONDITIONS["from"][1]
     assert from_address(mail, "sales", "*@mail.xn--mller-bau-q9a.example")
     assert from_address(mail, "sales", "ANNA@*") and not from_address(mail, "sales", "*@xn--mller-bau-q9a.example")
+
+
+def test_the_command_address_moved_to_commands_and_the_old_key_still_loads_with_a_warning(tmp_path, env):
+    new = load_config(write(tmp_path, '[commands]\naddress = "CRM@Team.example"\n'), True, env)
+    assert new.commands.address == "crm@team.example" and new.deprecations == ()
+
+    path = write(tmp_path, '[digest]\ncommand_address = "crm@team.example"\n')
+    old = load_config(path, True, env)
+    assert old.commands.address == "crm@team.example"
+    assert old.deprecations == (f"{path}: [digest] command_address is deprecated; move it to [commands] address",)
+
+    both = '[digest]\ncommand_address = "crm@team.example"\n[commands]\naddress = "crm@team.example"\n'
+    assert load_config(write(tmp_path, both), True, env).commands.address == "crm@team.example"
+    with pytest.raises(ConfigError) as refused:
+        load_config(write(tmp_path, '[digest]\ncommand_address = "crm@team.example"\n'
+                                    '[commands]\naddress = "cmd@team.example"\n'), True, env)
+    assert "digest.command_address" in str(refused.value) and "commands.address" in str(refused.value)

@@ -19,14 +19,14 @@ from pathlib import Path
 
 import pytest
 
-from inboxcrm.classify import TeamContext, classify
+from inboxcrm.app.intake import process
 from inboxcrm.config import build_config
-from inboxcrm.db import transaction
+from inboxcrm.core.classify import TeamContext, classify
+from inboxcrm.core.parse import identify, parse
 from inboxcrm.errors import ParseError
-from inboxcrm.models import Mailbox, Message
-from inboxcrm.parse import identify, parse
-from inboxcrm.pipeline import process
-from inboxcrm.store import load_context, mailbox_info
+from inboxcrm.store.db import transaction
+from inboxcrm.store.models import Mailbox, Message
+from inboxcrm.store.records import load_context, mailbox_info
 from inboxcrm.values import RawMessage
 
 from .conftest import server_missing

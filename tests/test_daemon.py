@@ -25,9 +25,9 @@ import pytest
 from sqlalchemy import func, select
 
 from inboxcrm import logs
-from inboxcrm.daemon import Notifier, backoff_delay, watchdog_period
-from inboxcrm.db import session_factory
-from inboxcrm.models import Deal, FolderPosition, Mailbox, Message, MessageCopy
+from inboxcrm.app.daemon import Notifier, backoff_delay, watchdog_period
+from inboxcrm.store.db import session_factory
+from inboxcrm.store.models import Deal, FolderPosition, Mailbox, Message, MessageCopy
 
 from .conftest import mail
 from .dovecot import dovecot_server  # noqa: F401 - registers the fixture "dovecot"
@@ -53,7 +53,7 @@ def test_backoff_doubles_with_jitter_in_the_upper_half_and_stops_at_the_cap():
 # -- logfmt ----------------------------------------------------------------------------------------
 
 def _line(journal: bool = False, level=logging.ERROR, **fields) -> str:
-    record = logging.LogRecord("inboxcrm.daemon", level, __file__, 1, "sync-failed", None, None)
+    record = logging.LogRecord("inboxcrm.app.daemon", level, __file__, 1, "sync-failed", None, None)
     record.inboxcrm_fields = fields
     return logs.LogfmtFormatter(journal=journal).format(record)
 

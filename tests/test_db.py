@@ -11,9 +11,9 @@ from click.testing import CliRunner
 from sqlalchemy import func, insert, select
 
 from inboxcrm.cli import main
-from inboxcrm.db import make_engine, session_factory, transaction, upgrade
 from inboxcrm.errors import Invalid
-from inboxcrm.models import Rep
+from inboxcrm.store.db import make_engine, session_factory, transaction, upgrade
+from inboxcrm.store.models import Rep
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 

@@ -7,10 +7,19 @@ from decimal import Decimal
 import pytest
 from sqlalchemy import event, select, update
 
-from inboxcrm import admin, commands, deals
-from inboxcrm.db import transaction
+from inboxcrm.app import deals
+from inboxcrm.app import team as admin
+from inboxcrm.core import verbs
 from inboxcrm.errors import Invalid, NotFound
-from inboxcrm.models import AuditEntry, Deal, DealFlag, Mailbox, Message, MessageCopy
+from inboxcrm.store.db import transaction
+from inboxcrm.store.models import (
+    AuditEntry,
+    Deal,
+    DealFlag,
+    Mailbox,
+    Message,
+    MessageCopy,
+)
 
 from .conftest import refused
 from .test_admin import ACTOR, NOW, read, run
@@ -285,13 +294,13 @@ def test_closed_deals_cannot_be_snoozed_but_can_be_woken(crm):
                                             ("2 weeks", date(2026, 12, 7)), ("fri", date(2026, 11, 27)),
                                             ("2026-12-24", date(2026, 12, 24))])
 def test_snooze_forms_of_the_cli_and_of_email_are_one(text, expected):
-    assert commands.snooze_until(text, MONDAY) == expected  # what "deal snooze" and "[D-1] snooze:" both read
+    assert verbs.snooze_until(text, MONDAY) == expected  # what "deal snooze" and "[D-1] snooze:" both read
 
 
 @pytest.mark.parametrize("text", ["someday", "", "of"])
 def test_bad_snooze_lists_the_forms(text):
     with pytest.raises(Invalid, match="invalid snooze .*; expected 3 days, 2 weeks or 1 month"):
-        commands.snooze_until(text, MONDAY)
+        verbs.snooze_until(text, MONDAY)
 
 
 # -- listings -------------------------------------------------------------------------------

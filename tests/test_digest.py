@@ -4,7 +4,6 @@ with the pipeline); the clock is passed in, so the same team is looked at on dif
 from __future__ import annotations
 
 import re
-
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal
@@ -13,15 +12,16 @@ from urllib.parse import unquote, urlsplit
 import pytest
 from sqlalchemy import update
 
-from inboxcrm import admin, deals
+from inboxcrm.app import deals, team
+from inboxcrm.app.intake import process
+from inboxcrm.app.notify import build_for_rep
 from inboxcrm.config import build_config
-from inboxcrm.db import transaction
-from inboxcrm.digest import span
-from inboxcrm.digest_store import build_for_rep, load_digest_data, team_totals
+from inboxcrm.core.digest import span
 from inboxcrm.errors import NotFound
-from inboxcrm.models import Deal, Rep
-from inboxcrm.pipeline import process
-from inboxcrm.store import load_context, mailbox_info
+from inboxcrm.store.db import transaction
+from inboxcrm.store.digest_queries import load_digest_data, team_totals
+from inboxcrm.store.models import Deal, Rep
+from inboxcrm.store.records import load_context, mailbox_info
 from inboxcrm.values import RawMessage
 
 from .conftest import mail
@@ -29,7 +29,7 @@ from .conftest import mail
 UTC = timezone.utc
 T0 = datetime(2026, 11, 1, 9, 0, tzinfo=UTC)  # when the team and its deals were made
 NOW = datetime(2026, 11, 24, 7, 0, tzinfo=UTC)  # Tue 24 Nov, 08:00 in Berlin
-CONFIG = {"team": {"domains": ["acme.example"]}, "digest": {"command_address": "crm@acme.example"},
+CONFIG = {"team": {"domains": ["acme.example"]}, "commands": {"address": "crm@acme.example"},
           "pipeline": {"quiet_days": 14, "stalled_days": 30, "quiet_days_by_stage": {"Proposal": 5}}}
 
 
@@ -41,8 +41,8 @@ class Team:
         self.ids: dict[str, int] = {}
         with transaction(factory) as s:
             for name, zone in zip(("alice", "bob"), zones):
-                admin.add_rep(s, T0, "admin", name, [f"{name}@acme.example"], zone)
-                admin.add_mailbox(s, T0, "admin", f"{name}-inbox", name, "rep")
+                team.add_rep(s, T0, "admin", name, [f"{name}@acme.example"], zone)
+                team.add_mailbox(s, T0, "admin", f"{name}-inbox", name, "rep")
             self.ids = {r.name: r.id for r in s.query(Rep)}
         self.n = 0
 

@@ -14,8 +14,22 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from inboxcrm.digest import DealRow, DigestData, HeldRow, RepInfo, StageTotal, build_digest
-from inboxcrm.render import SHORTER_LIMITS, TemplateProblem, builtin_templates, render_digest, render_pair, template_env
+from inboxcrm.core.digest import (
+    DealRow,
+    DigestData,
+    HeldRow,
+    RepInfo,
+    StageTotal,
+    build_digest,
+)
+from inboxcrm.mail.render import (
+    SHORTER_LIMITS,
+    TemplateProblem,
+    builtin_templates,
+    render_digest,
+    render_pair,
+    template_env,
+)
 
 from .conftest import server_missing
 

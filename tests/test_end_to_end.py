@@ -11,7 +11,7 @@ import time
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 
-from inboxcrm.models import Deal, Message, OutboxMessage
+from inboxcrm.store.models import Deal, Message, OutboxMessage
 
 from .dovecot import dovecot_server  # noqa: F401 - registers the fixture "dovecot"
 from .smtp_server import SmtpServer
@@ -55,7 +55,7 @@ def test_a_new_lead_reaches_its_rep_by_mail_once_and_our_mail_never_becomes_a_le
             f'\n[smtp]\nhost = "127.0.0.1"\nport = {smtp.port}\nsecurity = "starttls"\n'
             f'ca_file = "{tls_files.ca}"\nusername = "crm"\npassword_env = "TEST_SMTP_PASSWORD"\n'
             f'from_address = "crm@acme.example"\n'
-            f'\n[digest]\ncommand_address = "crm@acme.example"\ndays = "daily"\ntime = "00:00"\n'))
+            f'\n[commands]\naddress = "crm@acme.example"\n[digest]\ndays = "daily"\ntime = "00:00"\n'))
         monkeypatch.setenv("TEST_SMTP_PASSWORD", SMTP_PASSWORD)  # the daemon inherits it
         daemon = start()
         daemon.notify.wait_for("READY=1")

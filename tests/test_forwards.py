@@ -10,9 +10,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from inboxcrm import commands
-from inboxcrm.forwards import forwarded, is_forward, sender_address
-from inboxcrm.parse import parse
+from inboxcrm.core import verbs
+from inboxcrm.core.forwards import forwarded, is_forward, sender_address
+from inboxcrm.core.parse import parse
 from inboxcrm.values import Address, Email
 
 INTRO = "[D-42] note: she wants a quote for 50 seats\n\nBob"
@@ -21,7 +21,7 @@ ORIGINAL = "Hi Bob,\n\nwhat would 50 seats cost per year?\n\nBest,\nCarla"
 
 
 def received(body: str, subject: str = "Fwd: Pricing for 50 seats", html: bool = False) -> Email:
-    """The forward as the command mailbox gets it, parsed by inboxcrm.parse."""
+    """The forward as the command mailbox gets it, parsed by inboxcrm.core.parse."""
     msg = EmailMessage()
     msg["From"] = "Bob Rep <bob@team.example>"
     msg["To"] = "crm@team.example"
@@ -161,10 +161,10 @@ def test_a_forwarded_thread_gives_the_newest_message_the_rep_forwarded():
 def test_the_intro_carries_commands_for_the_new_lead_and_the_body_scan_stops_at_the_forward():
     email = received(CLIENTS["gmail"][0].replace("[D-42] note", "note"))
     found = forwarded(email)
-    parsed = commands.parse(email.subject, found.intro, default_deal=7)
+    parsed = verbs.parse(email.subject, found.intro, default_deal=7)
     assert [(c.deal, c.verb, c.arg) for c in parsed.commands] == [(7, "note", "she wants a quote for 50 seats")]
     # The whole text gives the same commands: the forwarded block ends them.
-    assert commands.parse(email.subject, email.text, default_deal=7).commands == parsed.commands
+    assert verbs.parse(email.subject, email.text, default_deal=7).commands == parsed.commands
 
 
 @pytest.mark.parametrize("body", [
@@ -182,7 +182,7 @@ def test_no_forwarded_block_with_an_address_is_none(body):
 
 
 def test_a_forward_as_attachment_is_not_handled_because_the_parser_drops_its_headers():
-    """What inboxcrm.parse yields for message/rfc822: the original's text is in Email.text, its
+    """What inboxcrm.core.parse yields for message/rfc822: the original's text is in Email.text, its
     From is nowhere, so there is nothing to read the sender from (documented in forwards.py)."""
     original = EmailMessage()
     original["From"] = "Carla Prospect <carla@acme.example>"

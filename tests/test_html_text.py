@@ -6,11 +6,12 @@ import time
 from email.message import EmailMessage
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from inboxcrm.forms import form_fields, form_prospect
-from inboxcrm.html_text import MAX_MARKUP, html_to_text
-from inboxcrm.parse import parse
+from inboxcrm.core.forms import form_fields, form_prospect
+from inboxcrm.core.html_text import MAX_MARKUP, html_to_text
+from inboxcrm.core.parse import parse
 
 TEAM = frozenset({"acme.example"})
 TABLE_FORM = """<html><head><style>td { color: red }</style><title>New submission</title></head><body>

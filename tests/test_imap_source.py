@@ -13,9 +13,9 @@ from urllib.parse import parse_qs
 import pytest
 
 from inboxcrm.errors import Invalid
+from inboxcrm.mail import imap
+from inboxcrm.mail.imap import ImapError, ImapSettings, build_settings
 from inboxcrm.secret import SecretRef
-from inboxcrm.sources import imap
-from inboxcrm.sources.imap import ImapError, ImapSettings, build_settings
 
 from .conftest import mail
 from .dovecot import dovecot_server  # noqa: F401 - registers the fixture "dovecot"

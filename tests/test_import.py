@@ -22,14 +22,21 @@ from unittest.mock import patch
 import pytest
 from sqlalchemy import func, select, text
 
-from inboxcrm import importer
+from inboxcrm.app import importer
+from inboxcrm.app.importer import import_path
 from inboxcrm.config import build_config
 from inboxcrm.errors import NotFound
-from inboxcrm.importer import import_path
-from inboxcrm.models import (
-    AuditEntry, Base, Company, ContactAddress, Deal, Message, MessageCopy, MessageRaw,
+from inboxcrm.mail.local import iter_messages
+from inboxcrm.store.models import (
+    AuditEntry,
+    Base,
+    Company,
+    ContactAddress,
+    Deal,
+    Message,
+    MessageCopy,
+    MessageRaw,
 )
-from inboxcrm.sources.local import iter_messages
 
 from .conftest import MAIL, mail, refused
 

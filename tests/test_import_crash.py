@@ -11,9 +11,9 @@ from pathlib import Path
 
 from sqlalchemy import func, select
 
-from inboxcrm import admin
-from inboxcrm.db import make_engine, session_factory, transaction, upgrade
-from inboxcrm.models import ContactAddress, Deal, Message
+from inboxcrm.app import team as admin
+from inboxcrm.store.db import make_engine, session_factory, transaction, upgrade
+from inboxcrm.store.models import ContactAddress, Deal, Message
 
 from .test_import import run, write_mbox
 

@@ -9,12 +9,12 @@ from datetime import datetime, timezone
 from imapclient import IMAPClient
 from sqlalchemy import select
 
+from inboxcrm.app.deals import show_deal
+from inboxcrm.app.importer import import_path
+from inboxcrm.app.sync import sync_mailbox
 from inboxcrm.config import build_config
-from inboxcrm.deals import show_deal
-from inboxcrm.importer import import_path
-from inboxcrm.models import Deal, Message
-from inboxcrm.sync import sync_mailbox
-from inboxcrm.views import render_deal
+from inboxcrm.core.views import render_deal
+from inboxcrm.store.models import Deal, Message
 
 from .dovecot import dovecot_server  # noqa: F401 - registers the fixture "dovecot"
 from .test_sync import alice, crm  # noqa: F401 - fixtures: alice's account, a CRM reading it as "sales"

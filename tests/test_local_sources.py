@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from inboxcrm.errors import Invalid, NotFound
-from inboxcrm.sources.local import ACCEPTED, count_messages, detect_format, iter_messages
+from inboxcrm.mail.local import ACCEPTED, count_messages, detect_format, iter_messages
 
 
 def message(mid: str, date: str | None = "Mon, 01 Jan 2024 10:00:00 +0000",

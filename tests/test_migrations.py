@@ -11,9 +11,9 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Column, Integer, MetaData, Table, inspect, select, text
 
-from inboxcrm import db
 from inboxcrm.errors import Invalid
-from inboxcrm.models import Base, Stage
+from inboxcrm.store import db
+from inboxcrm.store.models import Base, Stage
 from tests.conftest import PG_ADMIN_URL, server_missing
 
 DEFAULT_STAGES = [("New", "open"), ("Contacted", "open"), ("Qualified", "open"), ("Proposal", "open"),

@@ -13,12 +13,13 @@ from zoneinfo import ZoneInfo
 import pytest
 from sqlalchemy import func, select
 
-from inboxcrm import admin, importer, notify, outbox
-from inboxcrm.business_time import at_wall
+from inboxcrm.app import importer, notify, outbox
+from inboxcrm.app import team as admin
 from inboxcrm.config import build_config
-from inboxcrm.db import transaction
+from inboxcrm.core.business_time import at_wall
 from inboxcrm.errors import Invalid
-from inboxcrm.models import (
+from inboxcrm.store.db import transaction
+from inboxcrm.store.models import (
     Contact,
     ContactAddress,
     Deal,
@@ -36,8 +37,8 @@ MONDAY_0800_BERLIN = datetime(2026, 11, 23, 7, 0, tzinfo=UTC)
 
 
 def make_config(**digest):
-    table = {"command_address": "crm@acme.example", **digest}
-    return build_config({"team": {"domains": ["acme.example"], "timezone": "Europe/Berlin"}, "digest": table}, None)
+    return build_config({"team": {"domains": ["acme.example"], "timezone": "Europe/Berlin"}, "digest": digest,
+                         "commands": {"address": "crm@acme.example"}}, None)
 
 
 class Team:
@@ -282,7 +283,7 @@ def test_the_digest_and_nudges_reach_a_real_smtp_server_once_across_an_outage(te
     overdue_work(team, alice)
     with SmtpServer() as server:
         config = build_config({"team": {"domains": ["acme.example"]}, "smtp": server.config(),
-                               "digest": {"command_address": "crm@acme.example"}}, None)
+                               "commands": {"address": "crm@acme.example"}}, None)
         server.stop()  # down at digest time
         now = MONDAY_0800_BERLIN
         for step in range(0, 3 * 60, 2):  # the daemon's two jobs, for three hours
@@ -392,7 +393,7 @@ def test_a_flood_of_new_leads_nudges_up_to_the_hourly_then_the_daily_cap(team, c
     leads = [team.deal(alice, f"Lead {n}", f"lead{n}@prospect{n}.example", created=start + timedelta(seconds=72 * n))
              for n in range(50)]  # 50 in an hour
     bobs = team.deal(bob, "Bob's Lead", "b@bob-prospect.example", created=start + timedelta(minutes=30))
-    caplog.set_level(logging.INFO, logger="inboxcrm.notify")
+    caplog.set_level(logging.INFO, logger="inboxcrm.app.notify")
     sent_by_hour, held_lines = [], []
     for minute in range(0, 6 * 60, 2):  # the daemon's pass (every 30 s; here every 2 minutes) for 6 hours
         now = start + timedelta(minutes=minute)

@@ -13,13 +13,14 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from inboxcrm.logs import LogfmtFormatter
-from inboxcrm import outbox, smtp
+from inboxcrm.app import outbox
+from inboxcrm.app.intake import process
 from inboxcrm.config import build_config
-from inboxcrm.db import transaction
-from inboxcrm.models import Mailbox, OutboxMessage, Rep, RepAddress
-from inboxcrm.pipeline import process
-from inboxcrm.store import load_context, mailbox_info
+from inboxcrm.logs import LogfmtFormatter
+from inboxcrm.mail import smtp
+from inboxcrm.store.db import transaction
+from inboxcrm.store.models import Mailbox, OutboxMessage, Rep, RepAddress
+from inboxcrm.store.records import load_context, mailbox_info
 from inboxcrm.values import RawMessage
 
 from .smtp_server import SmtpServer
@@ -30,7 +31,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def config(server: SmtpServer | None = None, **smtp_table):
-    data = {"team": TEAM, "digest": {"command_address": "crm-commands@acme.example"}}
+    data = {"team": TEAM, "commands": {"address": "crm-commands@acme.example"}}
     if server is not None:
         data["smtp"] = server.config(**smtp_table)
     return build_config(data, None)
@@ -253,8 +254,8 @@ SENDER = """
 import json, sys
 from datetime import datetime
 from inboxcrm.config import build_config
-from inboxcrm.db import make_engine, session_factory
-from inboxcrm.outbox import send_due
+from inboxcrm.store.db import make_engine, session_factory
+from inboxcrm.app.outbox import send_due
 url, table, now = sys.argv[1:]
 send_due(session_factory(make_engine(url)), build_config(json.loads(table), None), datetime.fromisoformat(now))
 print("marked as sent")

@@ -5,10 +5,17 @@ import multiprocessing
 import os
 import signal
 
+from inboxcrm.core.parse import SKELETON_FROM
 from inboxcrm.errors import ParseError
-from inboxcrm.parse import SKELETON_FROM
-from inboxcrm.parse_ahead import IN_PLACE_FROM
-from inboxcrm.parse_ahead import CHUNK_BYTES, CHUNK_MESSAGES, WINDOW_BYTES, Prepared, parse_ahead, prepare
+from inboxcrm.mail.parse_ahead import (
+    CHUNK_BYTES,
+    CHUNK_MESSAGES,
+    IN_PLACE_FROM,
+    WINDOW_BYTES,
+    Prepared,
+    parse_ahead,
+    prepare,
+)
 from inboxcrm.values import Email, RawMessage
 
 from .conftest import MAIL

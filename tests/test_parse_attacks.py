@@ -8,10 +8,10 @@ from dataclasses import dataclass
 import pytest
 from sqlalchemy import select
 
-from inboxcrm.addresses import normalize
+from inboxcrm.core.addresses import normalize
+from inboxcrm.core.parse import header_summary, identify, parse, read_headers
 from inboxcrm.errors import ParseError
-from inboxcrm.models import ContactAddress, Message
-from inboxcrm.parse import header_summary, identify, parse, read_headers
+from inboxcrm.store.models import ContactAddress, Message
 from inboxcrm.values import NULL_SENDER
 
 from .conftest import mail
@@ -178,11 +178,10 @@ def test_no_attack_makes_a_lead_of_anyone_but_the_sender(factory):
 def test_free_text_headers_read_the_same_without_the_registry():
     """parse skips the header registry for free-text headers without an encoded word; over every
     fixture (and the Discourse corpus where present) that shortcut must give the registry's text."""
+    from email.headerregistry import UnstructuredHeader
     from pathlib import Path
 
-    from email.headerregistry import UnstructuredHeader
-
-    from inboxcrm.parse import _header_text, _registry, clean_text
+    from inboxcrm.core.parse import _header_text, _registry, clean_text
 
     def unstructured(name: str) -> bool:
         return isinstance(_registry(name, "x"), UnstructuredHeader)

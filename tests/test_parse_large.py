@@ -18,8 +18,14 @@ from pathlib import Path
 
 import pytest
 
-from inboxcrm import parse as parse_module
-from inboxcrm.parse import SKELETON_FROM, STRIP_FROM, TEXT_PART_LIMIT, parse, skeleton
+from inboxcrm.core import parse as parse_module
+from inboxcrm.core.parse import (
+    SKELETON_FROM,
+    STRIP_FROM,
+    TEXT_PART_LIMIT,
+    parse,
+    skeleton,
+)
 from inboxcrm.values import Email
 
 from .conftest import MAIL

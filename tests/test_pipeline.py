@@ -6,15 +6,34 @@ from datetime import datetime, timezone
 import pytest
 from sqlalchemy import func, select
 
-from inboxcrm.config import build_config
-from inboxcrm.db import transaction
-from inboxcrm.models import (
-    AuditEntry, Company, Contact, ContactAddress, Deal, DealFlag, Mailbox, Message, MessageCopy, MessageRaw, Rep, RepAddress,
-    RejectedSender, RoutingRule, StageChange,
+from inboxcrm.app.intake import (
+    accept_review,
+    explain,
+    process,
+    reject_review,
+    reprocess,
 )
+from inboxcrm.config import build_config
 from inboxcrm.errors import Invalid
-from inboxcrm.pipeline import accept_review, explain, process, reject_review, reprocess
-from inboxcrm.store import load_context, mailbox_info
+from inboxcrm.store.db import transaction
+from inboxcrm.store.models import (
+    AuditEntry,
+    Company,
+    Contact,
+    ContactAddress,
+    Deal,
+    DealFlag,
+    Mailbox,
+    Message,
+    MessageCopy,
+    MessageRaw,
+    RejectedSender,
+    Rep,
+    RepAddress,
+    RoutingRule,
+    StageChange,
+)
+from inboxcrm.store.records import load_context, mailbox_info
 from inboxcrm.values import RawMessage
 
 from .conftest import mail
@@ -318,12 +337,12 @@ def test_message_without_sender_is_quarantined_with_raw_bytes_and_can_be_retried
 
 
 def test_a_bug_quarantines_one_message_and_retry_runs_it_after_the_fix(crm, monkeypatch):
-    import inboxcrm.pipeline
+    import inboxcrm.app.intake
 
     def broken_decide(*args, **kwargs):
         raise RuntimeError("a bug in a rule")
 
-    monkeypatch.setattr(inboxcrm.pipeline, "decide", broken_decide)  # a bug, injected: no message triggers one
+    monkeypatch.setattr(inboxcrm.app.intake, "decide", broken_decide)  # a bug, injected: no message triggers one
     out = crm.feed("pipeline-new-lead-company.eml")
     assert (out.status, out.reason) == ("quarantined", "internal-error") and "a bug in a rule" in out.detail
     assert crm.count(Deal) == 0 and crm.count(Contact) == 0  # nothing half-written

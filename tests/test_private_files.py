@@ -17,10 +17,10 @@ from click.testing import CliRunner
 from sqlalchemy import text
 
 from inboxcrm.cli import main
-from inboxcrm.db import make_engine, upgrade
 from inboxcrm.errors import Invalid, SecretError
 from inboxcrm.private_files import exposure
 from inboxcrm.secret import SecretRef
+from inboxcrm.store.db import make_engine, upgrade
 
 SECRET = "s3cret-imap-pw"
 NOBODY = 65534
@@ -97,14 +97,14 @@ def test_an_admins_folder_and_database_keep_their_modes(tmp_path, caplog):
     db = folder / "crm.db"
     upgrade(make_engine(f"sqlite:///{db}"))
     db.chmod(0o644)
-    with caplog.at_level(logging.WARNING, logger="inboxcrm.db"):
+    with caplog.at_level(logging.WARNING, logger="inboxcrm.store.db"):
         make_engine(f"sqlite:///{db}").dispose()
     assert mode(folder) == 0o750 and mode(db) == 0o644
     assert f"the database {db} is readable by every user on this machine (mode 0644)" in caplog.text
     assert f"chmod 600 {db}" in caplog.text
     caplog.clear()
     db.chmod(0o640)  # shared with a group on purpose: no warning
-    with caplog.at_level(logging.WARNING, logger="inboxcrm.db"):
+    with caplog.at_level(logging.WARNING, logger="inboxcrm.store.db"):
         make_engine(f"sqlite:///{db}").dispose()
     assert caplog.text == ""
 

@@ -12,9 +12,15 @@ from pathlib import Path
 
 import pytest
 
+from inboxcrm.core.sender_gate import token_in
 from inboxcrm.errors import Invalid, SecretError
-from inboxcrm.reply_token import KEY_BYTES, TOKEN_LENGTH, load_key, reply_address, token_for
-from inboxcrm.sender_check import token_in
+from inboxcrm.mail.reply_token import (
+    KEY_BYTES,
+    TOKEN_LENGTH,
+    load_key,
+    reply_address,
+    token_for,
+)
 from inboxcrm.values import Address, Email
 
 KEY = bytes(range(32))

@@ -10,12 +10,20 @@ from dataclasses import replace
 
 import pytest
 
-from inboxcrm.classify import TeamContext
-from inboxcrm.parse import parse
-from inboxcrm.reply_token import reply_address
-from inboxcrm.sender_check import (
-    CHECKS, AuthResult, Gate, addressed_to_command, authenticate, check, explain, reply_to_us, token_in,
+from inboxcrm.core.classify import TeamContext
+from inboxcrm.core.parse import parse
+from inboxcrm.core.sender_gate import (
+    CHECKS,
+    AuthResult,
+    Gate,
+    addressed_to_command,
+    authenticate,
+    check,
+    explain,
+    reply_to_us,
+    token_in,
 )
+from inboxcrm.mail.reply_token import reply_address
 from inboxcrm.values import Address, Email
 
 ALICE_TOKEN, BOB_TOKEN = "alicetok23", "bobtoken45"

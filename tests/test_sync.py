@@ -15,13 +15,13 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select, update
 
-from inboxcrm import admin
+from inboxcrm.app import team
+from inboxcrm.app.sync import imap_mailboxes, sync_mailbox
 from inboxcrm.config import build_config
-from inboxcrm.db import make_engine, transaction
 from inboxcrm.errors import Invalid, NotFound
-from inboxcrm.models import Deal, FolderPosition, Mailbox, Message, MessageCopy
-from inboxcrm.sources.imap import ImapError
-from inboxcrm.sync import imap_mailboxes, sync_mailbox
+from inboxcrm.mail.imap import ImapError
+from inboxcrm.store.db import make_engine, transaction
+from inboxcrm.store.models import Deal, FolderPosition, Mailbox, Message, MessageCopy
 
 from .conftest import mail
 from .dovecot import dovecot_server  # noqa: F401 - registers the fixture "dovecot"
@@ -46,11 +46,11 @@ def alice(dovecot):
 def crm(factory, dovecot, alice):
     """alice and bob, and a capture mailbox "sales" read from alice's account on the Dovecot."""
     with transaction(factory) as s:
-        admin.add_rep(s, NOW, "test", "alice", ["alice@acme.example"])
-        admin.add_rep(s, NOW, "test", "bob", ["bob@acme.example"], "Europe/Berlin")
-        admin.add_mailbox(s, NOW, "test", "sales", "alice", "capture",
+        team.add_rep(s, NOW, "test", "alice", ["alice@acme.example"])
+        team.add_rep(s, NOW, "test", "bob", ["bob@acme.example"], "Europe/Berlin")
+        team.add_mailbox(s, NOW, "test", "sales", "alice", "capture",
                           connection=dovecot.connection(alice, folders=EVERY_FOLDER))
-        admin.add_mailbox(s, NOW, "test", "imported", None, "capture")
+        team.add_mailbox(s, NOW, "test", "imported", None, "capture")
     return factory
 
 
@@ -239,8 +239,8 @@ def test_stop_finishes_the_current_group_and_the_next_pass_resumes(crm, dovecot,
 CHILD = """
 import sys
 from inboxcrm.config import build_config
-from inboxcrm.db import make_engine, session_factory
-from inboxcrm.sync import sync_mailbox
+from inboxcrm.store.db import make_engine, session_factory
+from inboxcrm.app.sync import sync_mailbox
 sync_mailbox(session_factory(make_engine(sys.argv[1])), build_config({"team": {"domains": ["acme.example"]}}, None),
              "sales")
 """

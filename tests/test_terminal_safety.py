@@ -23,8 +23,8 @@ import click
 import pytest
 from click.testing import CliRunner
 
-from inboxcrm import views
 from inboxcrm.cli import Group, main
+from inboxcrm.core import views
 
 CLEAR_SCREEN = "\x1b[2J\x1b[H"
 SET_TITLE = "\x1b]0;pwned\x07"  # OSC 0 (window title), ended by BEL
@@ -95,7 +95,7 @@ def test_the_hostile_text_is_shown_visibly_not_dropped(hostile):
 
 
 def test_json_escapes_the_controls_and_keeps_the_value(hostile, factory):
-    from inboxcrm import admin
+    from inboxcrm.app import team as admin
 
     out = hostile("quarantine", "show", "2", "--json").stdout
     assert "\\u001b[2J" in out and "\\u0007" in out
@@ -107,7 +107,7 @@ def test_json_escapes_the_controls_and_keeps_the_value(hostile, factory):
 
 
 def test_quarantine_show_raw_writes_the_exact_bytes(hostile, tmp_path, factory):
-    from inboxcrm import admin
+    from inboxcrm.app import team as admin
 
     with factory() as session:
         stored = admin.stored_raw(session, "evil-2@northwind.example")

@@ -1,0 +1,450 @@
+"""``inboxcrm run``: the wiring that keeps every IMAP mailbox synced, and nothing else.
+
+The work itself is ``sync.sync_mailbox`` (what ``poll`` runs too) and the outbox's and
+notifications' own functions; this module decides when they run. APScheduler 3.x holds one
+interval job per mailbox, with one instance at a time, so a slow pass is never overtaken by
+the next. Where the server has IDLE, a watcher thread per mailbox holds a second connection
+on the inbox and runs the mailbox's job the moment the server announces mail, so a message is
+on record within seconds instead of a poll interval. That makes two connections per account,
+Gmail's polite limit (it allows 15, shared with the user's own clients).
+
+Errors back off exponentially with jitter, per mailbox, so a dead server is not hammered and
+many mailboxes failing together (a network outage) do not retry in lockstep. Every failure is
+logged at ERROR with its reason and recorded on the mailbox row by the sync, so ``status``
+shows it; a failing mailbox never stops the others, because each has its own job and thread.
+
+Signals: SIGTERM (and Ctrl-C) ask the running syncs to stop after their current message, then
+the scheduler shuts down and the process exits 0; SIGHUP reloads the configuration and the
+list of mailboxes (positions live in the database, so nothing is lost or read twice). systemd
+is told READY, STATUS, STOPPING and watchdog pings over ``$NOTIFY_SOCKET`` directly: the
+protocol is one datagram of ``KEY=VALUE`` lines, not worth a dependency.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import random
+import signal
+import socket
+import threading
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, timedelta
+from typing import Any
+
+from apscheduler.executors.pool import ThreadPoolExecutor
+from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.triggers.interval import IntervalTrigger
+from sqlalchemy import select
+
+from inboxcrm.app.context import has_commands_mailbox
+from inboxcrm.clock import utcnow
+from inboxcrm.core import backoff
+from inboxcrm.config import Config
+from inboxcrm.errors import InboxCRMError
+from inboxcrm.logs import event
+from inboxcrm.store.models import Mailbox
+
+log = logging.getLogger("inboxcrm.app.daemon")
+
+BACKOFF_BASE = 10.0  # seconds before the first retry (up to half of it less, for jitter)
+MAIL_JOBS_INTERVAL = 30  # seconds between runs of the notification and outbox jobs
+IDLE_TIMEOUT = 60.0  # seconds per wait_for_change call (servers drop an IDLE after 30 min)
+JOIN_TIMEOUT = 10.0  # seconds to wait for a watcher thread to leave at shutdown
+DEFAULT_TICK = 30.0  # seconds between housekeeping rounds of the main thread without a watchdog
+
+
+def backoff_delay(failures: int, cap: float, base: float = BACKOFF_BASE,
+                  rand: Callable[[], float] = random.random) -> float:
+    """A mailbox's wait after ``failures`` failed passes in a row: the house backoff."""
+    return backoff.backoff_delay(failures, cap, base, rand)
+
+
+# -- systemd ---------------------------------------------------------------------------------
+
+class Notifier:
+    """sd_notify(3) without libsystemd: ``KEY=VALUE`` lines in one datagram to ``$NOTIFY_SOCKET``.
+
+    A path, or an abstract socket written with a leading '@'. Without the variable (not under
+    systemd, or Type=simple) every call does nothing, so the daemon runs the same everywhere."""
+
+    def __init__(self, environ: Mapping[str, str] = os.environ):
+        value = environ.get("NOTIFY_SOCKET", "")
+        self.address = ("\0" + value[1:]) if value.startswith("@") else value if value.startswith("/") else None
+
+    def __bool__(self) -> bool:
+        return self.address is not None
+
+    def send(self, *assignments: str) -> bool:
+        if self.address is None:
+            return False
+        try:
+            with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
+                sock.setblocking(False)  # a listener that stopped reading must not stall a sync
+                sock.connect(self.address)
+                sock.sendall("\n".join(assignments).encode("utf-8"))
+            return True
+        except OSError as exc:
+            event(log, logging.WARNING, "notify-failed", reason=exc.strerror or str(exc), sent=assignments[0])
+            return False
+
+
+def watchdog_period(environ: Mapping[str, str], pid: int | None = None) -> float | None:
+    """Seconds between WATCHDOG=1 pings: half of ``$WATCHDOG_USEC``, as sd_watchdog_enabled(3)
+    advises; None when systemd wants no pings (or wants them from another process)."""
+    owner = environ.get("WATCHDOG_PID")
+    if owner and owner != str(os.getpid() if pid is None else pid):
+        return None
+    try:
+        usec = int(environ.get("WATCHDOG_USEC", ""))
+    except ValueError:
+        return None
+    return usec / 2e6 if usec > 0 else None
+
+
+# -- the daemon ------------------------------------------------------------------------------
+
+@dataclass
+class _Box:
+    """One synced mailbox's moving parts. ``again`` asks a running pass for one more round:
+    mail announced by IDLE while the job runs would otherwise wait for the next interval."""
+
+    name: str
+    connection: dict
+    failures: int = 0
+    running: bool = False
+    again: threading.Event = field(default_factory=threading.Event)
+    quit: threading.Event = field(default_factory=threading.Event)  # tells the IDLE watcher to leave
+    synced: threading.Event = field(default_factory=threading.Event)  # a pass succeeded: worth an IDLE
+    watcher: threading.Thread | None = None
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+
+def _job_id(name: str) -> str:
+    return f"sync:{name}"
+
+
+class Daemon:
+    """``run()`` blocks until SIGTERM or Ctrl-C and returns the exit status.
+
+    ``reload_config`` re-reads the configuration file on SIGHUP; the database stays the one
+    the daemon started with (moving it needs a restart, and the log says so)."""
+
+    def __init__(self, factory, config: Config, reload_config: Callable[[], Config],
+                 environ: Mapping[str, str] = os.environ, notifier: Notifier | None = None):
+        self.factory, self.config, self.reload_config = factory, config, reload_config
+        self.environ = environ
+        self.notifier = notifier if notifier is not None else Notifier(environ)
+        self.stop = threading.Event()
+        self.boxes: dict[str, _Box] = {}
+        self._wake = threading.Event()
+        self._active = threading.Condition()  # jobs running now, so shutdown can wait for them
+        self._running = 0
+        self._reload = False
+        self.scheduler = BackgroundScheduler(
+            timezone=UTC, executors={"default": ThreadPoolExecutor(32)},
+            job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None})
+        logging.getLogger("apscheduler").setLevel(max(logging.WARNING, logging.getLogger().level))
+
+    # -- life cycle ---------------------------------------------------------------------
+
+    def run(self) -> int:
+        previous = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
+        try:
+            self.start()
+            period = watchdog_period(self.environ)
+            while not self.stop.is_set():
+                self._wake.wait(period or DEFAULT_TICK)
+                self._wake.clear()
+                if self._reload and not self.stop.is_set():
+                    self._reload = False
+                    self.reload()
+                if period and self.scheduler.running:  # a dead scheduler earns no ping: systemd restarts us
+                    self.notifier.send("WATCHDOG=1")
+            self.shutdown()
+            return 0
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        """Only flags: the main loop does the work, outside the signal handler."""
+        if signum == signal.SIGHUP:
+            self._reload = True
+        else:
+            self.stop.set()
+        self._wake.set()
+
+    def start(self) -> None:
+        self.scheduler.start()
+        for name, job in (("notify", self._notify_job), ("outbox", self._outbox_job)):
+            self.scheduler.add_job(job, IntervalTrigger(seconds=MAIL_JOBS_INTERVAL), id=name, name=name,
+                                   next_run_time=utcnow())
+        self._apply_mailboxes()
+        event(log, logging.INFO, "started", mailboxes=len(self.boxes), poll_interval=self.config.sync.poll_interval,
+              idle=self.config.sync.idle)
+        self._tell_deprecations()
+        self._tell_command_proof()
+        self.notifier.send("READY=1", f"STATUS={self.describe()}", f"MAINPID={os.getpid()}")
+
+    def _tell_deprecations(self) -> None:
+        for line in self.config.deprecations:
+            event(log, logging.WARNING, "config-deprecated", detail=line)
+
+    def _tell_command_proof(self) -> None:
+        """What a command email must prove, where the admin looks when deals change unexpectedly;
+        loud when forged mail could get through or only token-bearing mail can."""
+        commands, address = self.config.commands, self.config.commands.address
+        with self.factory() as session:
+            if not address and not has_commands_mailbox(session):
+                return  # commands by email are off
+        event(log, logging.INFO, "commands-proof", proof=commands.proof, rule=commands.describe())
+        if commands.proof == "address-only":
+            event(log, logging.WARNING, "commands-address-only", rule=commands.describe(),
+                  action='anyone who writes a rep\'s address in From can change deals; remove [commands] proof '
+                         '(the default "auth-or-token") unless every path to the command address is trusted')
+        if not commands.trusted_authserv_ids:
+            event(log, logging.WARNING, "commands-unauthenticated", command_address=address,
+                  rule=commands.describe(), action="no receiving server is trusted, so no DMARC verdict is read and "
+                  "forged mail cannot be recognised as such; set [commands] trusted_authserv_ids to the team's "
+                  "receiving server's authserv-id")
+
+    def shutdown(self) -> None:
+        """The running passes see ``stop`` and end after their current message; then we go."""
+        event(log, logging.INFO, "stopping", mailboxes=len(self.boxes))
+        self.notifier.send("STOPPING=1", "STATUS=stopping: finishing the current messages")
+        self.stop.set()
+        for box in self.boxes.values():
+            box.quit.set()
+        # Pause, wait for the running jobs ourselves, then shut down: APScheduler's shutdown
+        # holds the job store lock while it waits, and a job finishing meanwhile that touches
+        # its schedule (a failure's backoff) would wait for that lock for ever.
+        self.scheduler.pause()
+        with self._active:
+            self._active.wait_for(lambda: self._running == 0)
+        self.scheduler.shutdown(wait=True)
+        for box in self.boxes.values():
+            if box.watcher is not None:
+                box.watcher.join(JOIN_TIMEOUT)
+        event(log, logging.INFO, "stopped")
+
+    def reload(self) -> None:
+        """SIGHUP: the new configuration and mailbox list; a broken file keeps the old one."""
+        try:
+            config = self.reload_config()
+        except InboxCRMError as exc:
+            event(log, logging.ERROR, "reload-failed", reason=str(exc), kept="the previous configuration")
+            return
+        if config.database != self.config.database:
+            event(log, logging.WARNING, "reload-database-ignored",
+                  reason="the database changed; restart the daemon to use the new one")
+        interval_changed = config.sync.poll_interval != self.config.sync.poll_interval
+        self.config = config
+        if interval_changed:
+            for box in self.boxes.values():
+                self.scheduler.reschedule_job(_job_id(box.name), trigger=self._trigger())
+        self._apply_mailboxes()
+        event(log, logging.INFO, "reloaded", mailboxes=len(self.boxes), poll_interval=config.sync.poll_interval)
+        self._tell_deprecations()
+        self._tell_command_proof()  # [commands] proof may have changed with the file
+        self.notifier.send(f"STATUS={self.describe()}")
+
+    def describe(self) -> str:
+        failing = sorted(b.name for b in self.boxes.values() if b.failures)
+        text = f"syncing {len(self.boxes)} mailbox{'es' if len(self.boxes) != 1 else ''}"
+        return text + (f"; FAILING: {', '.join(failing)}" if failing else "")
+
+    # -- mailboxes ----------------------------------------------------------------------
+
+    def _trigger(self) -> IntervalTrigger:
+        return IntervalTrigger(seconds=self.config.sync.poll_interval)
+
+    def _wanted(self) -> dict[str, dict]:
+        with self.factory() as session:
+            rows = session.execute(select(Mailbox.name, Mailbox.connection).where(Mailbox.connection.is_not(None))
+                                   .order_by(Mailbox.name))
+            return {name: connection for name, connection in rows if connection}
+
+    def _apply_mailboxes(self) -> None:
+        """Makes the jobs and watchers match the database: new mailboxes start, removed ones
+        stop, and a mailbox whose connection changed gets a new watcher."""
+        wanted = self._wanted()
+        for name in [n for n in self.boxes if n not in wanted or wanted[n] != self.boxes[n].connection]:
+            box = self.boxes.pop(name)
+            box.quit.set()
+            if self.scheduler.get_job(_job_id(name)) is not None:
+                self.scheduler.remove_job(_job_id(name))
+            event(log, logging.INFO, "mailbox-removed" if name not in wanted else "mailbox-changed", mailbox=name)
+        for name, connection in wanted.items():
+            if name in self.boxes:
+                continue
+            box = self.boxes[name] = _Box(name, connection)
+            self.scheduler.add_job(self._sync_job, self._trigger(), args=(name,), id=_job_id(name), name=name,
+                                   next_run_time=utcnow())
+            if self.config.sync.idle:
+                box.watcher = threading.Thread(target=self._watch, args=(box,), name=f"idle:{name}", daemon=True)
+                box.watcher.start()
+            event(log, logging.INFO, "mailbox-added", mailbox=name, host=connection.get("host"))
+
+    def trigger(self, name: str) -> None:
+        """Run the mailbox's pass now; if one is running, it goes round once more."""
+        box = self.boxes.get(name)
+        if box is None:
+            return
+        with box.lock:
+            box.again.set()
+            if box.running:
+                return
+        job = self.scheduler.get_job(_job_id(name))
+        if job is not None:
+            job.modify(next_run_time=utcnow())
+
+    @contextmanager
+    def _job(self) -> Iterator[None]:
+        with self._active:
+            self._running += 1
+        try:
+            yield
+        finally:
+            with self._active:
+                self._running -= 1
+                self._active.notify_all()
+
+    def _sync_job(self, name: str) -> None:
+        with self._job():
+            self._sync(name)
+
+    def _sync(self, name: str) -> None:
+        from inboxcrm.app.sync import sync_mailbox
+
+        box = self.boxes.get(name)
+        if box is None:
+            return
+        with box.lock:
+            box.running = True
+        try:
+            while not self.stop.is_set():
+                box.again.clear()
+                try:
+                    report = sync_mailbox(self.factory, self.config, name, stop=self.stop, environ=self.environ)
+                except Exception as exc:  # noqa: BLE001 - one mailbox's failure must not reach the others
+                    self._failed(box, exc)
+                    return
+                self._succeeded(box, report)
+                with box.lock:
+                    if not box.again.is_set():
+                        return
+        finally:
+            with box.lock:
+                box.running = False
+
+    def _succeeded(self, box: _Box, report) -> None:
+        box.synced.set()
+        if box.failures:
+            event(log, logging.WARNING, "sync-recovered", mailbox=box.name, after_failures=box.failures)
+            box.failures = 0
+            self.notifier.send(f"STATUS={self.describe()}")
+        for folder in report.folders:
+            level = logging.INFO if folder.fetched or folder.resynced else logging.DEBUG
+            event(log, level, "synced", mailbox=box.name, folder=folder.folder, fetched=folder.fetched,
+                  resynced=folder.resynced or None,
+                  **{f"status_{status}": n for status, n in sorted(folder.counts.items())})
+        if report.total:
+            self._run_now("notify")  # a new lead's nudge goes out now, not at the next 30 s tick
+        if any(folder.counts.get("command") or folder.counts.get("refused") for folder in report.folders):
+            self._run_now("outbox")  # the answer to a command email, while the rep still looks
+
+    def _run_now(self, job_id: str) -> None:
+        job = self.scheduler.get_job(job_id)
+        if job is not None and not self.stop.is_set():
+            job.modify(next_run_time=utcnow())
+
+    def _failed(self, box: _Box, exc: BaseException) -> None:
+        box.failures += 1
+        delay = backoff_delay(box.failures, self.config.sync.max_backoff)
+        event(log, logging.ERROR, "sync-failed", mailbox=box.name, failures=box.failures,
+              stage=getattr(exc, "stage", None), reason=_reason(exc), retry_in=f"{delay:.0f}s")
+        job = self.scheduler.get_job(_job_id(box.name))
+        if job is not None and not self.stop.is_set():
+            job.modify(next_run_time=utcnow() + timedelta(seconds=delay))
+        self.notifier.send(f"STATUS={self.describe()}")
+
+    # -- IDLE ---------------------------------------------------------------------------
+
+    def _watch(self, box: _Box) -> None:
+        """Holds an IDLE on the mailbox's inbox and triggers its job on every change.
+
+        Reconnects with backoff when the connection drops; leaves for good when the server
+        has no IDLE (the interval job still polls) or when told to quit."""
+        from inboxcrm.mail import imap
+
+        failures = 0
+        # Only after a pass worked: a mailbox that cannot log in would fail twice as often,
+        # and servers slow down every login from an address with failures (Dovecot does).
+        while not box.synced.wait(1.0):
+            if box.quit.is_set():
+                return
+        while not box.quit.is_set() and not self.stop.is_set():
+            try:
+                settings = imap.ImapSettings.from_json(box.connection)
+                client = imap.connect(settings, self.environ)
+                try:
+                    if not imap.supports_idle(client):
+                        event(log, logging.INFO, "idle-unavailable", mailbox=box.name,
+                              reason="the server has no IDLE; polling", poll_interval=self.config.sync.poll_interval)
+                        return
+                    folders = imap.resolve_folders(client, settings)
+                    watched = next((f for f in folders if f.role == "\\Inbox"), folders[0])
+                    folder, known = watched.name, watched.uidnext
+                    event(log, logging.INFO, "idle-watching", mailbox=box.name, folder=folder)
+                    failures = 0
+                    while not box.quit.is_set():
+                        # ``known``: mail that arrives between two IDLEs is seen by the next one
+                        if imap.wait_for_change(client, folder, IDLE_TIMEOUT, box.quit, known_uidnext=known):
+                            known = imap.examine(client, folder).uidnext
+                            event(log, logging.DEBUG, "idle-change", mailbox=box.name, folder=folder, uidnext=known)
+                            self.trigger(box.name)
+                finally:
+                    imap.close(client)
+            except Exception as exc:  # noqa: BLE001 - the watcher outlives any one connection
+                if box.quit.is_set():
+                    return
+                failures += 1
+                delay = backoff_delay(failures, self.config.sync.max_backoff)
+                event(log, logging.WARNING, "idle-failed", mailbox=box.name, failures=failures,
+                      stage=getattr(exc, "stage", None), reason=_reason(exc), retry_in=f"{delay:.0f}s")
+                box.quit.wait(delay)
+
+    # -- outgoing mail ------------------------------------------------------------------
+
+    def _notify_job(self) -> None:
+        def run() -> None:
+            from inboxcrm.app.notify import enqueue_due
+
+            if enqueue_due(self.factory, self.config, utcnow(), stop=self.stop):
+                self._run_now("outbox")
+
+        self._guarded("notify", run)
+
+    def _outbox_job(self) -> None:
+        def run() -> None:
+            from inboxcrm.app.outbox import send_due
+
+            send_due(self.factory, self.config, utcnow(), environ=self.environ)
+
+        self._guarded("outbox", run)
+
+    def _guarded(self, job: str, fn: Callable[[], Any]) -> None:
+        try:
+            with self._job():
+                fn()
+        except Exception as exc:  # noqa: BLE001 - a job that fails runs again at its next interval
+            event(log, logging.ERROR, "job-failed", job=job, reason=_reason(exc))
+
+
+def _reason(exc: BaseException) -> str:
+    """The user-facing message of our own errors; the type too for anything unexpected."""
+    text = str(exc) or type(exc).__name__
+    return text if isinstance(exc, InboxCRMError) else f"{type(exc).__name__}: {text}"

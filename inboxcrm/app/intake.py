@@ -1,0 +1,200 @@
+"""process(raw) = store raw -> parse -> decide (classify, rules, match) -> apply.
+
+The caller owns the transaction, so an importer or an IMAP poll can commit a message's
+records together with its own position (exactly once). Interpretation runs inside a
+savepoint: whatever goes wrong, the raw message stays, quarantined with its reason.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import select
+from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.orm import Session, sessionmaker
+
+from inboxcrm.app.commands import obey
+from inboxcrm.app.context import context_for
+from inboxcrm.clock import Clock, utcnow
+from inboxcrm.core.decide import Context, MailboxInfo, decide
+from inboxcrm.core.parse import content_hash, identify, parse
+from inboxcrm.errors import Invalid, NotFound, ParseError
+from inboxcrm.logs import event
+from inboxcrm.mail.parse_ahead import Prepared
+from inboxcrm.store import audit
+from inboxcrm.store.db import transaction
+from inboxcrm.store.models import (
+    Mailbox,
+    Message,
+    MessageCopy,
+    RejectedSender,
+)
+from inboxcrm.store.records import Store, StoredMessage, mailbox_info
+from inboxcrm.values import Email, Explanation, RawMessage
+
+log = logging.getLogger("inboxcrm.app.intake")
+# A copy arriving in a capture mailbox re-decides a message its first mailbox only held or ignored.
+RETRY_IN_CREATE_MAILBOX = frozenset({"policy-review", "policy-ignore"})
+# A command email stored first from another copy (the rep's Sent folder) is obeyed from the commands
+# mailbox; a prospect's mail refused there (they wrote to crm@ and sales@) is captured from the other copy.
+
+
+
+@dataclass(frozen=True)
+class Outcome:
+    status: str  # a Decision status, "quarantined", or "duplicate" for a copy already stored
+    reason: str
+    detail: str
+    message_pk: int
+    deal_ref: str | None = None
+
+
+def process(session: Session, raw: RawMessage, mailbox: MailboxInfo, ctx: Context, now: datetime,
+            keep_raw: bool = True, prepared: Prepared | None = None) -> Outcome:
+    """``prepared``: identity and parse of ``raw`` computed elsewhere (see parse_ahead), or None."""
+    store = Store(session, now)
+    if prepared is None:
+        message_id, synthetic = identify(raw.data)
+        sha256, parsed = content_hash(raw.data), None
+    else:
+        message_id, synthetic, sha256, parsed = prepared.message_id, prepared.synthetic, prepared.sha256, prepared.parsed
+    msg, is_new = store.save_raw(raw, mailbox.id, message_id, synthetic, sha256, keep_raw)
+    if not is_new:
+        if (msg.reason in RETRY_IN_CREATE_MAILBOX and mailbox.policy == "create"
+                or msg.reason == "command-copy" and mailbox.role == "commands"
+                or msg.reason == "refused-not-rep" and mailbox.role != "commands"):
+            # held or ignored where it arrived first (a rep's inbox); a capture mailbox takes it
+            return interpret(store, msg, raw.data, mailbox, ctx, parsed=parsed, folder=raw.folder)
+        return Outcome("duplicate", "already-stored", f"copy of message {msg.id} ({msg.status})", msg.id,
+                       f"D-{msg.deal_id}" if msg.deal_id else None)
+    return interpret(store, msg, raw.data, mailbox, ctx, parsed=parsed, folder=raw.folder)
+
+
+def interpret(store: Store, msg: StoredMessage, data: bytes, mailbox: MailboxInfo, ctx: Context,
+              force_create: bool = False, parsed: Email | ParseError | None = None, folder: str = "") -> Outcome:
+    try:
+        # A Core savepoint: the Store speaks Core, and the ORM's nested transaction cost more
+        # than the message's own statements.
+        with store.conn.begin_nested():
+            if isinstance(parsed, ParseError):
+                raise parsed
+            email = parsed if parsed is not None else parse(data, msg.message_id)
+            decision = decide(email, mailbox, ctx, store, force_create=force_create, folder=folder)
+            deal_id = store.apply(msg, email, decision, mailbox, ctx)
+            if decision.verdict is not None:
+                return _obey(store, msg, email, decision, ctx, mailbox)
+    except ParseError as exc:
+        store.quarantine(msg, exc.reason, exc.detail, data)
+        return Outcome("quarantined", exc.reason, exc.detail, msg.id)
+    except (OperationalError, InterfaceError):
+        raise  # the database is unwell, not the message: stop; a re-run resumes where this stopped
+    except Exception as exc:  # noqa: BLE001 - a bug must quarantine one message, not stop the run
+        event(log, logging.ERROR, "internal-error", exc_info=True, mailbox=mailbox.name, message=msg.message_id,
+              action="quarantined; inboxcrm quarantine retry runs it again after a fix")
+        store.quarantine(msg, "internal-error", f"{type(exc).__name__}: {exc}", data)
+        return Outcome("quarantined", "internal-error", f"{type(exc).__name__}: {exc}", msg.id)
+    return Outcome(decision.status, decision.reason, decision.detail, msg.id, f"D-{deal_id}" if deal_id else None)
+
+
+def _obey(store: Store, msg: StoredMessage, email: Email, decision, ctx: Context, mailbox: MailboxInfo) -> Outcome:
+    result = obey(store.session, store.now, msg.id, msg.message_id, email, decision, ctx)
+    if result.reason != decision.reason:
+        store.update_message(msg.id, reason=result.reason, detail=result.detail)
+    ref = f"D-{result.deals[0]}" if result.deals else None
+    event(log, logging.INFO if decision.status == "command" else logging.WARNING, "command", mailbox=mailbox.name,
+          message=msg.message_id, sender=email.from_.email if email.from_ else "", status=decision.status,
+          reason=result.reason, deals=",".join(f"D-{d}" for d in result.deals) or None, answered=result.answered)
+    return Outcome(decision.status, result.reason, result.detail, msg.id, ref)
+
+
+def _first_copy(session: Session, row: Message) -> tuple[MailboxInfo, str]:
+    """The mailbox and folder a stored message is re-run as: where it was seen first."""
+    copy = session.scalars(select(MessageCopy).where(MessageCopy.message_id == row.id)
+                           .order_by(MessageCopy.id)).first()
+    if copy is None:
+        raise Invalid(f"message {row.id} has no recorded mailbox copy to re-run it from")
+    return mailbox_info(session, copy.mailbox.name), copy.folder
+
+
+def _stored(session: Session, pk: int, statuses: tuple[str, ...]) -> Message:
+    row = session.get(Message, pk)
+    if row is None or row.status not in statuses:
+        raise NotFound(f"no message {pk} with status {' or '.join(statuses)}")
+    if row.raw is None:
+        raise Invalid(f"message {pk} was stored without its raw bytes (pipeline.store_raw = false)")
+    return row
+
+
+def _rerun(factory: sessionmaker[Session], config, pk: int, statuses: tuple[str, ...],
+           now: Clock, force_create: bool, actor: str, action: str) -> Outcome:
+    with transaction(factory) as session:
+        row = _stored(session, pk, statuses)
+        if force_create and row.reason == "form-without-prospect":
+            raise Invalid(f"message {pk} is a web-form notification that names no prospect, so there is no "
+                          f'lead to accept; add it by hand with "inboxcrm lead add --email ADDRESS", then '
+                          f'"inboxcrm review reject {pk}"')
+        ctx = context_for(session, config)
+        msg = StoredMessage(row.id, row.message_id, row.status, row.deal_id, row.reason)
+        mailbox, folder = _first_copy(session, row)
+        outcome = interpret(Store(session, now()), msg, row.raw, mailbox, ctx, force_create, folder=folder)
+        audit.write(session, now(), actor, action, "message", pk, f"message <{row.message_id}>",
+                    status=outcome.status, reason=outcome.reason)
+        return outcome
+
+
+def reprocess(factory: sessionmaker[Session], config, message_pk: int, actor: str = "cli",
+              now: Clock = utcnow) -> Outcome:
+    """Re-run a quarantined message (after a fix) through the whole pipeline."""
+    return _rerun(factory, config, message_pk, ("quarantined",), now, False, actor, "retry")
+
+
+def accept_review(factory: sessionmaker[Session], config, message_pk: int, actor: str = "cli",
+                  now: Clock = utcnow) -> Outcome:
+    """A rep accepts a held sender: the message is re-run as if the mailbox created leads."""
+    return _rerun(factory, config, message_pk, ("held",), now, True, actor, "review-accept")
+
+
+def reject_review(factory: sessionmaker[Session], config, message_pk: int, actor: str = "cli",
+                  now: Clock = utcnow) -> Outcome:
+    """Reject a held sender: the message stays stored, later mail from them is ignored."""
+    with transaction(factory) as session:
+        row = _stored(session, message_pk, ("held",))
+        new_sender = row.reason == "policy-review"  # a form service's address is no sender to block
+        row.status, row.reason = "rejected", "review-rejected"
+        if new_sender and session.scalar(select(RejectedSender).where(RejectedSender.address == row.from_address)) is None:
+            session.add(RejectedSender(address=row.from_address, at=now(), actor=actor))
+        audit.write(session, now(), actor, "review-reject", "message", message_pk, f"message <{row.message_id}>",
+                    sender=row.from_address)
+        later = f"later mail from {row.from_address} is ignored" if new_sender else "the notification stays stored"
+        return Outcome("rejected", "review-rejected", later, row.id)
+
+
+def explain(factory: sessionmaker[Session], config, raw: bytes, mailbox: str | None = None,
+            now: Clock = utcnow) -> list[Explanation]:
+    """Why a message went (or would go) where it did: every rule, fired or not. Writes nothing.
+
+    For a message already stored, the first line says what was recorded when it arrived, and
+    the rest what the rules and records of today would decide."""
+    message_id = identify(raw)[0]
+    lines: list[Explanation] = []
+    folder = ""
+    with factory() as session:
+        stored = session.scalar(select(Message).where(Message.message_id == message_id))
+        if stored is not None:
+            deal = f", deal D-{stored.deal_id}" if stored.deal_id else ""
+            lines.append(Explanation("recorded", stored.status, True, f"{stored.reason}: {stored.detail}{deal}"))
+            if mailbox is None and stored.copies:
+                mailbox, folder = stored.copies[0].mailbox.name, stored.copies[0].folder
+        if mailbox is None:
+            mailbox = session.scalar(select(Mailbox.name).order_by(Mailbox.id)) or ""
+        info = mailbox_info(session, mailbox) or MailboxInfo(0, mailbox or "(none)", "capture", None, "email", "create")
+        ctx = context_for(session, config)
+        try:
+            email = parse(raw, message_id)
+        except ParseError as exc:
+            return [*lines, Explanation("parse", exc.reason, True, f"would be quarantined: {exc.detail}")]
+        decision = decide(email, info, ctx, Store(session, now()), explain=True, folder=folder)
+        session.rollback()
+    return [*lines, *decision.explanations,
+            Explanation("outcome", decision.status, True, f"{decision.reason}: {decision.detail}")]

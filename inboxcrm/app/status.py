@@ -1,0 +1,139 @@
+"""What ``inboxcrm status`` shows: each mailbox's sync health, read from the database alone.
+
+The daemon and ``poll`` write their outcome on the mailbox row and the folder positions, so the
+admin can ask from any shell, while the daemon runs or after it died, without talking to it or
+to the mail server. A mailbox whose last pass failed is marked FAILING in capitals: a mailbox
+that silently stopped syncing is the one failure a CRM fed by mail must not hide. For the same
+reason ``status`` exits with ``FAILING_EXIT`` then, so a monitor needs no parsing. It also says
+what a command email must prove, since commands by email change deals.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from inboxcrm.app.context import has_commands_mailbox
+from inboxcrm.app.team import find_mailbox, imap_address
+from inboxcrm.config import Config
+from inboxcrm.core.views import plural
+from inboxcrm.store.models import FolderPosition, Mailbox, OutboxMessage
+
+FAILING_EXIT = 1  # as ``poll``'s: a mailbox failed; 2 stays "status itself could not run"
+
+
+@dataclass(frozen=True)
+class FolderStatus:
+    folder: str
+    role: str | None  # inbox | sent | all | None (named by the admin)
+    uidvalidity: int | None
+    last_uid: int
+    backlog: int | None  # messages on the server beyond the position, as last seen; None: unknown
+    updated_at: datetime | None
+
+
+@dataclass(frozen=True)
+class MailboxStatus:
+    name: str
+    role: str
+    imap: str | None  # user@host:port, or None for a mailbox fed by import only
+    folders: tuple[FolderStatus, ...]
+    last_success_at: datetime | None
+    last_error_at: datetime | None
+    last_error: str | None
+    failures: int  # consecutive failed passes
+    failing_since: datetime | None
+    failing: bool  # the last pass failed: shown loudly until a pass succeeds
+
+
+@dataclass(frozen=True)
+class CommandsStatus:
+    enabled: bool  # a command address or a commands mailbox exists
+    proof: str  # [commands] proof
+    rule: str  # what a command email must prove (CommandsConfig.describe), or why they are off
+    warning: bool  # "address-only": a forged From changes deals
+
+
+@dataclass(frozen=True)
+class Status:
+    mailboxes: tuple[MailboxStatus, ...]
+    outbox: dict[str, int]  # status -> rows; empty when nothing was ever queued
+    commands: CommandsStatus
+
+    @property
+    def failing(self) -> tuple[str, ...]:
+        return tuple(box.name for box in self.mailboxes if box.failing)
+
+
+def commands_status(config: Config, has_commands_mailbox: bool) -> CommandsStatus:
+    proof = config.commands.proof
+    if not (config.commands.address or has_commands_mailbox):
+        return CommandsStatus(False, proof, "off (no [commands] address and no commands mailbox)", False)
+    return CommandsStatus(True, proof, config.commands.describe(), proof == "address-only")
+
+
+def backlog(position: FolderPosition) -> int | None:
+    """UIDs are ascending, so UIDNEXT - 1 - last UID bounds what is still to read (deleted UIDs
+    make it an upper bound); before the first UIDNEXT is seen, the folder's message count."""
+    if position.uidnext is not None:
+        return max(0, position.uidnext - 1 - position.last_uid)
+    return position.message_count
+
+
+def read_status(session: Session, config: Config, name: str | None = None) -> Status:
+    query = select(Mailbox).order_by(Mailbox.name)
+    if name is not None:
+        query = query.where(Mailbox.id == find_mailbox(session, name).id)
+    boxes = list(session.scalars(query))
+    positions: dict[int, list[FolderStatus]] = {}
+    for p in session.scalars(select(FolderPosition).order_by(FolderPosition.mailbox_id, FolderPosition.folder)):
+        positions.setdefault(p.mailbox_id, []).append(
+            FolderStatus(p.folder, p.role, p.uidvalidity, p.last_uid, backlog(p), p.updated_at))
+    outbox = dict(session.execute(select(OutboxMessage.status, func.count(OutboxMessage.id))
+                                  .group_by(OutboxMessage.status).order_by(OutboxMessage.status)).all())
+    return Status(tuple(MailboxStatus(m.name, m.role, imap_address(m.connection), tuple(positions.get(m.id, ())),
+                                      m.last_success_at, m.last_error_at, m.last_error, m.failures or 0,
+                                      m.failing_since, bool(m.failures)) for m in boxes), outbox,
+                  commands_status(config, has_commands_mailbox(session)))
+
+
+def _when(moment: datetime | None, now: datetime) -> str:
+    if moment is None:
+        return "never"
+    seconds = max(0, int((now - moment).total_seconds()))
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size:
+            return f"{moment:%Y-%m-%d %H:%M} UTC ({seconds // size} {unit} ago)"
+    return f"{moment:%Y-%m-%d %H:%M:%S} UTC ({seconds} s ago)"
+
+
+def render(status: Status, now: datetime) -> str:
+    """The text ``status`` prints: a block per mailbox, its folders indented under it."""
+    lines: list[str] = []
+    for box in status.mailboxes:
+        mark = f"  FAILING ({plural(box.failures, 'failed pass', 'failed passes')} in a row)" if box.failing else ""
+        lines.append(f"{box.name} ({box.role}) {box.imap or 'import only (no IMAP connection)'}{mark}")
+        if box.imap is None:
+            continue
+        lines.append(f"  last success: {_when(box.last_success_at, now)}")
+        if box.last_error_at is not None:
+            lines.append(f"  last error:   {_when(box.last_error_at, now)}: {box.last_error}")
+        if box.failing_since is not None and box.failing:
+            lines.append(f"  failing since {_when(box.failing_since, now)}")
+        if not box.folders:
+            lines.append("  no folder synced yet")
+        for f in box.folders:
+            left = "unknown" if f.backlog is None else str(f.backlog)
+            lines.append(f"  {f.folder}" + (f" [{f.role}]" if f.role else "")
+                         + f": uidvalidity {f.uidvalidity if f.uidvalidity is not None else '-'}, "
+                           f"last uid {f.last_uid}, backlog {left}")
+    if not status.mailboxes:
+        lines.append('no mailboxes yet; add one with "inboxcrm mailbox add NAME --role capture --host HOST ..."')
+    if status.outbox:
+        lines.append("outbox: " + ", ".join(f"{n} {state}" for state, n in status.outbox.items()))
+    lines.append(("WARNING: " if status.commands.warning else "") + f"commands by email: {status.commands.rule}")
+    if status.failing:
+        lines.append(f"failing: {', '.join(status.failing)}")
+    return "\n".join(lines)

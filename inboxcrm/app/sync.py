@@ -1,0 +1,222 @@
+"""One sync pass over an IMAP mailbox: new messages in each folder through the pipeline, exactly once.
+
+The position in each folder (UIDVALIDITY + last UID) is written in the same transaction as the
+records its messages produced (``importer.feed``'s checkpoint), so a pass killed at any point
+resumes where its last commit stopped: nothing lost, nothing twice. Never the \\Seen flag: the
+mailbox is read with EXAMINE and BODY.PEEK[] and stays exactly as its people left it. Memory
+stays bounded whatever the mail: fetches are sized by RFC822.SIZE, and a message over
+``sync.max_message_bytes`` is recorded from its headers (see ``sources``).
+
+A folder is fetched only when its STATUS says so (a new UIDNEXT or UIDVALIDITY), so polling an
+unchanged mailbox costs a login and one STATUS per folder, whatever its size. A first pass, and
+a pass after the server renumbered a folder (new UIDVALIDITY), reads the backfill window only
+(``since`` or ``sync.since_days``); copies already stored are recognised by Message-ID.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections import Counter
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from inboxcrm.app.importer import feed, resolve_mailbox
+from inboxcrm.clock import Clock, utcnow
+from inboxcrm.errors import Invalid
+from inboxcrm.logs import event
+from inboxcrm.mail import imap
+from inboxcrm.mail.imap import FolderInfo, ImapError, ImapMessage, ImapSettings
+from inboxcrm.store.db import transaction
+from inboxcrm.store.models import FolderPosition, Mailbox
+
+log = logging.getLogger("inboxcrm.app.sync")
+BULK = 200  # messages in one folder's pass from which parsing ahead in a worker process pays off
+
+
+@dataclass
+class FolderReport:
+    folder: str
+    role: str
+    fetched: int = 0
+    counts: Counter = field(default_factory=Counter)
+    resynced: bool = False  # the server renumbered the folder: the backfill window was read again
+
+
+@dataclass
+class SyncReport:
+    mailbox: str
+    folders: list[FolderReport] = field(default_factory=list)
+    total: int = 0
+
+
+def imap_mailboxes(session: Session) -> list[str]:
+    """Names of the mailboxes the daemon syncs (those with a connection), by name."""
+    rows = session.execute(select(Mailbox.name, Mailbox.connection).order_by(Mailbox.name))
+    return [name for name, connection in rows if connection]
+
+
+def load_settings(session: Session, name: str) -> ImapSettings:
+    resolve_mailbox(session, name)  # NotFound listing the mailboxes
+    connection = session.scalar(select(Mailbox.connection).where(Mailbox.name == name))
+    if not connection:
+        raise Invalid(f'mailbox "{name}" has no IMAP connection, so only "inboxcrm import" feeds it; '
+                      f"mailboxes with one are: {', '.join(imap_mailboxes(session)) or 'none yet'}")
+    return ImapSettings.from_json(connection)
+
+
+def check_mailbox(settings: ImapSettings, environ: Mapping[str, str] = os.environ) -> list[FolderInfo]:
+    """For ``mailbox test``: connect, log in, find the folders; ImapError names the failing stage."""
+    client = imap.connect(settings, environ)
+    try:
+        return imap.resolve_folders(client, settings)
+    finally:
+        imap.close(client)
+
+
+def role_name(role: str) -> str | None:
+    """FolderPosition.role: "inbox", "sent", "all"...; None for a folder chosen by name only."""
+    return role.lstrip("\\").lower() or None
+
+
+def backfill_since(settings: ImapSettings, config, now: datetime) -> date:
+    return settings.since or (now - timedelta(days=config.sync.since_days)).date()
+
+
+def unchanged(position: FolderPosition | None, info: FolderInfo) -> bool:
+    """Nothing to fetch: same UIDVALIDITY and no UID handed out since the last completed pass."""
+    return (position is not None and position.uidnext is not None and position.uidvalidity == info.uidvalidity
+            and info.uidnext <= position.uidnext)
+
+
+def _positions(session: Session, mailbox_id: int) -> dict[str, FolderPosition]:
+    rows = session.scalars(select(FolderPosition).where(FolderPosition.mailbox_id == mailbox_id))
+    return {row.folder: row for row in rows}
+
+
+def _position(session: Session, mailbox_id: int, folder: str) -> FolderPosition:
+    row = session.scalar(select(FolderPosition).where(FolderPosition.mailbox_id == mailbox_id,
+                                                      FolderPosition.folder == folder))
+    if row is None:
+        row = FolderPosition(mailbox_id=mailbox_id, folder=folder, last_uid=0)
+        session.add(row)
+    return row
+
+
+def sync_mailbox(factory: sessionmaker[Session], config, name: str, now: Clock = utcnow,
+                 progress: Callable[[int], None] | None = None, stop: threading.Event | None = None,
+                 environ: Mapping[str, str] = os.environ, parse_workers: int | None = -1) -> SyncReport:
+    """One pass over the mailbox's folders. Records success or failure on the mailbox row;
+    on failure re-raises the ImapError after recording it.
+
+    ``parse_workers``: as for ``importer.feed``; -1 (the default) chooses per folder: parse
+    workers for a backlog of at least ``BULK`` messages (a first backfill), none for the few
+    messages of a routine pass, where starting a process would cost more than it saves."""
+    with factory() as session:
+        info = resolve_mailbox(session, name)
+        settings = load_settings(session, name)
+    report = SyncReport(name)
+    try:
+        client = imap.connect(settings, environ)
+        try:
+            folders = imap.resolve_folders(client, settings)
+            with factory() as session:
+                known = _positions(session, info.id)
+            for folder in folders:
+                if stop is not None and stop.is_set():
+                    break
+                position = known.get(folder.name)
+                if unchanged(position, folder):
+                    _touch(factory, info.id, folder, now())
+                    report.folders.append(FolderReport(folder.name, folder.role))
+                    continue
+                report.folders.append(_sync_folder(factory, config, client, info, settings, folder, position,
+                                                   now, progress, stop, parse_workers))
+        finally:
+            imap.close(client)
+    except ImapError as exc:
+        _record_failure(factory, info.id, str(exc), now())
+        event(log, logging.DEBUG, "sync-failed", mailbox=name, stage=exc.stage, error=exc.message)
+        raise
+    except Exception as exc:
+        # Not the server's fault (the database, a bug): still shown in `status`, then raised.
+        try:
+            _record_failure(factory, info.id, f"internal: {type(exc).__name__}: {exc}", now())
+        except Exception:  # noqa: BLE001 - the database itself may be what failed
+            log.debug("could not record the failure", exc_info=True)
+        raise
+    report.total = sum(f.fetched for f in report.folders)
+    _record_success(factory, info.id, now())
+    return report
+
+
+def _sync_folder(factory, config, client, info, settings: ImapSettings, status: FolderInfo,
+                 position: FolderPosition | None, now: Clock, progress, stop, parse_workers) -> FolderReport:
+    folder = imap.examine(client, status.name)
+    folder = FolderInfo(status.name, status.role, folder.messages, folder.uidvalidity, folder.uidnext,
+                        folder.highestmodseq)
+    report = FolderReport(folder.name, folder.role)
+    backfill = position is None or position.uidnext is None or position.uidvalidity != folder.uidvalidity
+    report.resynced = position is not None and position.uidvalidity not in (None, folder.uidvalidity)
+    after = 0 if position is None or position.uidvalidity != folder.uidvalidity else position.last_uid
+    if report.resynced:
+        event(log, logging.WARNING, "uidvalidity-changed", mailbox=info.name, folder=folder.name,
+              old=position.uidvalidity, new=folder.uidvalidity,
+              action="reading the backfill window again; stored messages are recognised")
+        with transaction(factory) as session:
+            row = _position(session, info.id, folder.name)
+            row.uidvalidity, row.last_uid, row.uidnext, row.highest_modseq = folder.uidvalidity, 0, None, None
+    since = backfill_since(settings, config, now()) if backfill else None
+    uids = imap.new_uids(client, after, since)
+    event(log, logging.INFO, "fetch", mailbox=info.name, folder=folder.name, uids=len(uids), after_uid=after,
+          since=since)
+
+    def checkpoint(session: Session, last: ImapMessage) -> None:
+        row = _position(session, info.id, folder.name)
+        row.uidvalidity, row.last_uid, row.role = folder.uidvalidity, last.uid, role_name(folder.role)
+        row.updated_at = now()
+        event(log, logging.DEBUG, "committed", mailbox=info.name, folder=folder.name, uid=last.uid)
+
+    def logged(raw: ImapMessage, outcome) -> None:
+        event(log, logging.INFO, "message", mailbox=info.name, folder=folder.name, uid=raw.uid,
+              status=outcome.status, reason=outcome.reason, deal=outcome.deal_ref, id=outcome.message_pk)
+
+    if parse_workers == -1:
+        parse_workers = None if len(uids) >= BULK else 0
+    messages = imap.fetch(client, folder, uids, config.sync.max_message_bytes, config.sync.fetch_batch_bytes)
+    result = feed(factory, config, info, messages, now, progress, parse_workers,
+                  checkpoint=checkpoint, stop=stop, on_message=logged)
+    report.fetched, report.counts = result.total, result.counts
+    if stop is None or not stop.is_set():
+        # Every UID below UIDNEXT was read or is gone for good: the next pass starts after them.
+        with transaction(factory) as session:
+            row = _position(session, info.id, folder.name)
+            row.uidvalidity, row.role = folder.uidvalidity, role_name(folder.role)
+            row.last_uid = max(row.last_uid or 0, folder.uidnext - 1)
+            row.uidnext, row.message_count = folder.uidnext, folder.messages
+            row.highest_modseq, row.updated_at = folder.highestmodseq, now()
+    return report
+
+
+def _touch(factory, mailbox_id: int, folder: FolderInfo, at: datetime) -> None:
+    with transaction(factory) as session:
+        row = _position(session, mailbox_id, folder.name)
+        row.message_count, row.highest_modseq, row.updated_at = folder.messages, folder.highestmodseq, at
+
+
+def _record_success(factory, mailbox_id: int, at: datetime) -> None:
+    with transaction(factory) as session:
+        row = session.get(Mailbox, mailbox_id)
+        row.last_success_at, row.failures, row.failing_since = at, 0, None
+
+
+def _record_failure(factory, mailbox_id: int, error: str, at: datetime) -> None:
+    with transaction(factory) as session:
+        row = session.get(Mailbox, mailbox_id)
+        row.last_error_at, row.last_error = at, error[:2000]
+        row.failures = (row.failures or 0) + 1
+        row.failing_since = row.failing_since or at

@@ -1,0 +1,577 @@
+"""The admin's side of the records: reps, mailboxes, stages, routing rules, review, quarantine.
+
+Every function takes a Session and plain values and returns frozen rows, so the CLI, the demo
+and the tests drive the same code. The primitives the deal operations share (audit entries,
+finding a rep or a stage by what a person typed, moving a deal between stages) live here too,
+because stage removal moves deals and must write the same history a rep's move writes.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from sqlalchemy import delete, func, or_, select
+from sqlalchemy.orm import Session, selectinload
+
+from inboxcrm.core import addresses, rules
+from inboxcrm.core.inputs import matching_names
+from inboxcrm.core.views import clip, plural
+from inboxcrm.errors import Invalid, NotFound
+from inboxcrm.store import audit as store_audit
+from inboxcrm.store.models import (
+    Contact,
+    Deal,
+    FolderPosition,
+    Mailbox,
+    Message,
+    MessageCopy,
+    Rep,
+    RepAddress,
+    RoutingRule,
+    Stage,
+    StageChange,
+)
+from inboxcrm.store.records import (
+    load_rule_specs,  # one reader of the rules table, for the pipeline and for this module
+)
+
+ROLES = ("capture", "rep", "commands")
+POLICIES = ("create", "review", "ignore")
+STAGE_KINDS = ("open", "won", "lost")
+PREVIEW_BYTES = 4096
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+
+
+# -- shared primitives ----------------------------------------------------------------------
+
+audit = store_audit.write  # the one audit writer, under the name every deal and admin operation uses
+
+
+def listed(names) -> str:
+    return ", ".join(names) or "none yet"
+
+
+def check_name(kind: str, name: str) -> str:
+    """Names are typed in commands and rules (``owner=round-robin:a,b``): no spaces or commas."""
+    if not _NAME.fullmatch(name or ""):
+        raise Invalid(f'invalid {kind} name "{name}"; use letters, digits, ".", "_" or "-" '
+                      f'(at most 100, starting with a letter or digit) such as sales or alice')
+    return name
+
+
+def short_text(what: str, value: str | None, limit: int, example: str, required: bool = True) -> str:
+    """Free text bound for a column of ``limit`` characters: refused rather than silently cut."""
+    text = (value or "").strip()
+    if (required and not text) or len(text) > limit:
+        need = f"1 to {limit}" if required else f"at most {limit}"
+        raise Invalid(f'invalid {what} "{clip(text, 40)}"; expected {need} characters such as "{example}"')
+    return text
+
+
+def normalize_address(text: str) -> str:
+    address = addresses.normalize(text)
+    if address is None:
+        raise Invalid(f'invalid address "{text}"; expected an address such as alice@example.com')
+    return address
+
+
+def rep_names(session: Session, active_only: bool = True) -> list[str]:
+    query = select(Rep.name).order_by(Rep.name)
+    return list(session.scalars(query.where(Rep.active.is_(True)) if active_only else query))
+
+
+def find_rep(session: Session, name: str, active_only: bool = True) -> Rep:
+    """Rep names match regardless of case; an inactive rep cannot be given new work."""
+    rep = session.scalar(select(Rep).where(func.lower(Rep.name) == (name or "").strip().lower()))
+    if rep is None or (active_only and not rep.active):
+        state = " is deactivated" if rep is not None else ""
+        raise NotFound(f'unknown rep "{name}"{state}; reps are: {listed(rep_names(session))}')
+    return rep
+
+
+def stages(session: Session) -> list[Stage]:
+    return list(session.scalars(select(Stage).order_by(Stage.position, Stage.id)))
+
+
+def find_stage(session: Session, name: str, kinds: tuple[str, ...] = STAGE_KINDS) -> Stage:
+    """Exact name in any case, else a unique prefix ("prop" -> Proposal)."""
+    candidates = [s for s in stages(session) if s.kind in kinds]
+    picked = matching_names(name, [s.name for s in candidates])
+    found = [s for s in candidates if s.name in picked]
+    names = ", ".join(s.name for s in candidates)
+    what = "stage" if kinds == STAGE_KINDS else "/".join(kinds) + " stage"
+    if len(found) > 1:
+        raise Invalid(f'ambiguous {what} "{name}": it could be {", ".join(s.name for s in found)}; '
+                      f'type more of the name')
+    if not found:
+        raise NotFound(f'unknown {what} "{name}"; {what}s are: {names}')
+    return found[0]
+
+
+def first_stage(session: Session, kind: str) -> Stage:
+    return next(s for s in stages(session) if s.kind == kind)
+
+
+def change_stage(session: Session, now: datetime, actor: str, deal: Deal, stage: Stage, reason: str = "") -> str:
+    """Moves a deal, keeping closed_at, lost_reason, the history and the audit consistent.
+
+    A move between two closed stages keeps the original close date; a lost deal always has a reason.
+    """
+    old = deal.stage
+    if old.id == stage.id:
+        raise Invalid(f"{deal.ref} is already in {stage.name}")
+    reason = short_text("reason", reason, 500, "went with a competitor", required=False)
+    lost_reason = (reason or deal.lost_reason or "") if stage.kind == "lost" else None
+    if stage.kind == "lost" and not lost_reason:
+        raise Invalid(f'a lost deal needs a reason: inboxcrm deal lost {deal.ref} "REASON"')
+    deal.stage, deal.last_stage_change_at, deal.lost_reason = stage, now, lost_reason
+    deal.closed_at = None if stage.kind == "open" else (deal.closed_at or now)
+    session.add(StageChange(deal_id=deal.id, from_stage=old.name, to_stage=stage.name, at=now, actor=actor,
+                            reason=reason))
+    audit(session, now, actor, "stage", "deal", deal.id, reason, ref=deal.ref, old=old.name, new=stage.name)
+    return old.name
+
+
+def _rules_naming(session: Session, kind: str, name: str) -> list[str]:
+    """Rules that would break if the rep, stage or mailbox ``name`` went away."""
+    def names(rule: rules.RuleSpec):
+        if kind == "rep":
+            return [n for a in rule.actions for n in rules.owner_names(a)]
+        if kind == "stage":
+            return [a.value for a in rule.actions if a.key == "stage"]
+        return [c.value for c in rule.conditions if c.key == "mailbox"]
+    return [r.name for r in load_rule_specs(session) if name in names(r)]
+
+
+def _refuse_if_in_rules(session: Session, kind: str, name: str) -> None:
+    used = _rules_naming(session, kind, name)
+    if used:
+        raise Invalid(f'{kind} "{name}" is named in rule {", ".join(used)}; change or remove the rule first '
+                      f'(inboxcrm rule remove NAME)')
+
+
+@dataclass(frozen=True)
+class Removed:
+    """What a remove did: deleted, or (for a rep still named on records) deactivated."""
+
+    entity: str
+    name: str
+    deactivated: bool = False
+    note: str = ""
+
+
+# -- reps -----------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class RepRow:
+    name: str
+    emails: tuple[str, ...]
+    timezone: str
+    active: bool
+    open_deals: int
+
+
+def add_rep(session: Session, now: datetime, actor: str, name: str, emails: list[str],
+            timezone: str = "UTC") -> RepRow:
+    check_name("rep", name)
+    if not emails:
+        raise Invalid(f'rep "{name}" needs at least one address: --email {name}@example.com')
+    addresses = list(dict.fromkeys(normalize_address(e) for e in emails))
+    try:
+        ZoneInfo(timezone)
+    except (ValueError, ZoneInfoNotFoundError):
+        raise Invalid(f'unknown timezone "{timezone}"; expected an IANA name such as UTC or Europe/Berlin') from None
+    clash = session.scalar(select(Rep).where(func.lower(Rep.name) == name.lower()))
+    if clash is not None:
+        raise Invalid(f'rep "{clash.name}" already exists; reps are: {listed(rep_names(session, False))}')
+    taken = session.execute(select(RepAddress.address, Rep.name).join(Rep)
+                            .where(RepAddress.address.in_(addresses))).first()
+    if taken is not None:
+        raise Invalid(f"address {taken[0]} already belongs to rep {taken[1]}")
+    rep = Rep(name=name, timezone=timezone, active=True, created_at=now,
+              addresses=[RepAddress(address=a) for a in addresses])
+    session.add(rep)
+    session.flush()
+    audit(session, now, actor, "create", "rep", rep.id, name=name, emails=addresses, timezone=timezone)
+    return RepRow(name, tuple(addresses), timezone, True, 0)
+
+
+def list_reps(session: Session) -> list[RepRow]:
+    open_deals = (select(Deal.owner_rep_id, func.count(Deal.id).label("n")).where(Deal.closed_at.is_(None))
+                  .group_by(Deal.owner_rep_id).subquery())
+    rows = session.execute(select(Rep, func.coalesce(open_deals.c.n, 0))
+                           .outerjoin(open_deals, open_deals.c.owner_rep_id == Rep.id)
+                           .options(selectinload(Rep.addresses)).order_by(Rep.name))
+    return [RepRow(r.name, tuple(a.address for a in r.addresses), r.timezone, r.active, n) for r, n in rows]
+
+
+def remove_rep(session: Session, now: datetime, actor: str, name: str) -> Removed:
+    """A rep still named on deals, contacts or mailboxes is deactivated, so history keeps the name."""
+    rep = find_rep(session, name, active_only=False)
+    if not rep.active:
+        raise Invalid(f'rep "{rep.name}" is already deactivated (kept because records name it)')
+    _refuse_if_in_rules(session, "rep", rep.name)
+    uses = {
+        "deal": session.scalar(select(func.count(Deal.id)).where(
+            or_(Deal.owner_rep_id == rep.id, Deal.next_step_owner_id == rep.id))),
+        "contact": session.scalar(select(func.count(Contact.id)).where(Contact.owner_rep_id == rep.id)),
+        "mailbox": session.scalar(select(func.count(Mailbox.id)).where(Mailbox.owner_rep_id == rep.id)),
+    }
+    held = ", ".join(plural(n, what, "mailboxes" if what == "mailbox" else "") for what, n in uses.items() if n)
+    if held:
+        rep.active = False
+        audit(session, now, actor, "deactivate", "rep", rep.id, name=rep.name, still_named_on=held)
+        return Removed("rep", rep.name, True, f"not deleted: still named on {held}")
+    audit(session, now, actor, "delete", "rep", rep.id, name=rep.name,
+          emails=[a.address for a in rep.addresses])
+    session.delete(rep)
+    return Removed("rep", rep.name)
+
+
+# -- mailboxes ------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class MailboxRow:
+    name: str
+    role: str
+    owner: str | None
+    source: str
+    policy: str
+    copies: int
+    imap: str | None = None  # "user@host:port" of a synced mailbox; None: fed by import only
+
+
+def imap_address(connection: dict | None) -> str | None:
+    """Where a mailbox is read from, safe to show: the connection holds no secret, and this
+    shows only the login and the server."""
+    if not connection or not connection.get("host"):
+        return None
+    port = f":{connection['port']}" if connection.get("port") else ""
+    user = f"{connection['user']}@" if connection.get("user") else ""
+    return f"{user}{connection['host']}{port}"
+
+
+def _choice(kind: str, value: str, valid: tuple[str, ...]) -> str:
+    if value not in valid:
+        raise Invalid(f'invalid {kind} "{value}"; expected one of: {", ".join(valid)}')
+    return value
+
+
+def find_mailbox(session: Session, name: str) -> Mailbox:
+    row = session.scalar(select(Mailbox).where(Mailbox.name == name))
+    if row is None:
+        names = listed(session.scalars(select(Mailbox.name).order_by(Mailbox.name)))
+        raise NotFound(f'unknown mailbox "{name}"; mailboxes are: {names}')
+    return row
+
+
+def add_mailbox(session: Session, now: datetime, actor: str, name: str, owner: str | None, role: str,
+                source: str | None = None, policy: str | None = None,
+                connection: dict | None = None) -> MailboxRow:
+    """A capture mailbox (sales@) makes leads by default; a rep's own inbox holds new senders for
+    review, because most of what lands there is not sales.
+
+    ``connection`` (``ImapSettings.to_json()``, which names where a secret lives but never holds
+    one) makes it a mailbox the daemon syncs; without it, only ``import`` feeds it."""
+    check_name("mailbox", name)
+    _choice("role", role, ROLES)
+    # A commands mailbox makes no leads at all: every message in it is read as command mail.
+    policy = _choice("policy", policy or {"capture": "create", "rep": "review"}.get(role, "ignore"), POLICIES)
+    source = short_text("source", source or (name if role == "capture" else "rep-inbox"), 100, "website")
+    if owner is None and role == "rep":
+        raise Invalid(f"a rep mailbox needs --owner; reps are: {listed(rep_names(session))}")
+    rep = find_rep(session, owner) if owner is not None else None
+    if session.scalar(select(Mailbox.id).where(Mailbox.name == name)) is not None:
+        raise Invalid(f'mailbox "{name}" already exists; choose another name')
+    row = Mailbox(name=name, owner=rep, role=role, default_source=source, new_sender_policy=policy, created_at=now,
+                  failures=0)
+    if connection is not None:  # assigning None would store JSON 'null', which IS NULL does not find
+        row.connection = connection
+    session.add(row)
+    session.flush()
+    audit(session, now, actor, "create", "mailbox", row.id, name=name, owner=rep and rep.name, role=role,
+          source=source, policy=policy, imap=imap_address(connection))
+    return MailboxRow(name, role, rep and rep.name, source, policy, 0, imap_address(connection))
+
+
+def connect_mailbox(session: Session, now: datetime, actor: str, name: str, connection: dict) -> MailboxRow:
+    """Gives an existing mailbox its IMAP connection, or replaces it (a new secret source, port,
+    folders). Positions stay while it is the same account on the same server; another server
+    or login starts afresh from its own since date (stored messages are still recognised)."""
+    row = find_mailbox(session, name)
+    old = row.connection
+    same_account = old is not None and (old.get("host"), old.get("user")) == (connection["host"], connection["user"])
+    if not same_account:
+        session.execute(delete(FolderPosition).where(FolderPosition.mailbox_id == row.id))
+    row.connection = connection
+    row.failures, row.failing_since = 0, None
+    audit(session, now, actor, "connect", "mailbox", row.id, name=name, imap=imap_address(connection),
+          was=imap_address(old), positions="kept" if same_account else "reset")
+    copies = session.scalar(select(func.count(MessageCopy.id)).where(MessageCopy.mailbox_id == row.id))
+    return MailboxRow(row.name, row.role, row.owner and row.owner.name, row.default_source, row.new_sender_policy,
+                      copies, imap_address(connection))
+
+
+def list_mailboxes(session: Session) -> list[MailboxRow]:
+    copies = (select(MessageCopy.mailbox_id, func.count(MessageCopy.id).label("n"))
+              .group_by(MessageCopy.mailbox_id).subquery())
+    rows = session.execute(select(Mailbox, Rep.name, func.coalesce(copies.c.n, 0))
+                           .outerjoin(Rep, Rep.id == Mailbox.owner_rep_id)
+                           .outerjoin(copies, copies.c.mailbox_id == Mailbox.id).order_by(Mailbox.name))
+    return [MailboxRow(m.name, m.role, owner, m.default_source, m.new_sender_policy, n, imap_address(m.connection))
+            for m, owner, n in rows]
+
+
+def remove_mailbox(session: Session, now: datetime, actor: str, name: str, force: bool = False) -> Removed:
+    """Refuses while stored messages were seen in the mailbox, unless ``force``: then the
+    messages stay (they may be a deal's history) and only the record of this copy goes."""
+    row = find_mailbox(session, name)
+    _refuse_if_in_rules(session, "mailbox", name)
+    copies = session.scalar(select(func.count(MessageCopy.id)).where(MessageCopy.mailbox_id == row.id))
+    if copies and not force:
+        stored = plural(copies, "stored message copy", "stored message copies")
+        raise Invalid(f'mailbox "{name}" has {stored}; use --force to remove it '
+                      f'anyway (the messages stay, the record that they were seen in "{name}" goes)')
+    session.execute(delete(MessageCopy).where(MessageCopy.mailbox_id == row.id))
+    session.execute(delete(FolderPosition).where(FolderPosition.mailbox_id == row.id))
+    audit(session, now, actor, "delete", "mailbox", row.id, name=name, copies_dropped=copies)
+    session.delete(row)
+    dropped = plural(copies, "message copy", "message copies")
+    return Removed("mailbox", name, note=f"dropped {dropped}" if copies else "")
+
+
+# -- stages ---------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class StageRow:
+    position: int
+    name: str
+    kind: str
+    deals: int  # deals now in the stage: for an open stage, its open deals
+
+
+def list_stages(session: Session) -> list[StageRow]:
+    rows = session.execute(select(Stage, func.count(Deal.id)).outerjoin(Deal, Deal.stage_id == Stage.id)
+                           .group_by(Stage.id).order_by(Stage.position, Stage.id))
+    return [StageRow(s.position, s.name, s.kind, n) for s, n in rows]
+
+
+def _renumber(ordered: list[Stage]) -> None:
+    for position, stage in enumerate(ordered, start=1):
+        stage.position = position
+
+
+def _row(session: Session, stage: Stage) -> StageRow:
+    session.flush()
+    return next(r for r in list_stages(session) if r.name == stage.name)
+
+
+def add_stage(session: Session, now: datetime, actor: str, name: str, after: str | None = None,
+              kind: str = "open") -> StageRow:
+    """Without ``after`` an open stage goes before the first closed one, a closed stage last."""
+    name = (name or "").strip()
+    _choice("kind", kind, STAGE_KINDS)
+    if not name or len(name) > 60 or "," in name:
+        raise Invalid(f'invalid stage name "{name}"; expected up to 60 characters without commas such as Demo')
+    ordered = stages(session)
+    clash = next((s for s in ordered if s.name.lower() == name.lower()), None)
+    if clash is not None:
+        raise Invalid(f'stage "{clash.name}" already exists; stages are: {", ".join(s.name for s in ordered)}')
+    index = len(ordered)
+    if after is not None:
+        index = ordered.index(find_stage(session, after)) + 1
+    elif kind == "open":
+        index = next((i for i, s in enumerate(ordered) if s.kind != "open"), index)
+    stage = Stage(name=name, kind=kind, position=0)
+    session.add(stage)
+    ordered.insert(index, stage)
+    _renumber(ordered)
+    session.flush()
+    audit(session, now, actor, "create", "stage", stage.id, name=name, kind=kind, position=stage.position)
+    return _row(session, stage)
+
+
+def remove_stage(session: Session, now: datetime, actor: str, name: str, move_to: str | None = None) -> Removed:
+    stage = find_stage(session, name)
+    ordered = stages(session)
+    if sum(s.kind == stage.kind for s in ordered) == 1:
+        raise Invalid(f'cannot remove {stage.name}: it is the only {stage.kind} stage, and the pipeline needs '
+                      f'at least one open, one won and one lost stage')
+    _refuse_if_in_rules(session, "stage", stage.name)
+    deals = list(session.scalars(select(Deal).where(Deal.stage_id == stage.id)))
+    others = [s.name for s in ordered if s.kind == stage.kind and s.id != stage.id]
+    if deals and move_to is None:
+        raise Invalid(f'stage {stage.name} has {plural(len(deals), "deal")}; move them with --move-to STAGE '
+                      f'(one of: {", ".join(others)})')
+    target = find_stage(session, move_to, (stage.kind,)) if move_to is not None else None
+    if target is not None and target.id == stage.id:
+        raise Invalid(f'--move-to must be another {stage.kind} stage: {", ".join(others)}')
+    for deal in deals:
+        change_stage(session, now, actor, deal, target, f"stage {stage.name} removed")
+    session.flush()
+    audit(session, now, actor, "delete", "stage", stage.id, name=stage.name, kind=stage.kind,
+          moved=len(deals), move_to=target and target.name)
+    session.delete(stage)
+    _renumber([s for s in ordered if s.id != stage.id])
+    return Removed("stage", stage.name, note=f"moved {plural(len(deals), 'deal')} to {target.name}" if deals else "")
+
+
+def move_stage(session: Session, now: datetime, actor: str, name: str, after: str | None = None,
+               before: str | None = None) -> list[StageRow]:
+    if (after is None) == (before is None):
+        raise Invalid("say where to move the stage: exactly one of --after STAGE or --before STAGE")
+    stage = find_stage(session, name)
+    anchor = find_stage(session, after if after is not None else before)
+    if anchor.id == stage.id:
+        raise Invalid(f"cannot move {stage.name} relative to itself")
+    ordered = [s for s in stages(session) if s.id != stage.id]
+    old = stage.position
+    ordered.insert(ordered.index(anchor) + (after is not None), stage)
+    _renumber(ordered)
+    audit(session, now, actor, "move", "stage", stage.id, name=stage.name, old=old, new=stage.position)
+    session.flush()
+    return list_stages(session)
+
+
+# -- routing rules --------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class RuleRow:
+    position: int
+    name: str
+    conditions: tuple[str, ...]
+    actions: tuple[str, ...]
+
+
+def _canonical_action(session: Session, action: rules.Action) -> rules.Action:
+    """Rules store the exact rep and stage names, so the pipeline can match them as written."""
+    if action.key == "stage":
+        return rules.Action("stage", find_stage(session, action.value, ("open",)).name)
+    if action.key == "owner":
+        reps = [find_rep(session, n).name for n in rules.owner_names(action)]
+        prefix = "round-robin:" if action.value.startswith("round-robin:") else ""
+        return rules.Action("owner", prefix + ",".join(reps))
+    return action
+
+
+def _canonical_condition(session: Session, condition: rules.Condition) -> rules.Condition:
+    if condition.key == "mailbox":
+        find_mailbox(session, condition.value)
+    return condition
+
+
+def add_rule(session: Session, now: datetime, actor: str, name: str, when: list[str], then: list[str]) -> RuleRow:
+    """Conditions may be empty (the rule matches every message); actions may not."""
+    check_name("rule", name)
+    if session.scalar(select(RoutingRule.id).where(RoutingRule.name == name)) is not None:
+        raise Invalid(f'rule "{name}" already exists; remove it first or choose another name')
+    rules.check_parts(when, then)
+    conditions = [_canonical_condition(session, rules.parse_condition(c)) for c in when]
+    actions = [_canonical_action(session, rules.parse_action(a)) for a in then]
+    if not actions:
+        raise Invalid("a rule needs at least one --then ACTION; actions are: " + "; ".join(rules.ACTIONS.values()))
+    position = (session.scalar(select(func.max(RoutingRule.position))) or 0) + 1
+    row = RoutingRule(name=name, position=position, conditions=[[c.key, c.value] for c in conditions],
+                      actions=[[a.key, a.value] for a in actions], round_robin_next=0, created_at=now)
+    session.add(row)
+    session.flush()
+    audit(session, now, actor, "create", "rule", row.id, name=name, conditions=row.conditions, actions=row.actions)
+    return RuleRow(position, name, tuple(map(str, conditions)), tuple(map(str, actions)))
+
+
+def list_rules(session: Session) -> list[RuleRow]:
+    return [RuleRow(i, r.name, tuple(map(str, r.conditions)), tuple(map(str, r.actions)))
+            for i, r in enumerate(load_rule_specs(session), start=1)]
+
+
+def remove_rule(session: Session, now: datetime, actor: str, name: str) -> Removed:
+    ordered = list(session.scalars(select(RoutingRule).order_by(RoutingRule.position, RoutingRule.id)))
+    row = next((r for r in ordered if r.name == name), None)
+    if row is None:
+        raise NotFound(f'unknown rule "{name}"; rules are: {listed(r.name for r in ordered)}')
+    audit(session, now, actor, "delete", "rule", row.id, name=name, conditions=row.conditions, actions=row.actions)
+    session.delete(row)
+    for position, rule in enumerate((r for r in ordered if r is not row), start=1):
+        rule.position = position
+    return Removed("rule", name)
+
+
+# -- review and quarantine ------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ReviewRow:
+    id: int
+    date: datetime
+    from_address: str
+    subject: str
+    mailboxes: tuple[str, ...]
+    reason: str
+
+
+@dataclass(frozen=True)
+class QuarantineRow:
+    id: int
+    date: datetime
+    from_address: str
+    subject: str
+    reason: str
+    detail: str
+    size: int
+
+
+@dataclass(frozen=True)
+class QuarantineDetail:
+    message: QuarantineRow
+    message_id: str
+    mailboxes: tuple[str, ...]
+    raw_stored: bool
+    preview: str  # the first PREVIEW_BYTES of the raw message, undecodable bytes replaced
+    truncated: bool
+
+
+def _messages(session: Session, status: str) -> list[Message]:
+    return list(session.scalars(select(Message).where(Message.status == status)
+                                .options(selectinload(Message.copies).selectinload(MessageCopy.mailbox))
+                                .order_by(Message.received_at, Message.id)))
+
+
+def _mailbox_names(message: Message) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(c.mailbox.name for c in message.copies))
+
+
+def list_review(session: Session) -> list[ReviewRow]:
+    return [ReviewRow(m.id, m.sent_at or m.received_at, m.from_address, m.subject, _mailbox_names(m), m.reason or "")
+            for m in _messages(session, "held")]
+
+
+def _quarantine_row(m: Message) -> QuarantineRow:
+    return QuarantineRow(m.id, m.sent_at or m.received_at, m.from_address, m.subject, m.reason or "",
+                         m.detail or "", m.size)
+
+
+def list_quarantine(session: Session) -> list[QuarantineRow]:
+    return [_quarantine_row(m) for m in _messages(session, "quarantined")]
+
+
+def show_quarantined(session: Session, pk: int) -> QuarantineDetail:
+    m = session.get(Message, pk)
+    if m is None or m.status != "quarantined":
+        ids = listed(str(r.id) for r in list_quarantine(session))
+        raise NotFound(f'no quarantined message {pk}; quarantined messages are: {ids} (see "inboxcrm quarantine list")')
+    raw = m.raw or b""
+    return QuarantineDetail(_quarantine_row(m), m.message_id, _mailbox_names(m), m.raw is not None,
+                            raw[:PREVIEW_BYTES].decode("utf-8", errors="replace"), len(raw) > PREVIEW_BYTES)
+
+
+def stored_raw(session: Session, message_id: str) -> bytes:
+    """The raw bytes of a stored message, by its Message-ID with or without the angle brackets."""
+    wanted = message_id.strip().removeprefix("<").removesuffix(">")
+    row = session.scalar(select(Message).where(Message.message_id == wanted))
+    if row is None:
+        raise NotFound(f'no stored message with Message-ID <{wanted}>; give a Message-ID from "inboxcrm deal show" '
+                       f"or the path of an .eml file")
+    if row.raw is None:
+        raise Invalid(f"message <{wanted}> was stored without its raw bytes (pipeline.store_raw = false)")
+    return row.raw

@@ -1,0 +1,372 @@
+"""What a rep needs to see today, decided from plain rows and a clock: the digest's content.
+
+Pure: the rows come from ``digest_store``, the clock and the rep's time zone are arguments, and
+the result is a frozen ``Digest`` that the templates only lay out. Keeping every decision here
+(which deal belongs in which section, how long someone has waited, what a quick action says)
+means the HTML and the plain-text versions cannot disagree, and the rules are tested without a
+database. Dates that a rep reads ("due today", "overdue") are the rep's local dates; durations
+("waiting 5 hours", "quiet for 15 days") are real elapsed time, so a DST change does not bend them.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from datetime import date, datetime, timedelta
+from decimal import Decimal
+from urllib.parse import quote
+from zoneinfo import ZoneInfo
+
+from inboxcrm.core.views import plural
+
+WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")  # not strftime: the locale must not change mail
+MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+DEFAULT_LIMIT = 25  # items shown per section; the rest are counted, with the command that lists them
+
+
+# -- the rows digest_store loads ------------------------------------------------------------
+
+@dataclass(frozen=True)
+class RepInfo:
+    id: int
+    name: str
+    address: str | None
+    timezone: str
+
+
+@dataclass(frozen=True)
+class DealRow:
+    """An open deal the rep owns or holds the next step of, with what the sections look at."""
+
+    id: int
+    title: str
+    contact: str
+    address: str | None
+    company: str | None
+    stage: str
+    value: Decimal | None
+    source: str
+    score: int
+    owner_rep_id: int | None
+    owner: str | None
+    next_step: str | None
+    next_step_due: date | None
+    next_step_owner_id: int | None
+    created_at: datetime
+    last_inbound_at: datetime | None
+    last_outbound_at: datetime | None
+    last_stage_change_at: datetime
+    closed_at: datetime | None = None
+    snoozed_until: date | None = None  # asleep before this date (the rep's local date), awake on it
+
+
+@dataclass(frozen=True)
+class HeldRow:
+    """A message held for review in a mailbox the rep owns."""
+
+    id: int
+    sender: str
+    subject: str
+    received_at: datetime
+    mailbox: str
+
+
+@dataclass(frozen=True)
+class StageTotal:
+    """Open deals in one stage: ``deals`` and ``value`` over the whole team."""
+
+    stage: str
+    deals: int
+    value: Decimal
+
+
+@dataclass(frozen=True)
+class DigestData:
+    rep: RepInfo
+    deals: tuple[DealRow, ...]
+    held: tuple[HeldRow, ...]
+    team: tuple[StageTotal, ...]  # every open stage in pipeline order, also those with no deals
+    since: datetime  # new leads are the deals created after this (the last digest)
+
+
+# -- the digest -----------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Action:
+    """A quick action: a ``mailto:`` link whose subject is a command (``[D-42] next: ``)."""
+
+    label: str
+    subject: str
+    href: str
+
+
+@dataclass(frozen=True)
+class DealItem:
+    ref: str
+    title: str
+    contact: str  # name, else address
+    address: str | None
+    company: str | None
+    stage: str
+    value: Decimal | None
+    detail: str  # one line saying why the deal is in this section
+    actions: tuple[Action, ...] = ()
+    link: str | None = None  # a mail to the command address about this deal ("[D-42] ")
+
+    @property
+    def who(self) -> str:
+        return ", ".join(filter(None, (self.contact, self.company)))
+
+
+@dataclass(frozen=True)
+class HeldItem:
+    id: int
+    sender: str
+    subject: str
+    mailbox: str
+    detail: str  # how long it has waited
+    accept: str  # the commands that decide it
+    reject: str
+
+
+@dataclass(frozen=True)
+class Section:
+    key: str
+    title: str
+    hint: str  # what the section means, once, under its title
+    items: tuple  # DealItem or HeldItem, at most the limit
+    total: int  # all that belong here; more than len(items) when cut
+    more: str  # the command that lists them all
+
+    @property
+    def hidden(self) -> int:
+        return self.total - len(self.items)
+
+
+@dataclass(frozen=True)
+class StageBar:
+    stage: str
+    deals: int
+    value: Decimal
+    team_deals: int
+    team_value: Decimal
+    percent: int  # bar width: the rep's deals against the rep's fullest stage, 0-100
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    bars: tuple[StageBar, ...]
+    deals: int
+    value: Decimal
+    team_deals: int
+    team_value: Decimal
+
+
+@dataclass(frozen=True)
+class Digest:
+    rep_name: str
+    rep_address: str | None
+    local_date: date
+    generated_at: datetime
+    timezone: str
+    since: datetime
+    overdue: Section
+    due_today: Section
+    awaiting_reply: Section
+    new_leads: Section
+    no_next_step: Section
+    quiet: Section
+    stalled: Section
+    held: Section
+    pipeline: Pipeline
+    command_address: str | None = None
+
+    @property
+    def sections(self) -> tuple[Section, ...]:
+        return (self.overdue, self.due_today, self.awaiting_reply, self.new_leads, self.no_next_step,
+                self.quiet, self.stalled, self.held)
+
+    def shortened(self, limit: int) -> Digest:
+        """The same digest showing at most ``limit`` items per section; the rest stay counted,
+        with the command that lists them."""
+        names = ("overdue", "due_today", "awaiting_reply", "new_leads", "no_next_step", "quiet", "stalled", "held")
+        return replace(self, **{name: replace(getattr(self, name), items=getattr(self, name).items[:limit])
+                                for name in names})
+
+    @property
+    def is_empty(self) -> bool:
+        """Nothing to act on; the pipeline summary alone is not worth an email."""
+        return all(s.total == 0 for s in self.sections)
+
+    @property
+    def day(self) -> str:
+        return day_label(self.local_date)
+
+    @property
+    def summary(self) -> str:
+        """"3 overdue, 2 awaiting reply": the first three sections with items, counted whole."""
+        parts = [f"{s.total} {SUBJECT_WORDS[s.key]}" for s in self.sections if s.total]
+        if len(parts) > 3:
+            parts = parts[:3] + ["more"]
+        return ", ".join(parts) or "nothing needs you today"
+
+    @property
+    def subject(self) -> str:
+        return f"inboxcrm: {self.summary} - {self.day}"
+
+
+SUBJECT_WORDS = {"overdue": "overdue", "due_today": "due today", "awaiting_reply": "awaiting reply",
+                 "new_leads": "new leads", "no_next_step": "without next step", "quiet": "quiet",
+                 "stalled": "stalled", "held": "held for review"}
+
+
+# -- small formatting that the content depends on --------------------------------------------
+
+def day_label(day: date) -> str:
+    """"Tue 24 Nov", the same in every locale."""
+    return f"{WEEKDAYS[day.weekday()]} {day.day} {MONTHS[day.month - 1]}"
+
+
+def span(seconds: float) -> str:
+    """A wait as a person says it: "3 days", "5 hours", "20 minutes" (whole units, rounded down)."""
+    seconds = max(0, int(seconds))
+    for unit, size in (("day", 86400), ("hour", 3600)):
+        if seconds >= size:
+            return plural(seconds // size, unit)
+    return plural(max(1, seconds // 60), "minute")
+
+
+def mailto(address: str, subject: str) -> str:
+    """Everything but the address's own characters is percent-encoded, so a deal title or a
+    prefilled command with ``&``, ``?`` or ``#`` cannot end the subject early."""
+    return f"mailto:{quote(address, safe='@')}?subject={quote(subject, safe='')}"
+
+
+# -- building -------------------------------------------------------------------------------
+
+def build_digest(data: DigestData, now: datetime, tz: ZoneInfo, quiet_days_for: Callable[[str], int],
+                 stalled_days: int, command_address: str | None, limit: int = DEFAULT_LIMIT) -> Digest:
+    """``quiet_days_for(stage)`` is the pipeline config's per-stage rule; ``limit`` caps each
+    section's items (its ``total`` still counts all)."""
+    rep = data.rep
+    today = now.astimezone(tz).date()
+    open_deals = [d for d in data.deals if d.closed_at is None]
+    owned = [d for d in open_deals if d.owner_rep_id == rep.id]
+    # a snooze silences the "nothing is happening" sections (4 and 5), never what needs doing
+    # (steps due, replies owed, new leads) nor the pipeline's counts
+    awake = [d for d in owned if d.snoozed_until is None or d.snoozed_until <= today]
+
+    def act(deal: DealRow, *kinds: str) -> tuple[Action, ...]:
+        if not command_address:
+            return ()
+        return tuple(Action(label, subject, mailto(command_address, subject))
+                     for label, subject in (ACTIONS[k](f"D-{deal.id}") for k in kinds))
+
+    def item(deal: DealRow, detail: str, *kinds: str) -> DealItem:
+        ref = f"D-{deal.id}"
+        return DealItem(ref, deal.title, deal.contact or deal.address or "", deal.address, deal.company,
+                        deal.stage, deal.value, detail, act(deal, *kinds),
+                        mailto(command_address, f"[{ref}] ") if command_address else None)
+
+    def section(key: str, title: str, hint: str, items: list, more: str) -> Section:
+        return Section(key, title, hint, tuple(items[:limit]), len(items), more)
+
+    mine = f"--owner {rep.name}"
+
+    # 1. next steps the rep holds: their own, or unassigned steps on their deals
+    steps = sorted((d for d in open_deals if d.next_step and d.next_step_due is not None and (
+        d.next_step_owner_id == rep.id or (d.next_step_owner_id is None and d.owner_rep_id == rep.id))),
+        key=lambda d: (d.next_step_due, d.id))
+
+    def step(d: DealRow) -> str:
+        late = (today - d.next_step_due).days
+        when = "due today" if late == 0 else f"due {day_label(d.next_step_due)}, {plural(late, 'day')} overdue"
+        other = f" (deal owned by {d.owner or 'nobody'})" if d.owner_rep_id != rep.id else ""
+        return f"{d.next_step} - {when}{other}"
+
+    overdue = [item(d, step(d), "next", "stage", "won") for d in steps if d.next_step_due < today]
+    due_today = [item(d, step(d), "next", "stage", "won") for d in steps if d.next_step_due == today]
+
+    # 2. the prospect wrote last: oldest wait first
+    waiting = sorted((d for d in owned if d.last_inbound_at is not None
+                      and (d.last_outbound_at is None or d.last_inbound_at > d.last_outbound_at)),
+                     key=lambda d: (d.last_inbound_at, d.id))
+    awaiting = []
+    for d in waiting:
+        found = item(d, f"waiting {span((now - d.last_inbound_at).total_seconds())} for your reply", "next", "stage")
+        if d.address:  # answering is the action: a plain reply to the prospect
+            found = replace(found, actions=(
+                Action("reply", f"Re: {d.title}", mailto(d.address, f"Re: {d.title}")), *found.actions))
+        awaiting.append(found)
+
+    # 3. leads since the last digest, best first
+    leads = sorted((d for d in owned if d.created_at > data.since), key=lambda d: (-d.score, d.created_at, d.id))
+    new_leads = [item(d, f"from {d.source or 'unknown source'}, score {d.score}", "next", "stage") for d in leads]
+
+    # 4. open deals nobody has planned anything for
+    def last_email(d: DealRow) -> datetime:
+        return max(filter(None, (d.last_inbound_at, d.last_outbound_at)), default=d.created_at)
+
+    unplanned = sorted((d for d in awake if not d.next_step), key=lambda d: (last_email(d), d.id))
+    no_next = [item(d, f"{d.stage}, last email {span((now - last_email(d)).total_seconds())} ago", "next", "lost")
+               for d in unplanned]
+
+    # 5. quiet (no email) and stalled (no stage change)
+    quiet_rows = sorted(((d, quiet_days_for(d.stage)) for d in awake), key=lambda p: (last_email(p[0]), p[0].id))
+    quiet = [item(d, f"no email for {span((now - last_email(d)).total_seconds())} "
+                     f"({d.stage} counts as quiet after {plural(days, 'day')})", "next", "stage", "lost")
+             for d, days in quiet_rows if last_email(d) < now - timedelta(days=days)]
+    stalled_rows = sorted((d for d in awake if d.last_stage_change_at < now - timedelta(days=stalled_days)),
+                          key=lambda d: (d.last_stage_change_at, d.id))
+    stalled = [item(d, f"in {d.stage} for {span((now - d.last_stage_change_at).total_seconds())}",
+                    "stage", "next", "lost") for d in stalled_rows]
+
+    # 6. new senders waiting for a yes or no
+    held = [HeldItem(m.id, m.sender, m.subject, m.mailbox, f"held {span((now - m.received_at).total_seconds())} "
+                     f"in {m.mailbox}", f"inboxcrm review accept {m.id}", f"inboxcrm review reject {m.id}")
+            for m in sorted(data.held, key=lambda m: (m.received_at, m.id))]
+
+    return Digest(
+        rep_name=rep.name, rep_address=rep.address, local_date=today, generated_at=now, timezone=tz.key,
+        since=data.since, command_address=command_address,
+        overdue=section("overdue", "Overdue next steps", "Past their due date in your time zone.", overdue,
+                        f"inboxcrm deals list {mine}"),
+        due_today=section("due_today", "Due today", "Next steps due today.", due_today,
+                          f"inboxcrm deals list {mine}"),
+        awaiting_reply=section("awaiting_reply", "Awaiting your reply",
+                               "The prospect wrote last; longest wait first.", awaiting,
+                               f"inboxcrm deals list {mine}"),
+        new_leads=section("new_leads", "New leads", f"Since {day_label(data.since.astimezone(tz).date())} "
+                          f"{data.since.astimezone(tz):%H:%M}.", new_leads, f"inboxcrm deals list {mine}"),
+        no_next_step=section("no_next_step", "No next step", "Open deals with nothing planned.", no_next,
+                             f"inboxcrm deals list {mine}"),
+        quiet=section("quiet", "Quiet deals", "No email in or out for a while.", quiet,
+                      f"inboxcrm deals list {mine} --quiet DAYS"),
+        stalled=section("stalled", "Stalled deals", f"No stage change for {plural(stalled_days, 'day')}.", stalled,
+                        f"inboxcrm deals list {mine} --stalled {stalled_days}"),
+        held=section("held", "Held for review", "New senders in your inbox wait for a yes or no.", held,
+                     "inboxcrm review list"),
+        pipeline=pipeline(owned, data.team),
+    )
+
+
+ACTIONS: dict[str, Callable[[str], tuple[str, str]]] = {
+    "next": lambda ref: ("set next step", f"[{ref}] next: "),
+    "stage": lambda ref: ("move stage", f"[{ref}] stage: "),
+    "won": lambda ref: ("won", f"[{ref}] won"),
+    "lost": lambda ref: ("lost", f"[{ref}] lost: "),
+}
+
+
+def pipeline(owned: list[DealRow], team: tuple[StageTotal, ...]) -> Pipeline:
+    """Bars scale to the rep's fullest stage; a stage with any deal gets a visible sliver."""
+    counts: dict[str, tuple[int, Decimal]] = {}
+    for d in owned:
+        n, v = counts.get(d.stage, (0, Decimal(0)))
+        counts[d.stage] = (n + 1, v + (d.value or 0))
+    most = max((n for n, _ in counts.values()), default=0) or 1
+    bars = []
+    for t in team:
+        n, v = counts.get(t.stage, (0, Decimal(0)))
+        bars.append(StageBar(t.stage, n, v, t.deals, t.value, max(2, round(100 * n / most)) if n else 0))
+    return Pipeline(tuple(bars), sum(b.deals for b in bars), sum((b.value for b in bars), Decimal(0)),
+                    sum(t.deals for t in team), sum((t.value for t in team), Decimal(0)))

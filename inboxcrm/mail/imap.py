@@ -1,0 +1,642 @@
+"""The IMAP source: connect, find the folders to read, fetch new messages, wait for new ones.
+
+Only this module speaks IMAP (imapclient). It reads and never writes: folders are opened with
+EXAMINE (read-only), bodies fetched with BODY.PEEK[] (which does not set \\Seen), and no STORE,
+COPY, MOVE or EXPUNGE is ever sent, because the mailbox belongs to the people working in it.
+Every failure becomes an ImapError naming the stage (dns, connect, tls, login, folder, protocol,
+connection-lost) and what to change, so ``mailbox test`` and ``status`` can tell an admin exactly
+what is wrong; no message ever contains a secret.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import ssl
+import threading
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from datetime import date, datetime
+from email.header import decode_header, make_header
+
+from imapclient import IMAPClient
+from imapclient.exceptions import IMAPClientAbortError, IMAPClientError, LoginError
+
+from inboxcrm.core.views import megabytes
+from inboxcrm.errors import InboxCRMError, Invalid, SecretError
+from inboxcrm.logs import event
+from inboxcrm.mail.sources import headers_only
+from inboxcrm.mail.tls import client_context, is_loopback
+from inboxcrm.secret import SecretRef
+from inboxcrm.values import RawMessage
+
+log = logging.getLogger("inboxcrm.imap")
+
+SECURITY = ("tls", "starttls", "plain")
+AUTH = ("password", "xoauth2")
+DEFAULT_PORTS = {"tls": 993, "starttls": 143, "plain": 143}
+TOKEN_URLS = {"google": "https://oauth2.googleapis.com/token",
+              "microsoft": "https://login.microsoftonline.com/common/oauth2/v2.0/token"}
+# SPECIAL-USE attributes (RFC 6154) a folder can be chosen by, plus \Inbox for INBOX itself.
+ROLES = ("\\Inbox", "\\Sent", "\\All", "\\Archive", "\\Junk", "\\Trash", "\\Drafts", "\\Flagged", "\\Important")
+DEFAULT_FOLDERS = ("\\Inbox", "\\Sent")
+# The folder name the pipeline is told for a role: it knows junk by name, and Gmail localises names.
+PIPELINE_FOLDER = {"\\Junk": "Junk", "\\Trash": "Trash", "\\Sent": "Sent"}
+FETCH_BATCH = 200  # UIDs per FETCH at most: few round trips; bytes bound it too (see plan_batches)
+SIZE_BATCH = 2000  # UIDs per RFC822.SIZE FETCH: some 40 bytes of answer each
+MAX_MESSAGE_BYTES = 25 * 1024 * 1024  # as [sync] max_message_bytes; callers pass the configured value
+BATCH_BYTES = 8 * 1024 * 1024  # as [sync] fetch_batch_bytes
+IDLE_RENEW = 29 * 60  # RFC 2177: servers may drop an IDLE after 30 minutes
+TOKEN_SLACK = 60  # refresh an access token this many seconds before it expires
+STAGES = ("dns", "connect", "tls", "login", "folder", "protocol", "connection-lost")
+
+
+class ImapError(InboxCRMError):
+    """A mailbox cannot be read; ``stage`` says where it failed, the message what to do."""
+
+    def __init__(self, stage: str, message: str):
+        self.stage, self.message = stage, message
+        super().__init__(stage, message)  # args as given, so it pickles
+
+    def __str__(self) -> str:
+        return f"{self.stage}: {self.message}"
+
+
+@dataclass(frozen=True, kw_only=True)
+class ImapSettings:
+    """How to reach one mailbox. Holds where the secret is (SecretRef), never the secret."""
+
+    host: str
+    port: int = 993
+    security: str = "tls"
+    verify: bool = True
+    ca_file: str | None = None
+    user: str
+    auth: str = "password"
+    secret: SecretRef  # the password, or for xoauth2 the refresh token
+    oauth_client_id: str | None = None
+    oauth_client_secret: SecretRef | None = None
+    oauth_token_url: str | None = None
+    folders: tuple[str, ...] = DEFAULT_FOLDERS
+    since: date | None = None
+
+    def to_json(self) -> dict:
+        """What Mailbox.connection stores."""
+        data = {name: getattr(self, name) for name in self.__dataclass_fields__}
+        data["secret"] = _ref_json(self.secret)
+        data["oauth_client_secret"] = _ref_json(self.oauth_client_secret)
+        data["folders"] = list(self.folders)
+        data["since"] = self.since.isoformat() if self.since else None
+        return data
+
+    @classmethod
+    def from_json(cls, data: Mapping) -> ImapSettings:
+        values = dict(data)
+        values["secret"] = _ref(values.get("secret"))
+        values["oauth_client_secret"] = _ref(values.get("oauth_client_secret"))
+        unknown = set(values) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise Invalid(f"stored connection has unknown keys {sorted(unknown)}; "
+                          f"known are {sorted(cls.__dataclass_fields__)}")
+        # A connection stored before plain text to other machines was refused still loads: it
+        # then fails at connect, on record in `status`, instead of breaking every command.
+        return build_settings(**values, refuse_plain_remote=False)
+
+    def describe(self) -> str:
+        """Safe to log."""
+        checks = "" if self.verify or self.security == "plain" else ", certificate NOT verified"
+        return (f"{self.user} at {self.host}:{self.port} ({self.security}{checks}), "
+                f"{self.auth} from {self.secret.describe()}, folders {', '.join(self.folders)}")
+
+
+def _ref_json(ref: SecretRef | None) -> dict | None:
+    return None if ref is None else {k: v for k, v in vars(ref).items() if v is not None}
+
+
+def _ref(value) -> SecretRef | None:
+    if value is None or isinstance(value, SecretRef):
+        return value
+    try:
+        return SecretRef(**value)
+    except (TypeError, ValueError):
+        raise Invalid(f"stored secret source {value!r} is not one of env, file, command") from None
+
+
+def _role(folder: str) -> str:
+    """A role given in any case ("\\sent") in its RFC 6154 spelling, or Invalid."""
+    for role in ROLES:
+        if folder.lower() == role.lower():
+            return role
+    raise Invalid(f"--folder {folder}: unknown special-use role; roles are {', '.join(ROLES)} "
+                  f"(or give a folder's literal name)")
+
+
+def build_settings(host: str, port: int | None = None, security: str = "tls", verify: bool = True,
+                   ca_file: str | None = None, user: str = "", auth: str = "password",
+                   secret: SecretRef | None = None, oauth_client_id: str | None = None,
+                   oauth_client_secret: SecretRef | None = None, oauth_provider: str | None = None,
+                   oauth_token_url: str | None = None, folders=(), since: date | str | None = None,
+                   refuse_plain_remote: bool = True) -> ImapSettings:
+    """Validated settings; each refusal names the option and what would be valid."""
+    if not isinstance(host, str) or not host.strip() or any(c.isspace() for c in host.strip()):
+        raise Invalid(f"--host {host!r}: expected a host name or IP address")
+    if security not in SECURITY:
+        raise Invalid(f"--security {security!r}: expected one of {', '.join(SECURITY)}")
+    if refuse_plain_remote:
+        check_plain_is_local(host.strip(), security)
+    port = DEFAULT_PORTS[security] if port is None else port
+    if type(port) is not int or not 1 <= port <= 65535:
+        raise Invalid(f"--port {port!r}: expected a number from 1 to 65535")
+    if ca_file is not None and not os.path.isfile(ca_file):
+        raise Invalid(f"--ca-file {ca_file}: no such file; expected a PEM file of CA certificates")
+    if not isinstance(user, str) or not user.strip():
+        raise Invalid("--user: expected the IMAP login name (often the email address)")
+    if auth not in AUTH:
+        raise Invalid(f"--auth {auth!r}: expected one of {', '.join(AUTH)}")
+    if not isinstance(secret, SecretRef):
+        what = "password" if auth == "password" else "OAuth2 refresh token"
+        raise Invalid(f"the {what} source is missing; give one of --password-env, --password-file, "
+                      f"--password-command")
+    if auth == "xoauth2":
+        if not oauth_client_id:
+            raise Invalid("--oauth-client-id: required with --auth xoauth2 (the OAuth2 client the refresh "
+                          "token was issued to)")
+        if oauth_provider is not None and oauth_provider not in TOKEN_URLS:
+            raise Invalid(f"--oauth-provider {oauth_provider!r}: expected one of {', '.join(TOKEN_URLS)} "
+                          f"(or give --oauth-token-url)")
+        oauth_token_url = oauth_token_url or TOKEN_URLS.get(oauth_provider or "")
+        if not oauth_token_url:
+            raise Invalid(f"--oauth-provider or --oauth-token-url: required with --auth xoauth2; "
+                          f"providers are {', '.join(TOKEN_URLS)}")
+        parts = urllib.parse.urlsplit(oauth_token_url)
+        if parts.scheme != "https" and not (parts.scheme == "http" and is_loopback(parts.hostname or "")):
+            raise Invalid(f"--oauth-token-url {oauth_token_url}: expected an https:// URL "
+                          f"(http:// only on loopback)")
+    elif oauth_client_id or oauth_client_secret or oauth_provider or oauth_token_url:
+        raise Invalid("--oauth-*: only with --auth xoauth2")
+    if isinstance(folders, str):
+        folders = (folders,)
+    chosen: list[str] = []
+    for folder in folders or DEFAULT_FOLDERS:
+        if not isinstance(folder, str) or not folder.strip():
+            raise Invalid(f"--folder {folder!r}: expected a special-use role ({', '.join(ROLES)}) or a folder name")
+        folder = _role(folder) if folder.startswith("\\") else folder
+        if folder not in chosen:
+            chosen.append(folder)
+    if isinstance(since, datetime):
+        since = since.date()
+    elif isinstance(since, str):
+        try:
+            since = date.fromisoformat(since)
+        except ValueError:
+            raise Invalid(f"--since {since!r}: expected a date as YYYY-MM-DD") from None
+    if security == "plain" or not verify:
+        event(log, logging.WARNING, "insecure", host=host, security=security, verify=verify,
+              risk="passwords and mail can be read on the way")
+    return ImapSettings(host=host.strip(), port=port, security=security, verify=bool(verify), ca_file=ca_file,
+                        user=user.strip(), auth=auth, secret=secret, oauth_client_id=oauth_client_id,
+                        oauth_client_secret=oauth_client_secret, oauth_token_url=oauth_token_url,
+                        folders=tuple(chosen), since=since)
+
+
+def check_plain_is_local(host: str, security: str) -> None:
+    """Invalid for --security plain to another machine: the password and every message would
+    cross the network readable. On this machine (a local Dovecot, an SSH tunnel) nothing does."""
+    if security == "plain" and not is_loopback(host):
+        raise Invalid(f"--security plain: refused for {host}, which is not this machine (the password and "
+                      f"mail would cross the network unencrypted); use --security tls (port 993) or "
+                      f"starttls (port 143), or reach the server through a tunnel on 127.0.0.1")
+
+
+# -- connecting --------------------------------------------------------------------------------
+
+def ssl_context(settings: ImapSettings) -> ssl.SSLContext:
+    return client_context(settings.ca_file, settings.verify)
+
+
+def _tls_error(settings: ImapSettings, exc: ssl.SSLError) -> ImapError:
+    where = f"{settings.host}:{settings.port}"
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return ImapError("tls", f"certificate verify failed for {where} ({exc.verify_message}); if the server "
+                                f"uses a private CA, set --ca-file to its certificate (turning verification "
+                                f"off with --no-verify lets anyone on the way read the password)")
+    return ImapError("tls", f"TLS handshake with {where} failed ({exc.reason or exc}); check --security "
+                            f"(tls on port 993, starttls on port 143)")
+
+
+def _open(settings: ImapSettings, timeout: float) -> IMAPClient:
+    where = f"{settings.host}:{settings.port}"
+    try:
+        socket.getaddrinfo(settings.host, settings.port, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        raise ImapError("dns", f"cannot resolve {settings.host} ({exc.strerror}); check --host") from None
+    context = ssl_context(settings)
+    try:
+        client = IMAPClient(settings.host, settings.port, ssl=settings.security == "tls",
+                            ssl_context=context, timeout=timeout)
+    except ssl.SSLError as exc:
+        raise _tls_error(settings, exc) from None
+    except (OSError, IMAPClientError) as exc:
+        reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+        raise ImapError("connect", f"cannot connect to {where} ({reason}); is the server up, and is the "
+                                   f"port right (993 for tls, 143 for starttls)?") from None
+    quiet_protocol_log(client)
+    if settings.security == "starttls":
+        try:
+            if b"STARTTLS" not in client.capabilities():
+                raise ImapError("tls", f"{where} does not offer STARTTLS; use --security tls (port 993)")
+            client.starttls(context)
+        except ssl.SSLError as exc:
+            _drop(client)
+            raise _tls_error(settings, exc) from None
+        except (OSError, IMAPClientError) as exc:
+            _drop(client)
+            raise ImapError("tls", f"STARTTLS with {where} failed ({exc})") from None
+    return client
+
+
+def quiet_protocol_log(client: IMAPClient) -> None:
+    """imapclient turns imaplib's protocol trace on (debug level 5) and sends it to a logger; at
+    that level imaplib formats the repr of every response it reads, whole literals included,
+    whether or not the logger would print it: a 24 MB message cost another 58 MB and the time to
+    format it. Our own events say what a pass did; the trace stays off."""
+    client._imap.debug = 0
+
+
+def _drop(client: IMAPClient) -> None:
+    """Close the socket of a connection that failed; a second failure there changes nothing."""
+    try:
+        client.shutdown()
+    except (OSError, IMAPClientError):
+        pass
+
+
+def close(client: IMAPClient) -> None:
+    """LOGOUT if the connection still works, else just close it."""
+    try:
+        client.logout()
+    except (OSError, IMAPClientError, ssl.SSLError):
+        _drop(client)
+
+
+def connect(settings: ImapSettings, environ: Mapping[str, str] = os.environ, timeout: float = 30.0) -> IMAPClient:
+    """A logged-in client (password or XOAUTH2); ImapError names the stage that failed."""
+    try:
+        check_plain_is_local(settings.host, settings.security)  # a connection stored before the rule
+    except Invalid as exc:
+        raise ImapError("connect", str(exc)) from None
+    client = _open(settings, timeout)
+    try:
+        if settings.auth == "password":
+            client.login(settings.user, settings.secret.resolve(environ))
+        else:
+            client.oauth2_login(settings.user, access_token(settings, environ))
+    except SecretError as exc:
+        _drop(client)
+        raise ImapError("login", str(exc)) from None
+    except LoginError as exc:
+        _drop(client)
+        if settings.auth == "xoauth2":
+            forget_token(settings)
+        answer = str(exc).strip("b'\"")
+        source = settings.secret.describe()
+        raise ImapError("login", f"the server refused user {settings.user} ({answer}); check the "
+                                 f"{'password' if settings.auth == 'password' else 'refresh token'} "
+                                 f"from {source}") from None
+    except (OSError, IMAPClientError) as exc:
+        _drop(client)
+        raise ImapError("connection-lost", f"{settings.host}:{settings.port} closed the connection during "
+                                           f"login ({exc})") from None
+    return client
+
+
+# -- OAuth2 (XOAUTH2): a refresh token buys short-lived access tokens --------------------------
+
+_tokens: dict[tuple[str, str, str], tuple[str, float]] = {}
+_tokens_lock = threading.Lock()
+
+
+def _token_key(settings: ImapSettings) -> tuple[str, str, str]:
+    return settings.oauth_token_url or "", settings.oauth_client_id or "", settings.user
+
+
+def forget_token(settings: ImapSettings) -> None:
+    with _tokens_lock:
+        _tokens.pop(_token_key(settings), None)
+
+
+def access_token(settings: ImapSettings, environ: Mapping[str, str] = os.environ,
+                 clock=time.monotonic) -> str:
+    """A cached access token, or a new one from the token endpoint once it (nearly) expired."""
+    key = _token_key(settings)
+    with _tokens_lock:
+        cached = _tokens.get(key)
+        if cached and cached[1] > clock():
+            return cached[0]
+    form = {"grant_type": "refresh_token", "refresh_token": settings.secret.resolve(environ),
+            "client_id": settings.oauth_client_id or ""}
+    if settings.oauth_client_secret is not None:
+        form["client_secret"] = settings.oauth_client_secret.resolve(environ)
+    token, lifetime = request_token(settings.oauth_token_url or "", form)
+    with _tokens_lock:
+        _tokens[key] = (token, clock() + max(0.0, lifetime - TOKEN_SLACK))
+    return token
+
+
+def request_token(url: str, form: Mapping[str, str], timeout: float = 30.0) -> tuple[str, float]:
+    """POST a refresh-token grant; (access token, lifetime in seconds)."""
+    request = urllib.request.Request(url, data=urllib.parse.urlencode(form).encode(), method="POST",
+                                     headers={"Content-Type": "application/x-www-form-urlencoded",
+                                              "Accept": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            body = json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        try:
+            answer = json.loads(exc.read())
+            why = f"{answer.get('error', exc.code)}: {answer.get('error_description', '')}".rstrip(": ")
+        except ValueError:
+            why = f"HTTP {exc.code}"
+        raise ImapError("login", f"the token endpoint {url} refused the refresh token ({why}); "
+                                 f"issue a new refresh token for this client id") from None
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        raise ImapError("login", f"cannot get an access token from {url} ({getattr(exc, 'reason', exc)})") from None
+    if not isinstance(body, dict) or not isinstance(body.get("access_token"), str):
+        raise ImapError("login", f"the token endpoint {url} answered without an access_token")
+    return body["access_token"], float(body.get("expires_in") or 3600)
+
+
+# -- folders -----------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class FolderInfo:
+    name: str
+    role: str  # the SPECIAL-USE attribute ("\\Sent"), "\\Inbox" for INBOX, "" for none
+    messages: int
+    uidvalidity: int
+    uidnext: int
+    highestmodseq: int | None = None
+
+
+def folder_roles(listing: list[tuple[tuple[bytes, ...], bytes, str]]) -> dict[str, str]:
+    """Folder name -> role from a LIST answer; \\Noselect folders cannot be read and are left out."""
+    roles: dict[str, str] = {}
+    for flags, _delimiter, name in listing:
+        attributes = {f.decode() if isinstance(f, bytes) else f for f in flags}
+        if any(a.lower() == "\\noselect" for a in attributes):
+            continue
+        if name.upper() == "INBOX":
+            roles[name] = "\\Inbox"
+            continue
+        roles[name] = next((role for role in ROLES if any(a.lower() == role.lower() for a in attributes)), "")
+    return roles
+
+
+def choose_folders(roles: Mapping[str, str], wanted: tuple[str, ...]) -> list[tuple[str, str]]:
+    """(name, role) for each wanted role or name, in order, once each; ImapError if one is missing."""
+    chosen: list[tuple[str, str]] = []
+    for want in wanted:
+        if want.startswith("\\"):
+            name = next((n for n, r in roles.items() if r == want), None)
+        else:
+            name = next((n for n in roles if n == want or (n.upper() == "INBOX" == want.upper())), None)
+        if name is None:
+            listed = ", ".join(f"{n} ({r})" if r else n for n, r in roles.items()) or "none"
+            what = f"no folder with {want}" if want.startswith("\\") else f'no folder named "{want}"'
+            raise ImapError("folder", f"{what}; folders are: {listed}")
+        if name not in (n for n, _ in chosen):
+            chosen.append((name, roles[name]))
+    return chosen
+
+
+def is_gmail(client: IMAPClient) -> bool:
+    return b"X-GM-EXT-1" in client.capabilities()
+
+
+def supports_idle(client: IMAPClient) -> bool:
+    return b"IDLE" in client.capabilities()
+
+
+def _status_items(client: IMAPClient) -> list[str]:
+    items = ["MESSAGES", "UIDNEXT", "UIDVALIDITY"]
+    return items + ["HIGHESTMODSEQ"] if b"CONDSTORE" in client.capabilities() else items
+
+
+def folder_info(client: IMAPClient, name: str, role: str) -> FolderInfo:
+    """One STATUS: what an unchanged-folder check costs, whatever the folder holds."""
+    with protocol("STATUS " + name):
+        status = client.folder_status(name, _status_items(client))
+    return FolderInfo(name, role, status[b"MESSAGES"], status[b"UIDVALIDITY"], status[b"UIDNEXT"],
+                      status.get(b"HIGHESTMODSEQ"))
+
+
+def resolve_folders(client: IMAPClient, settings: ImapSettings) -> list[FolderInfo]:
+    """The folders ``settings.folders`` names, found by SPECIAL-USE (Gmail localises names)."""
+    with protocol("LIST"):
+        listing = client.list_folders()
+    return [folder_info(client, name, role) for name, role in choose_folders(folder_roles(listing), settings.folders)]
+
+
+class protocol:
+    """Maps a failure during ``what`` to ImapError: a lost connection or a refused command."""
+
+    def __init__(self, what: str):
+        self.what = what
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, exc, tb):
+        if exc is None or isinstance(exc, ImapError):
+            return False
+        if isinstance(exc, (IMAPClientAbortError, OSError, ssl.SSLError)):
+            raise ImapError("connection-lost", f"the server closed the connection during {self.what} "
+                                               f"({exc or type(exc).__name__})") from None
+        if isinstance(exc, IMAPClientError):
+            raise ImapError("protocol", f"the server refused {self.what} ({exc})") from None
+        return False
+
+
+# -- reading -------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ImapMessage(RawMessage):
+    """A fetched message with its UID, so the sync can advance its position to it."""
+
+    uid: int = 0
+
+
+def copy_location(folder: str, uidvalidity: int, uid: int, gmail_id: int | None = None) -> str:
+    """A copy's stable name. On Gmail one message in INBOX and All Mail has one X-GM-MSGID:
+    naming the copy by it makes the second sighting the same copy, not a new one."""
+    return f"gmail:{gmail_id}" if gmail_id is not None else f"imap:{folder}:{uidvalidity}:{uid}"
+
+
+def pipeline_folder(name: str, role: str) -> str:
+    """The folder name the pipeline is given: it recognises Junk and Trash by name."""
+    return PIPELINE_FOLDER.get(role, name)
+
+
+def examine(client: IMAPClient, name: str) -> FolderInfo:
+    """EXAMINE: the read-only SELECT; nothing in the folder can change, \\Recent stays."""
+    with protocol(f"EXAMINE {name}"):
+        answer = client.select_folder(name, readonly=True)
+    return FolderInfo(name, "", answer.get(b"EXISTS", 0), answer[b"UIDVALIDITY"], answer.get(b"UIDNEXT", 0),
+                      answer.get(b"HIGHESTMODSEQ"))
+
+
+def new_uids(client: IMAPClient, after_uid: int, since: date | None) -> list[int]:
+    """UIDs above ``after_uid`` in the examined folder, received on or after ``since`` if given."""
+    criteria: list = ["UID", f"{after_uid + 1}:*"]
+    if since is not None:
+        criteria += ["SINCE", since]
+    with protocol("UID SEARCH"):
+        found = client.search(criteria)
+    # "n:*" matches the highest UID even when it is below n (RFC 3501 6.4.8)
+    return sorted(uid for uid in found if uid > after_uid)
+
+
+def plan_batches(sizes: list[tuple[int, int]], max_message_bytes: int = MAX_MESSAGE_BYTES,
+                 batch_bytes: int = BATCH_BYTES, batch: int = FETCH_BATCH) -> list[tuple[bool, list[int]]]:
+    """(whole, UIDs) FETCHes for (UID, RFC822.SIZE) pairs, in UID order.
+
+    A FETCH answer is held whole in memory until its last message is through the pipeline, so a
+    batch of bodies stops at ``batch_bytes`` as well as at ``batch`` messages (a message bigger
+    than that goes alone). Messages over ``max_message_bytes`` go in headers-only batches
+    (whole=False) and never cost more than their headers."""
+    plan: list[tuple[bool, list[int]]] = []
+    used = 0
+    for uid, size in sizes:
+        whole = size <= max_message_bytes
+        cost = size if whole else 0
+        if not plan or plan[-1][0] != whole or len(plan[-1][1]) >= batch or (used and used + cost > batch_bytes):
+            plan.append((whole, []))
+            used = 0
+        plan[-1][1].append(uid)
+        used += cost
+    return plan
+
+
+def describe_structure(structure) -> list[str]:
+    """One line per leaf part of a BODYSTRUCTURE ("application/pdf "offer.pdf" 48.0 MB"), so the
+    note of a message stored without its body says what it carried. A structure this does not
+    understand gives no lines rather than an error: the note is for people, nothing depends on it."""
+    lines: list[str] = []
+
+    def text(value) -> str:
+        return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value or "")
+
+    def pairs(values) -> dict[str, str]:
+        values = values if isinstance(values, tuple) else ()
+        return {text(k).lower(): decode_filename(text(v)) for k, v in zip(values[::2], values[1::2])}
+
+    def walk(part) -> None:
+        if part and isinstance(part[0], list):
+            for child in part[0]:
+                walk(child)
+            return
+        kind = f"{text(part[0])}/{text(part[1])}".lower()
+        name = pairs(part[2]).get("name", "")
+        disposition = next((p for p in part[7:11] if isinstance(p, tuple) and len(p) == 2
+                            and isinstance(p[1], tuple)), None)
+        if disposition is not None:
+            name = pairs(disposition[1]).get("filename", name)
+        size = part[6] if len(part) > 6 and isinstance(part[6], int) else 0
+        lines.append(f'{kind}{f" {name!r}" if name else ""} {megabytes(size)}')
+
+    try:
+        walk(structure)
+    except (IndexError, TypeError, ValueError):
+        return []
+    return lines
+
+
+def decode_filename(value: str) -> str:
+    """RFC 2047 words in a part's name decoded, control characters dropped: it is shown to people."""
+    try:
+        value = str(make_header(decode_header(value)))
+    except (ValueError, LookupError, UnicodeError):
+        pass
+    return "".join(c for c in value if c.isprintable())[:200]
+
+
+def fetch(client: IMAPClient, folder: FolderInfo, uids: list[int], max_message_bytes: int = MAX_MESSAGE_BYTES,
+          batch_bytes: int = BATCH_BYTES, batch: int = FETCH_BATCH) -> Iterator[ImapMessage]:
+    """Messages in UID order: sizes first (RFC822.SIZE), then BODY.PEEK[] in batches bounded by
+    bytes and count; a message over ``max_message_bytes`` is read as BODY.PEEK[HEADER] and
+    BODYSTRUCTURE only and comes truncated (``full_size`` set). A message gone meanwhile is skipped."""
+    extra = ["X-GM-MSGID"] if is_gmail(client) else []
+    label = pipeline_folder(folder.name, folder.role)
+    for start in range(0, len(uids), SIZE_BATCH):
+        window = uids[start:start + SIZE_BATCH]
+        with protocol(f"FETCH RFC822.SIZE in {folder.name}"):
+            answer = client.fetch(window, ["RFC822.SIZE"])
+        sizes = [(uid, answer[uid][b"RFC822.SIZE"]) for uid in window if b"RFC822.SIZE" in answer.get(uid, {})]
+        del answer
+        for whole, chunk in plan_batches(sizes, max_message_bytes, batch_bytes, batch):
+            items = ["BODY.PEEK[]"] if whole else ["BODY.PEEK[HEADER]", "BODYSTRUCTURE"]
+            with protocol(f"FETCH in {folder.name}"):
+                found = client.fetch(chunk, items + extra)
+            full = dict(sizes) if not whole else {}
+            for uid in chunk:
+                # popped, and no name here keeps it: a message through the pipeline is freed at
+                # once, not held while the next FETCH reads the next one
+                message = _message(found.pop(uid, {}), folder, label, uid, full.get(uid), max_message_bytes)
+                if message is not None:
+                    yield message
+                    del message
+            del found
+
+
+def _message(item: dict, folder: FolderInfo, label: str, uid: int, full_size: int | None,
+             max_message_bytes: int) -> ImapMessage | None:
+    """One FETCH answer as a message: whole, or headers only when ``full_size`` is given;
+    None when it was expunged by someone else between SEARCH and FETCH."""
+    data = item.get(b"BODY[]" if full_size is None else b"BODY[HEADER]")
+    if data is None:
+        return None
+    location = copy_location(folder.name, folder.uidvalidity, uid, item.get(b"X-GM-MSGID"))
+    if full_size is None:
+        return ImapMessage(data, location, label, uid=uid)
+    stored = headers_only(data, full_size, max_message_bytes, describe_structure(item.get(b"BODYSTRUCTURE")))
+    event(log, logging.WARNING, "truncated", folder=folder.name, uid=uid, size=full_size,
+          limit=max_message_bytes, action="recorded from its headers; the body stays in the mailbox")
+    return ImapMessage(stored, location, label, full_size=full_size, uid=uid)
+
+
+def wait_for_change(client: IMAPClient, folder: str, timeout: float, stop: threading.Event | None = None,
+                    known_uidnext: int | None = None) -> bool:
+    """IDLE on the examined folder until the server announces mail (True), ``timeout`` or ``stop``.
+
+    ``known_uidnext``: the UIDNEXT the last sync saw; mail that came in since returns True at
+    once, so nothing arriving between a sync and the IDLE waits for the next one."""
+    deadline = time.monotonic() + timeout
+    info = examine(client, folder)
+    if known_uidnext is not None and info.uidnext > known_uidnext:
+        return True
+    with protocol(f"IDLE in {folder}"):
+        client.idle()
+        renew = time.monotonic() + IDLE_RENEW
+        try:
+            while True:
+                now = time.monotonic()
+                if now >= deadline or (stop is not None and stop.is_set()):
+                    return False
+                if now >= renew:
+                    client.idle_done()
+                    client.idle()
+                    renew = now + IDLE_RENEW
+                step = min(deadline, renew) - now
+                for answer in client.idle_check(timeout=min(step, 0.5) if stop is not None else step):
+                    if len(answer) >= 2 and answer[1] in (b"EXISTS", b"RECENT"):
+                        return True
+        finally:
+            try:
+                client.idle_done()
+            except (IMAPClientError, OSError):
+                pass  # the connection is gone; the caller finds out on its next command
