@@ -15,7 +15,7 @@ PACKAGE = Path(inboxcrm.__file__).parent
 
 # The vocabulary every layer shares; it may use the pure core (addresses, printable text) and nothing else.
 SHARED = ("inboxcrm", "inboxcrm.config", "inboxcrm.values", "inboxcrm.errors", "inboxcrm.logs",
-          "inboxcrm.secret", "inboxcrm.private_files")
+          "inboxcrm.secret", "inboxcrm.private_files", "inboxcrm.clock")
 
 # layer -> the layers of the package it may import. The core may use only values and errors of the shared
 # vocabulary: it takes values, never a config or a secret. Nothing imports cli but __main__.

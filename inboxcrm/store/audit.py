@@ -19,14 +19,15 @@ from inboxcrm.store.models import AuditEntry
 
 
 def entry(at: datetime, actor: str, action: str, entity: str, entity_id: int | None, reason: str = "",
-          **detail: Any) -> dict[str, Any]:
+          /, **detail: Any) -> dict[str, Any]:
     """One audit row as values. ``detail`` holds what changed (old and new values, the reference
-    a person typed); ``reason`` is the human why ("lead added by hand", "message <id>")."""
+    a person typed, even one called "reason": the fixed fields are positional only); ``reason`` is the
+    human why ("lead added by hand", "message <id>")."""
     return dict(at=at, actor=actor, action=action, entity=entity, entity_id=entity_id, detail=detail, reason=reason)
 
 
 def write(session: Session, at: datetime, actor: str, action: str, entity: str, entity_id: int | None,
-          reason: str = "", **detail: Any) -> None:
+          reason: str = "", /, **detail: Any) -> None:
     session.add(AuditEntry(**entry(at, actor, action, entity, entity_id, reason, **detail)))
 
 
