@@ -95,7 +95,7 @@ def phase_load(server_state: dict, folder: str, extra: dict[str, tuple[int, int]
 
 def phase_bare() -> dict:
     import inboxcrm.app.sync  # noqa: F401
-    import inboxcrm.cli  # noqa: F401 - what `inboxcrm poll` has loaded before its first message
+    import inboxcrm.cli.sync  # noqa: F401 - what `inboxcrm poll` has loaded before its first message
     return {}
 
 

@@ -190,7 +190,7 @@ def run(label: str, url: str, args) -> bool:
     def load():
         with factory() as s:
             team = team_totals(s)
-            return [load_digest_data(s, r, NOW, None, CONFIG, team) for r in rep_ids]
+            return [load_digest_data(s, r, NOW - timedelta(hours=24), team) for r in rep_ids]
 
     def build():
         with factory() as s:

@@ -14,9 +14,6 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import ArgumentError
-
 from inboxcrm.core.addresses import normalize, normalize_domain
 from inboxcrm.errors import ConfigError
 from inboxcrm.secret import PASSWORD_KEYS, SecretRef, secret_from_table
@@ -213,15 +210,29 @@ def _hide_password(found: object) -> object:
     return f"{scheme}{sep}{userinfo.split(':', 1)[0]}:***@{host}"
 
 
+# The start of SQLAlchemy's URL grammar (sqlalchemy.engine.url._parse_url), read here without
+# it, so the file accepts what the engine will: "NAME://" (NAME: dialect+driver), then
+# "USER:PASSWORD@" (a password runs to the first "@"), then the host and ":PORT". Which
+# backends can be used, the engine decides when connecting (store.db).
+_URL = re.compile(r"""
+    [\w+]+://
+    (?:[^:/]*(?P<password>:[^@]*)?@)?
+    (?:\[[^/?]+\]|[^/:?]+)?
+    (?::(?P<port>[^/?]*))?
+""", re.VERBOSE)
+
+
 def _url(value: Any) -> str:
     expected = 'a SQLAlchemy database URL such as "postgresql+psycopg://inboxcrm@localhost/inboxcrm"'
-    if not isinstance(value, str):
+    found = _URL.match(value) if isinstance(value, str) else None
+    if found is None:
         raise _Bad(expected)
-    try:
-        url = make_url(value)
-    except (ArgumentError, ValueError):
-        raise _Bad(expected) from None
-    if url.password is not None:
+    if found["port"] is not None:
+        try:
+            int(found["port"])
+        except ValueError:
+            raise _Bad(expected) from None
+    if found["password"] is not None:
         raise _Bad("a URL without a password; put the password in password_env, password_file or password_command")
     return value
 
@@ -428,30 +439,40 @@ def build_config(data: Mapping[str, Any], path: Path | None, environ: Environ = 
                     raise ConfigError(name, f"{section}.{key}", _hide_password(found), bad.expected) from None
         return values
 
-    database = section("database")
-    digest, commands = section("digest"), section("commands")
-    deprecations = []
-    if "command_address" in digest:
-        old = digest.pop("command_address")
-        if commands.get("address", old) != old:
-            raise ConfigError(name, "digest.command_address", old,
-                              f'to be left out: it is the old name of commands.address, which says "{commands["address"]}"')
-        commands["address"] = old
-        deprecations.append(f"{name}: [digest] command_address is deprecated; move it to [commands] address")  # DEPRECATED_KEYS
+    values = {table: section(table) for table in _VALIDATORS}
+    deprecations = _renamed(values, name)
     return Config(
         path=path,
         database=DatabaseConfig(
-            url=database.get("url", f"sqlite:///{default_data_dir(environ) / 'inboxcrm.db'}"),
+            url=values["database"].get("url", f"sqlite:///{default_data_dir(environ) / 'inboxcrm.db'}"),
             password=secret_from_table(data.get("database", {}), name, "database"),
         ),
-        team=TeamConfig(**section("team")),
-        pipeline=PipelineConfig(**section("pipeline")),
-        sync=SyncConfig(**section("sync")),
-        smtp=_smtp(section("smtp"), data.get("smtp", {}), name, path),
-        digest=_digest(digest, path),
-        commands=_commands(commands, path, environ),
-        deprecations=tuple(deprecations),
+        team=TeamConfig(**values["team"]),
+        pipeline=PipelineConfig(**values["pipeline"]),
+        sync=SyncConfig(**values["sync"]),
+        smtp=_smtp(values["smtp"], data.get("smtp", {}), name, path),
+        digest=_digest(values["digest"], path),
+        commands=_commands(values["commands"], path, environ),
+        deprecations=deprecations,
     )
+
+
+def _renamed(values: dict[str, dict[str, Any]], name: str) -> tuple[str, ...]:
+    """Moves each value read under an old name (``DEPRECATED_KEYS``) to its new key, in place, and
+    says so, one line each. Both names with different values: the file is refused, as neither can be
+    trusted to be the one meant."""
+    said = []
+    for old, new in DEPRECATED_KEYS.items():
+        (old_section, old_key), (new_section, new_key) = old.split("."), new.split(".")
+        if old_key not in values[old_section]:
+            continue
+        value = values[old_section].pop(old_key)
+        current = values[new_section].get(new_key, value)
+        if current != value:
+            raise ConfigError(name, old, value, f'to be left out: it is the old name of {new}, which says "{current}"')
+        values[new_section][new_key] = value
+        said.append(f"{name}: [{old_section}] {old_key} is deprecated; move it to [{new_section}] {new_key}")
+    return tuple(said)
 
 
 def _relative(value: str, path: Path | None) -> str:
@@ -505,9 +526,3 @@ def load_config(path: Path, must_exist: bool, environ: Environ = os.environ) -> 
         raise ConfigError(str(path), "(syntax)", str(e), "valid TOML in UTF-8 (see https://toml.io)") from None
     return build_config(data, Path(path), environ)
 
-
-def database_url(cfg: DatabaseConfig, environ: Environ = os.environ) -> URL:
-    """The secret is resolved only here, when connecting; log the result with
-    ``url.render_as_string(hide_password=True)``."""
-    url = make_url(cfg.url)
-    return url.set(password=cfg.password.resolve(environ)) if cfg.password else url

@@ -140,3 +140,10 @@ class Explanation:
     rule: str
     fired: bool
     detail: str = ""
+
+
+# The words an admin types for a mailbox's role and policy and a stage's kind: shared by the records
+# (app.team checks them) and the command line (its choices), which must not load the store to list them.
+MAILBOX_ROLES = ("capture", "rep", "commands")
+MAILBOX_POLICIES = ("create", "review", "ignore")
+STAGE_KINDS = ("open", "won", "lost")

@@ -3,12 +3,13 @@ from __future__ import annotations
 
 import json
 import re
+from datetime import date
 
 import pytest
 from sqlalchemy import update
 
 from inboxcrm.store.db import make_engine, session_factory, transaction
-from inboxcrm.store.models import OutboxMessage
+from inboxcrm.store.models import Deal, OutboxMessage
 
 from .conftest import refused
 from .smtp_server import SmtpServer
@@ -21,13 +22,17 @@ def server():
 
 
 @pytest.fixture
-def mailing(team, config_file, server):
+def mailing(team, config_file, server, db_url):
     """The team with an SMTP server in its config, and alice with an overdue next step."""
     config_file.write_text(config_file.read_text() + "\n[smtp]\n" + "".join(
         f"{k} = {json.dumps(v)}\n" for k, v in server.config().items())
         + '\n[commands]\naddress = "crm@acme.example"\n')
     team("lead", "add", "--email", "jane@prospect.example", "--name", "Jane <b>Doe</b>", "--owner", "alice")
-    team("deal", "next", "D-1", "Send the proposal", "--due", "2020-01-06")
+    team("deal", "next", "D-1", "Send the proposal", "--due", "tomorrow")
+    engine = make_engine(db_url)  # overdue since long ago: a due date a person can no longer give
+    with transaction(session_factory(engine)) as s:
+        s.execute(update(Deal).where(Deal.id == 1).values(next_step_due=date(2020, 1, 6)))
+    engine.dispose()
     return team
 
 
@@ -140,3 +145,14 @@ def test_outbox_list_says_when_it_leaves_rows_out(mailing):
     assert as_json.stderr.strip().startswith("showing the newest 2 sent messages; older ones are left out")
     assert "left out" not in mailing("outbox", "list", "--limit", "3").output
     assert "is not in the range x>=1" in refused(mailing, "outbox", "list", "--limit", "0")
+
+
+def test_the_old_command_address_key_still_works_and_every_command_says_where_it_moved(team, config_file, tmp_path):
+    """A file written before [commands] address: digests keep their quick actions, and the admin
+    is told (on stderr, so scripts reading stdout are undisturbed) which key to move it to."""
+    config_file.write_text(config_file.read_text() + '\n[digest]\ncommand_address = "crm@acme.example"\n')
+    team("lead", "add", "--email", "jane@prospect.example", "--owner", "alice")
+    result = team("digest", "preview", "alice", "--html", str(tmp_path / "alice.html"))
+    warning = f"warning: {config_file}: [digest] command_address is deprecated; move it to [commands] address"
+    assert warning in result.stderr and "deprecated" not in result.stdout
+    assert re.search(r"mailto:crm%2B\w+@acme.example", (tmp_path / "alice.html").read_text())  # with the rep's token

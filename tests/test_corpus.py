@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from inboxcrm.app.context import context_for
 from inboxcrm.app.intake import process
 from inboxcrm.config import build_config
 from inboxcrm.core.classify import TeamContext, classify
@@ -26,7 +27,7 @@ from inboxcrm.core.parse import identify, parse
 from inboxcrm.errors import ParseError
 from inboxcrm.store.db import transaction
 from inboxcrm.store.models import Mailbox, Message
-from inboxcrm.store.records import load_context, mailbox_info
+from inboxcrm.store.records import mailbox_info
 from inboxcrm.values import RawMessage
 
 from .conftest import server_missing
@@ -91,7 +92,7 @@ def test_every_message_is_imported_and_none_crashes(factory, corpus):
     outcomes = {}
     for name, (raw, _) in corpus.items():
         with transaction(factory) as session:
-            ctx = load_context(session, config.team.domains, config.team.freemail_domains)
+            ctx = context_for(session, config)
             outcomes[name] = process(session, RawMessage(raw, f"corpus:{name}"), mailbox_info(session, "support"),
                                      ctx, NOW)
     assert len(outcomes) == len(corpus) == 152

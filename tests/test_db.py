@@ -11,11 +11,28 @@ from click.testing import CliRunner
 from sqlalchemy import func, insert, select
 
 from inboxcrm.cli import main
+from inboxcrm.config import DatabaseConfig
 from inboxcrm.errors import Invalid
-from inboxcrm.store.db import make_engine, session_factory, transaction, upgrade
+from inboxcrm.secret import SecretRef
+from inboxcrm.store.db import (
+    database_url,
+    make_engine,
+    session_factory,
+    transaction,
+    upgrade,
+)
 from inboxcrm.store.models import Rep
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
+SECRET = "s3cr3t-Pa55"
+
+
+def test_the_database_password_is_resolved_only_when_connecting():
+    cfg = DatabaseConfig("postgresql+psycopg://crm@db/crm", SecretRef(env="DB_PW"))
+    url = database_url(cfg, {"DB_PW": SECRET})
+    assert url.password == SECRET and SECRET not in repr(cfg)
+    assert url.render_as_string(hide_password=True) == "postgresql+psycopg://crm:***@db/crm"
+    assert database_url(DatabaseConfig("sqlite://"), {}).render_as_string() == "sqlite://"
 
 
 def test_concurrent_read_then_write_units_of_work_queue_instead_of_failing(tmp_path):

@@ -97,7 +97,7 @@ def test_parse_due(text, expected):
 
 @pytest.mark.parametrize("text", ["someday", "in three days", "2026-13-01", "fr"])
 def test_bad_due_lists_the_accepted_forms(text):
-    with pytest.raises(Invalid, match="expected YYYY-MM-DD, today, tomorrow, in N days, in N weeks, or a weekday"):
+    with pytest.raises(Invalid, match="expected YYYY-MM-DD, today, tomorrow, in N days, in N weeks, in N months, or a weekday"):
         deals.parse_due(text, MONDAY)
 
 

@@ -13,6 +13,7 @@ import pytest
 from sqlalchemy import update
 
 from inboxcrm.app import deals, team
+from inboxcrm.app.context import context_for
 from inboxcrm.app.intake import process
 from inboxcrm.app.notify import build_for_rep
 from inboxcrm.config import build_config
@@ -21,7 +22,7 @@ from inboxcrm.errors import NotFound
 from inboxcrm.store.db import transaction
 from inboxcrm.store.digest_queries import load_digest_data, team_totals
 from inboxcrm.store.models import Deal, Rep
-from inboxcrm.store.records import load_context, mailbox_info
+from inboxcrm.store.records import mailbox_info
 from inboxcrm.values import RawMessage
 
 from .conftest import mail
@@ -75,7 +76,7 @@ class Team:
                 .replace(b"Great meeting you at the conference", subject.encode())
                 .replace(b"sam-1@", f"sam-{n}@".encode()).replace(b"sam@contoso", f"sam{n}@contoso".encode()))
         with transaction(self.factory) as s:
-            ctx = load_context(s, self.config.team.domains, self.config.team.freemail_domains)
+            ctx = context_for(s, self.config)
             out = process(s, RawMessage(data, f"test:{mailbox}:{n}"), mailbox_info(s, mailbox), ctx, T0)
         assert out.status == "held"
         return out.message_pk
@@ -328,7 +329,7 @@ def test_pipeline_summary_counts_the_reps_open_deals_and_the_team(factory):
     assert bars["Contacted"] == (0, 0, 0, 0, 0)
     assert (p.deals, p.value, p.team_deals, p.team_value) == (3, Decimal(1500), 4, Decimal(8500))
     with factory() as s:
-        assert team_totals(s) == load_digest_data(s, t.ids["bob"], NOW).team
+        assert team_totals(s) == load_digest_data(s, t.ids["bob"], NOW - timedelta(days=1)).team
 
 
 def test_unknown_rep_is_not_found(factory):

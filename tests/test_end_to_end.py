@@ -70,7 +70,10 @@ def test_a_new_lead_reaches_its_rep_by_mail_once_and_our_mail_never_becomes_a_le
         eventually(lambda: len(nudges(smtp)) == 1, timeout=20.0, what="the new-lead nudge at the SMTP server")
         latency = time.monotonic() - arrived
         nudge = nudges(smtp)[0]
-        assert nudge.rcpt_tos == ("alice@acme.example",) and smtp.logins == ["crm"]
+        assert nudge.rcpt_tos == ("alice@acme.example",)
+        # One login per outbox pass with mail to send, never one without: alice's digest (listing the
+        # backlog, when the sync read it before her digest was decided) may go in an earlier pass.
+        assert set(smtp.logins) == {"crm"} and len(smtp.logins) <= len(smtp.messages)
         message = nudge.message
         assert message["Subject"].startswith("New lead D-13: Nora Field")
         assert message["Auto-Submitted"] == "auto-generated" and message["X-InboxCRM"] == "nudge"

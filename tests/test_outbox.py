@@ -14,13 +14,14 @@ import pytest
 from sqlalchemy import select
 
 from inboxcrm.app import outbox
+from inboxcrm.app.context import context_for
 from inboxcrm.app.intake import process
 from inboxcrm.config import build_config
 from inboxcrm.logs import LogfmtFormatter
-from inboxcrm.mail import smtp
+from inboxcrm.mail import smtp, tls
 from inboxcrm.store.db import transaction
 from inboxcrm.store.models import Mailbox, OutboxMessage, Rep, RepAddress
-from inboxcrm.store.records import load_context, mailbox_info
+from inboxcrm.store.records import mailbox_info
 from inboxcrm.values import RawMessage
 
 from .smtp_server import SmtpServer
@@ -103,7 +104,7 @@ def test_our_own_mail_is_noise_when_it_comes_back_through_a_mailbox(factory):
                        from_address="crm@crm-host.example")
     (row,) = rows(factory)
     with transaction(factory) as s:
-        ctx = load_context(s, ["acme.example"], [])
+        ctx = context_for(s, config())
         outcome = process(s, RawMessage(row.body, "test:alice:1"), mailbox_info(s, "alice"), ctx, NOW)
     assert (outcome.status, outcome.reason, outcome.deal_ref) == ("noise", "own", None)
 
@@ -185,6 +186,17 @@ def test_plain_smtp_is_only_for_a_relay_on_this_machine():
         smtp.connect(cfg.smtp)
 
 
+@pytest.mark.parametrize("host, here", [
+    ("localhost", True), ("LocalHost", True), ("localhost.localdomain", True), ("127.0.0.1", True),
+    ("127.8.9.10", True), ("::1", True), ("[::1]", True),
+    ("localhost.attacker.example", False), ("127.0.0.1.nip.io", False), ("10.0.0.1", False), ("::ffff:10.0.0.1", False),
+    ("smtp.example.com", False), ("", False),
+])
+def test_plain_text_may_go_only_to_this_machine_named_by_name_or_address(host, here):
+    """The one loopback rule of SMTP and IMAP (``mail.tls``): a name is never resolved."""
+    assert tls.is_loopback(host) is here
+
+
 def test_an_outage_retries_with_growing_backoff_then_delivers_once(factory, server):
     queue(factory)
     cfg = config(server)
@@ -199,18 +211,34 @@ def test_an_outage_retries_with_growing_backoff_then_delivers_once(factory, serv
         delays.append((row.next_attempt_at - now).total_seconds())
         assert outbox.send_due(factory, cfg, row.next_attempt_at - timedelta(seconds=1)) == outbox.SendReport()
         now = row.next_attempt_at
-    for attempt, delay in enumerate(delays):  # 1, 2, 4, 8 minutes, +-20 %
-        assert 0.8 * 60 * 2 ** attempt <= delay <= 1.2 * 60 * 2 ** attempt
+    for attempt, delay in enumerate(delays):  # about 1, 2, 4, 8 minutes: a third less to a third more
+        assert 40 * 2 ** attempt <= delay <= 80 * 2 ** attempt
     server.start()
     assert outbox.send_due(factory, cfg, now) == outbox.SendReport(sent=1)
     assert outbox.send_due(factory, cfg, now + timedelta(hours=2)) == outbox.SendReport()
     assert len(server.messages) == 1 and rows(factory)[0].attempts == 5
 
 
-def test_backoff_is_capped_at_an_hour_and_gives_up_after_about_a_day():
-    waited = sum((outbox.backoff(n) for n in range(1, outbox.MAX_ATTEMPTS)), timedelta())
-    assert outbox.backoff(30) <= timedelta(hours=1.2)
-    assert timedelta(hours=18) <= waited <= timedelta(hours=32)
+def test_backoff_starts_at_about_a_minute_settles_at_about_an_hour_and_gives_up_after_about_a_day():
+    class Fixed:  # the jitter's extremes and its middle
+        def __init__(self, value):
+            self.value = value
+
+        def random(self):
+            return self.value
+
+    def waits(rng):
+        return [outbox.backoff(n, rng) for n in range(1, outbox.MAX_ATTEMPTS)]
+
+    least, middle, most = waits(Fixed(0.0)), waits(Fixed(0.5)), waits(Fixed(1.0))
+    assert (least[0], middle[0], most[0]) == (timedelta(seconds=40), timedelta(seconds=60), timedelta(seconds=80))
+    assert middle[:6] == [timedelta(minutes=m) for m in (1, 2, 4, 8, 16, 32)]
+    assert set(middle[6:]) == {timedelta(hours=1)} and max(most) == timedelta(minutes=80)
+    given_up_after = [sum(w, timedelta()) for w in (least, middle, most)]
+    assert given_up_after == [timedelta(hours=16, minutes=2), timedelta(hours=24, minutes=3),
+                              timedelta(hours=32, minutes=4)]
+    waited = sum((outbox.backoff(n) for n in range(1, outbox.MAX_ATTEMPTS)), timedelta())  # the real random source
+    assert timedelta(hours=18) <= waited <= timedelta(hours=30)
 
 
 def test_a_transient_refusal_is_retried_and_a_permanent_one_fails_at_once(factory, server):

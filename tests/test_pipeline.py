@@ -6,6 +6,7 @@ from datetime import datetime, timezone
 import pytest
 from sqlalchemy import func, select
 
+from inboxcrm.app.context import context_for
 from inboxcrm.app.intake import (
     accept_review,
     explain,
@@ -33,7 +34,7 @@ from inboxcrm.store.models import (
     RoutingRule,
     StageChange,
 )
-from inboxcrm.store.records import load_context, mailbox_info
+from inboxcrm.store.records import mailbox_info
 from inboxcrm.values import RawMessage
 
 from .conftest import mail
@@ -72,7 +73,7 @@ class CRM:
     def feed(self, fixture, mailbox="sales", data=None, location=None):
         data = data if data is not None else mail(fixture)
         with transaction(self.factory) as s:
-            ctx = load_context(s, self.config.team.domains, self.config.team.freemail_domains)
+            ctx = context_for(s, self.config)
             info = mailbox_info(s, mailbox)
             return process(s, RawMessage(data, location or f"test:{mailbox}:{fixture}"), info, ctx, NOW)
 
@@ -298,7 +299,7 @@ def test_a_form_naming_no_prospect_is_held_and_cannot_be_accepted(crm):
 def test_mail_found_in_a_junk_folder_is_noise(crm):
     data = mail("pipeline-new-lead-company.eml")
     with transaction(crm.factory) as s:
-        ctx = load_context(s, crm.config.team.domains, ())
+        ctx = context_for(s, crm.config)
         out = process(s, RawMessage(data, "takeout#1", folder="Spam"), mailbox_info(s, "sales"), ctx, NOW)
     assert (out.status, out.reason) == ("noise", "junk-folder")
     assert crm.count(Deal) == 0
@@ -418,7 +419,7 @@ def test_round_robin_turns_within_one_run_on_a_context_read_once(crm):
     """An import reads rules once; the rotation still turns lead by lead, from the database."""
     crm.rule("rr", [["mailbox", "sales"]], [["owner", "round-robin:alice,bob"]])
     with transaction(crm.factory) as s:
-        ctx = load_context(s, crm.config.team.domains, ())
+        ctx = context_for(s, crm.config)
         info = mailbox_info(s, "sales")
         refs = [process(s, RawMessage(mail(f), f), info, ctx, NOW).deal_ref for f in (
             "pipeline-new-lead-company.eml", "pipeline-freemail-lead.eml", "pipeline-no-message-id.eml")]

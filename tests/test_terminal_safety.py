@@ -23,7 +23,8 @@ import click
 import pytest
 from click.testing import CliRunner
 
-from inboxcrm.cli import Group, main
+from inboxcrm.cli import main
+from inboxcrm.cli.common import Group
 from inboxcrm.core import views
 
 CLEAR_SCREEN = "\x1b[2J\x1b[H"
@@ -168,6 +169,14 @@ def test_an_unknown_database_driver_is_one_line_naming_the_valid_ones(config_fil
         assert "sqlite:///PATH or postgresql+psycopg://" in result.stderr and len(result.stderr.splitlines()) == 1
 
 
+def test_a_database_that_cannot_be_reached_is_one_line_saying_why(config_file):
+    """The store's own failure (here: nothing listens on the port) is a refusal, not a crash."""
+    result = run("--config", str(config_file), "--database-url", "postgresql+psycopg://crm@127.0.0.1:1/crm",
+                 "rep", "list")
+    assert result.exit_code == 2 and result.stdout == "" and len(result.stderr.splitlines()) == 1
+    assert result.stderr.startswith("error: database: ") and "port 1" in result.stderr
+
+
 def test_init_with_a_data_directory_it_cannot_create_says_which_and_how(tmp_path):
     blocker = tmp_path / "state"
     blocker.write_text("not a folder")
@@ -250,7 +259,7 @@ def test_with_no_writable_data_directory_the_traceback_goes_to_a_private_tempora
 
 def test_a_reader_that_leaves_early_gets_no_error_and_no_warning():
     """``inboxcrm deals list | head``: the closed pipe is the reader's choice, not a failure to report."""
-    script = ("import click\nfrom inboxcrm.cli import Group, echo\n@click.group(cls=Group)\ndef cli(): pass\n"
+    script = ("import click\nfrom inboxcrm.cli.common import Group, echo\n@click.group(cls=Group)\ndef cli(): pass\n"
               "@cli.command()\ndef many():\n    for i in range(100000): echo(f'row {i} ' + 'x' * 60)\ncli()\n")
     reader = subprocess.Popen([sys.executable, "-c", script, "many"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     assert reader.stdout.readline() == b"row 0 " + b"x" * 60 + b"\n"

@@ -12,9 +12,6 @@ import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
-from sqlalchemy import func, select
-from sqlalchemy.orm import Session
-
 from inboxcrm.app import deals, outbox
 from inboxcrm.app.team import audit
 from inboxcrm.core import verbs
@@ -23,7 +20,8 @@ from inboxcrm.core.forwards import Forwarded, forwarded, is_forward
 from inboxcrm.core.verbs import Change, CommandError, StageChoice
 from inboxcrm.errors import InboxCRMError
 from inboxcrm.logs import event
-from inboxcrm.store.models import Contact, ContactAddress, Deal, OutboxMessage
+from inboxcrm.store import deal_queries as queries
+from inboxcrm.store.db import Session
 from inboxcrm.values import Email
 
 log = logging.getLogger(__name__)
@@ -76,11 +74,7 @@ def _lead_for(session: Session, now: datetime, rep: str, original: Forwarded, ct
     """The deal a forwarded prospect email belongs to: the sender's open deal, else a new lead
     owned by the rep who forwarded it. Returns (deal id, what was done)."""
     sender = original.sender
-    open_deal = session.scalar(
-        select(Deal.id).join(Contact, Contact.id == Deal.contact_id)
-        .join(ContactAddress, ContactAddress.contact_id == Contact.id)
-        .where(ContactAddress.address == sender.email, Deal.closed_at.is_(None))
-        .order_by(Deal.last_activity_at.desc(), Deal.id.desc()).limit(1))
+    open_deal = queries.latest_open_deal_of(session, sender.email)
     if open_deal is not None:
         done = f"D-{open_deal}: {sender.email} already had this open deal; the forward is added as a note"
         deal_id = open_deal
@@ -100,43 +94,27 @@ def _lead_for(session: Session, now: datetime, rep: str, original: Forwarded, ct
 def _deal_of_thread(session: Session, email: Email) -> int | None:
     """A reply to a nudge or to one of our answers is about that mail's deal, so its lines need
     no [D-42] tag."""
-    if not email.thread_ids:
-        return None
-    ids = [f"<{mid}>" for mid in email.thread_ids]
-    return session.scalar(select(OutboxMessage.deal_id).where(OutboxMessage.message_id.in_(ids),
-                                                              OutboxMessage.deal_id.is_not(None))
-                          .order_by(OutboxMessage.id.desc()).limit(1))
+    return queries.deal_of_our_mail(session, email.thread_ids)
 
 
 def _apply(session: Session, now: datetime, rep: str, change: Change, today) -> deals.DealChange:
-    ref = f"D-{change.deal}"
-    if change.verb == "stage":
-        return deals.set_stage(session, now, rep, ref, change.stage, change.reason or "")
-    if change.verb == "next":
-        return deals.set_next(session, now, rep, ref, change.reason, change.due)
-    if change.verb == "owner":
-        return deals.set_owner(session, now, rep, ref, change.rep)
-    if change.verb == "value":
-        return deals.set_value(session, now, rep, ref, str(change.value))
-    if change.verb == "note":
-        return deals.add_note(session, now, rep, ref, change.reason)
-    if change.verb == "snooze":
-        return deals.set_snooze(session, now, rep, ref, change.due, today=today)
-    raise ValueError(f"no way to apply {change.verb}")  # verbs.plan only makes the verbs above
+    """The change through the deals function its verb names, as the CLI makes it."""
+    verb = verbs.VERB[change.verb]
+    return getattr(deals, verb.applies)(session, now, rep, f"D-{change.deal}", **verb.arguments(change, today))
 
 
 def _missing_deals(session: Session, parsed: verbs.Parsed) -> list[CommandError]:
     """Every command naming a deal that does not exist, even when other lines are wrong too:
     the answer lists all problems at once."""
     wanted = {c.deal for c in parsed.commands if c.deal is not None}
-    found = set(session.scalars(select(Deal.id).where(Deal.id.in_(wanted)))) if wanted else set()
+    found = queries.existing_deal_ids(session, wanted)
     return [CommandError(c.where, c.text, f"there is no deal D-{c.deal}; check the number in the digest "
                                            f'or with "inboxcrm deals list"')
             for c in parsed.commands if c.deal is not None and c.deal not in found]
 
 
-def obey(session: Session, now: datetime, message_pk: int, message_id: str, email: Email, decision: Decision,
-         ctx: Context) -> Result:
+def run_commands(session: Session, now: datetime, message_pk: int, message_id: str, email: Email,
+                 decision: Decision, ctx: Context) -> Result:
     """Carries out (or answers the refusal of) one command email; in the caller's transaction."""
     verdict = decision.verdict
     rep = verdict.rep
@@ -238,9 +216,7 @@ def _answer(session: Session, now: datetime, message_pk: int, message_id: str, e
     settings = ctx.commands
     rep_id = ctx.rep_ids.get(rep)
     to_address = email.from_.email  # the gate passed: this is the rep's address in our records
-    sent_lately = session.scalar(select(func.count(OutboxMessage.id)).where(
-        OutboxMessage.kind == "reply", OutboxMessage.rep_id == rep_id,
-        OutboxMessage.created_at >= now - timedelta(hours=1)))
+    sent_lately = queries.answers_since(session, rep_id, now - timedelta(hours=1))
     if sent_lately >= settings.answers_per_hour:
         event(log, logging.WARNING, "command-answer-withheld", rep=rep, message=message_id,
               limit=settings.answers_per_hour, action="the command was handled; no answer is sent")
@@ -252,3 +228,5 @@ def _answer(session: Session, now: datetime, message_pk: int, message_id: str, e
                           deal_id=touched[0] if len(set(touched)) == 1 else None,
                           reply_to=settings.reply_addresses.get(rep), from_address=settings.from_address,
                           in_reply_to=message_id)
+
+

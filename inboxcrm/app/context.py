@@ -1,47 +1,46 @@
-"""The command gate as values: who the reps are, their reply tokens, which servers we trust.
+"""The one loader of a pass's Context: reps, team, stages, rules, and the command gate as values.
 
-``decide`` stays pure by getting all of this in its Context. It is read once per import run or
-poll (like the reps and rules), and the reply-token key is read here and nowhere else, so no
-token ever needs to be stored.
+``decide`` stays pure by getting all of this in its Context. Every pass (an import run, a poll,
+a re-run, ``rule explain``) builds it here once and never reloads it; the store only hands over
+rows. The reply-token key is read here and nowhere else, so no token ever needs to be stored.
 """
 from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
 
-from sqlalchemy import select
-from sqlalchemy.orm import Session
-
 from inboxcrm.app.outbox import sender_address
 from inboxcrm.app.team import audit, find_rep
 from inboxcrm.config import Config
 from inboxcrm.core.business_time import rep_timezone
+from inboxcrm.core.classify import TeamContext
 from inboxcrm.core.decide import CommandSettings, Context
 from inboxcrm.core.sender_gate import Gate
 from inboxcrm.mail.reply_token import load_key, reply_address, token_for
-from inboxcrm.store.models import Mailbox, Rep
-from inboxcrm.store.records import load_context
+from inboxcrm.store import records
+from inboxcrm.store.db import Session
+from inboxcrm.store.mailbox_state import has_commands_mailbox
+from inboxcrm.store.models import Rep
 
 
 def context_for(session: Session, config: Config) -> Context:
-    """What every decision of one run needs: reps, rules, stages, and the command gate."""
-    ctx = load_context(session, config.team.domains, config.team.freemail_domains)
-    return replace(ctx, commands=command_settings(session, config, ctx))
+    """What every decision of one pass needs: reps, rules, stages, and the command gate."""
+    rep_by_address = records.active_rep_addresses(session)
+    team = TeamContext(team_domains=frozenset(config.team.domains), rep_addresses=frozenset(rep_by_address))
+    ctx = Context(team=team, rep_by_address=rep_by_address, rules=records.load_rule_specs(session),
+                  freemail=frozenset(config.team.freemail_domains), rep_ids=records.rep_ids(session),
+                  stages=records.stage_rows(session))
+    return replace(ctx, commands=_command_settings(session, config, ctx))
 
 
-def has_commands_mailbox(session: Session) -> bool:
-    return session.scalar(select(Mailbox.id).where(Mailbox.role == "commands").limit(1)) is not None
-
-
-def command_settings(session: Session, config: Config, ctx: Context) -> CommandSettings | None:
+def _command_settings(session: Session, config: Config, ctx: Context) -> CommandSettings | None:
     """None when commands by email are off: no command address and no commands mailbox."""
     address = config.commands.address
     has_mailbox = has_commands_mailbox(session)
     if not address and not has_mailbox:
         return None
     key = load_key(Path(config.commands.token_key_file))
-    reps = session.execute(select(Rep.id, Rep.name, Rep.command_token_generation, Rep.timezone)
-                           .where(Rep.active.is_(True))).all()
+    reps = records.command_reps(session)
     tokens = {name: token_for(key, rep_id, generation) for rep_id, name, generation, _ in reps}
     ours = sender_address(config)  # the smtp from_address when set
     cfg = config.commands
@@ -64,7 +63,7 @@ def rep_reply_address(session: Session, config: Config, rep_id: int) -> str | No
     address = config.commands.address
     if not address:
         return None
-    generation = session.scalar(select(Rep.command_token_generation).where(Rep.id == rep_id)) or 0
+    generation = records.token_generation(session, rep_id)
     return reply_address(address, token_for(load_key(Path(config.commands.token_key_file)), rep_id, generation))
 
 

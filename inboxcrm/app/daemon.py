@@ -36,15 +36,13 @@ from typing import Any
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.interval import IntervalTrigger
-from sqlalchemy import select
 
-from inboxcrm.app.context import has_commands_mailbox
 from inboxcrm.clock import utcnow
-from inboxcrm.core import backoff
 from inboxcrm.config import Config
+from inboxcrm.core import backoff
 from inboxcrm.errors import InboxCRMError
 from inboxcrm.logs import event
-from inboxcrm.store.models import Mailbox
+from inboxcrm.store.mailbox_state import has_commands_mailbox, imap_connections
 
 log = logging.getLogger("inboxcrm.app.daemon")
 
@@ -262,10 +260,9 @@ class Daemon:
         return IntervalTrigger(seconds=self.config.sync.poll_interval)
 
     def _wanted(self) -> dict[str, dict]:
+        """The mailboxes to sync now, by name, with their connection settings."""
         with self.factory() as session:
-            rows = session.execute(select(Mailbox.name, Mailbox.connection).where(Mailbox.connection.is_not(None))
-                                   .order_by(Mailbox.name))
-            return {name: connection for name, connection in rows if connection}
+            return imap_connections(session)
 
     def _apply_mailboxes(self) -> None:
         """Makes the jobs and watchers match the database: new mailboxes start, removed ones

@@ -10,9 +10,6 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal
 
-from sqlalchemy import func, or_, select
-from sqlalchemy.orm import Session, aliased, selectinload
-
 from inboxcrm.app.team import (
     audit,
     change_stage,
@@ -28,26 +25,17 @@ from inboxcrm.core.inputs import (  # noqa: F401 - the CLI's names
     CENTS,
     DUE_FORMS,
     REF_HINT,
+    SNOOZE_MAX_DAYS,
     parse_due,
     parse_ref,
     parse_value,
 )
 from inboxcrm.core.match import company_domain
-from inboxcrm.core.verbs import SNOOZE_MAX_DAYS
 from inboxcrm.errors import Invalid, NotFound
-from inboxcrm.store.models import (
-    Company,
-    Contact,
-    ContactAddress,
-    Deal,
-    DealFlag,
-    Message,
-    MessageCopy,
-    Note,
-    Rep,
-    Stage,
-    StageChange,
-)
+from inboxcrm.store import deal_queries as queries
+from inboxcrm.store.db import Session
+from inboxcrm.store.leads import NewLead, create_lead
+from inboxcrm.store.models import Deal, Note, Rep, Stage
 from inboxcrm.values import Address
 
 # -- parsing what a person typed ------------------------------------------------------------
@@ -81,27 +69,23 @@ class LeadAdded:
     other_open_deals: tuple[str, ...]  # the contact's deals already open: replies may go to either
 
 
-def _company(session: Session, now: datetime, actor: str, address: Address, name: str | None,
-             team_domains: frozenset[str], freemail_extra: frozenset[str]) -> Company | None:
-    """The address's domain names the company, unless it is freemail or ours; then only an
-    existing company given by name can be linked, since a company is keyed by its domain."""
+def _company(session: Session, address: Address, name: str | None, team_domains: frozenset[str],
+             freemail_extra: frozenset[str]) -> tuple[int | None, str | None, str | None]:
+    """(existing company id, domain of a company to make, its name). The address's domain names
+    the company, unless it is freemail or ours; then only an existing company given by name can
+    be linked, since a company is keyed by its domain."""
     domain = company_domain(address, team_domains, freemail_extra)
     if domain is not None:
-        company = session.scalar(select(Company).where(Company.domain == domain))
-        if company is None:
-            company = Company(domain=domain, name=name or company_name(domain), created_at=now)
-            session.add(company)
-            session.flush()
-            audit(session, now, actor, "create", "company", company.id, domain=domain, name=company.name)
-        return company
+        found = queries.company_by_domain(session, domain)
+        return (found[0], None, found[1]) if found else (None, domain, name or company_name(domain))
     if not name:
-        return None
-    company = session.scalar(select(Company).where(func.lower(Company.name) == name.lower()))
-    if company is None:
-        known = ", ".join(session.scalars(select(Company.name).order_by(Company.name))) or "none yet"
+        return None, None, None
+    found = queries.company_by_name(session, name)
+    if found is None:
+        known = ", ".join(queries.company_names(session)) or "none yet"
         raise Invalid(f'no company "{name}", and {address.domain} is not a company domain (freemail or the team\'s), '
                       f"so it cannot be made from this address; known companies: {known}")
-    return company
+    return found[0], None, found[1]
 
 
 def add_lead(session: Session, now: datetime, actor: str, email: str, name: str = "", company: str | None = None,
@@ -117,36 +101,19 @@ def add_lead(session: Session, now: datetime, actor: str, email: str, name: str 
     rep = find_rep(session, owner) if owner else None
     start = find_stage(session, stage, ("open",)) if stage else first_stage(session, "open")
     amount = parse_value(value) if value is not None else None
-    firm = _company(session, now, actor, address, company, team_domains, freemail_extra)
-    contact = session.scalar(select(Contact).join(ContactAddress).where(ContactAddress.address == address.email))
-    new_contact = contact is None
-    if contact is None:
-        contact = Contact(name=address.name, company=firm, owner=rep, source=source, first_seen=now,
-                          addresses=[ContactAddress(address=address.email)])
-        session.add(contact)
-        session.flush()
-        audit(session, now, actor, "create", "contact", contact.id, address=address.email, name=address.name,
-              owner=rep and rep.name, source=source)
-    else:
-        contact.name = contact.name or address.name
-        contact.company = contact.company or firm
-        contact.owner = contact.owner or rep
-    others = tuple(f"D-{i}" for i in session.scalars(select(Deal.id).where(
-        Deal.contact_id == contact.id, Deal.closed_at.is_(None)).order_by(Deal.id)))
-    if rep is None and contact.owner is not None and contact.owner.active:
-        rep = contact.owner
-    fit = scoring.fit_points(firm is not None, 0)
-    deal = Deal(title=(firm.name if firm else "") or address.name or address.email, contact=contact, company=firm,
-                stage=start, owner=rep, value=amount, source=source, fit_score=fit, score=fit, created_at=now,
-                last_activity_at=now, last_stage_change_at=now)
-    session.add(deal)
-    session.flush()
-    session.add(StageChange(deal_id=deal.id, from_stage=None, to_stage=start.name, at=now, actor=actor,
-                            reason="lead added by hand"))
-    audit(session, now, actor, "create", "deal", deal.id, ref=deal.ref, contact=address.email, stage=start.name,
-          owner=rep and rep.name, source=source, value=str(amount) if amount is not None else None)
-    return LeadAdded(deal.ref, contact.name, address.email, firm and firm.name, start.name, rep and rep.name,
-                     new_contact, others)
+    company_id, new_domain, company_name_ = _company(session, address, company, team_domains, freemail_extra)
+    contact = queries.contact_by_address(session, address.email)
+    contact_id, contact_owner = contact if contact else (None, None)
+    others = tuple(f"D-{i}" for i in queries.open_deal_ids(session, contact_id)) if contact_id else ()
+    if rep is None and contact_owner is not None and contact_owner.active:
+        rep = contact_owner
+    lead = create_lead(session, NewLead(
+        actor=actor, prospect=address, title=company_name_ or address.name or address.email, stage_id=start.id,
+        stage_name=start.name, source=source, owner_id=rep and rep.id, owner_name=rep and rep.name,
+        contact_id=contact_id, company_id=company_id, company_domain=new_domain, company_name=company_name_,
+        value=amount, claim_contact=True, history_reason="lead added by hand"), now)
+    return LeadAdded(lead.ref, lead.contact_name, address.email, company_name_, start.name, rep and rep.name,
+                     lead.new_contact, others)
 
 
 def _changed(session: Session, now: datetime, actor: str, deal: Deal, field: str, old, new,
@@ -259,11 +226,6 @@ class DealRow:
     last_activity_at: datetime
 
 
-def _first_address():
-    return (select(ContactAddress.address).where(ContactAddress.contact_id == Contact.id)
-            .order_by(ContactAddress.id).limit(1).scalar_subquery())
-
-
 def list_deals(session: Session, now: datetime, stage: str | None = None, owner: str | None = None,
                quiet_days: int | None = None, include_closed: bool = False,
                stalled_days: int | None = None) -> list[DealRow]:
@@ -271,31 +233,25 @@ def list_deals(session: Session, now: datetime, stage: str | None = None, owner:
     keeps open deals with no activity for that many days, ``stalled_days`` those whose stage
     has not changed for that many days. Both leave out deals snoozed past ``now``'s (UTC) date,
     as the digest does."""
-    owner_rep = aliased(Rep)
-    query = (select(Deal.id, Contact.name, _first_address(), Company.name, Stage.name, owner_rep.name, Deal.value,
-                    Deal.next_step, Deal.next_step_due, Deal.last_activity_at)
-             .join(Contact, Contact.id == Deal.contact_id).join(Stage, Stage.id == Deal.stage_id)
-             .outerjoin(Company, Company.id == Deal.company_id).outerjoin(owner_rep, owner_rep.id == Deal.owner_rep_id)
-             .order_by(Stage.position, Deal.last_activity_at.desc(), Deal.id))
+    stage_id = owner_id = quiet_before = stalled_before = awake_on = None
     if stage is not None:
         wanted = find_stage(session, stage)
-        query = query.where(Deal.stage_id == wanted.id)
+        stage_id = wanted.id
         include_closed = include_closed or wanted.kind != "open"
     if owner is not None:
-        query = query.where(Deal.owner_rep_id == find_rep(session, owner, active_only=False).id)
-    for kind, days, column in (("quiet", quiet_days, Deal.last_activity_at),
-                               ("stalled", stalled_days, Deal.last_stage_change_at)):
-        if days is not None:
-            if days < 1:
-                raise Invalid(f"invalid number of {kind} days {days}; expected a whole number of at least 1")
-            query = query.where(column < now - timedelta(days=days))
-            include_closed = False
+        owner_id = find_rep(session, owner, active_only=False).id
+    for kind, days in (("quiet", quiet_days), ("stalled", stalled_days)):
+        if days is not None and days < 1:
+            raise Invalid(f"invalid number of {kind} days {days}; expected a whole number of at least 1")
+    if quiet_days is not None:
+        quiet_before = now - timedelta(days=quiet_days)
+    if stalled_days is not None:
+        stalled_before = now - timedelta(days=stalled_days)
     if quiet_days is not None or stalled_days is not None:
-        today = now.astimezone(timezone.utc).date()
-        query = query.where(or_(Deal.snoozed_until.is_(None), Deal.snoozed_until <= today))
-    if not include_closed:
-        query = query.where(Deal.closed_at.is_(None))
-    return [DealRow(f"D-{r[0]}", *r[1:]) for r in session.execute(query)]
+        include_closed = False
+        awake_on = now.astimezone(timezone.utc).date()
+    rows = queries.deal_rows(session, stage_id, owner_id, quiet_before, stalled_before, awake_on, include_closed)
+    return [DealRow(f"D-{r[0]}", *r[1:]) for r in rows]
 
 
 @dataclass(frozen=True)
@@ -367,15 +323,10 @@ class DealDetail:
 def show_deal(session: Session, ref: str) -> DealDetail:
     deal = get_deal(session, ref)
 
-    def rows(model, *order):
-        return session.scalars(select(model).where(model.deal_id == deal.id).order_by(*order))
-
     def name(rep: Rep | None) -> str | None:
         return rep.name if rep else None
 
-    messages = session.scalars(select(Message).where(Message.deal_id == deal.id)
-                               .options(selectinload(Message.copies).selectinload(MessageCopy.mailbox))
-                               .order_by(func.coalesce(Message.sent_at, Message.received_at), Message.id))
+    messages = queries.messages_of(session, deal.id)
     return DealDetail(
         ref=deal.ref, title=deal.title, contact=deal.contact.name,
         addresses=tuple(a.address for a in deal.contact.addresses),
@@ -388,21 +339,14 @@ def show_deal(session: Session, ref: str) -> DealDetail:
         first_response_seconds=deal.first_response_seconds,
         created_at=deal.created_at, last_activity_at=deal.last_activity_at,
         last_stage_change_at=deal.last_stage_change_at, closed_at=deal.closed_at, lost_reason=deal.lost_reason,
-        flags=tuple(FlagRow(f.kind, f.detail, f.created_at) for f in rows(DealFlag, DealFlag.created_at, DealFlag.id)),
-        notes=tuple(NoteRow(n.at, n.actor, n.text) for n in rows(Note, Note.at, Note.id)),
+        flags=tuple(FlagRow(f.kind, f.detail, f.created_at) for f in queries.flags_of(session, deal.id)),
+        notes=tuple(NoteRow(n.at, n.actor, n.text) for n in queries.notes_of(session, deal.id)),
         history=tuple(HistoryRow(h.at, h.from_stage, h.to_stage, h.actor, h.reason)
-                      for h in rows(StageChange, StageChange.at, StageChange.id)),
+                      for h in queries.history_of(session, deal.id)),
         messages=tuple(TimelineRow(m.sent_at or m.received_at, m.direction, m.from_address, m.subject, m.message_id,
                                    tuple(dict.fromkeys(c.mailbox.name for c in m.copies)),
                                    m.size if m.truncated else None) for m in messages),
     )
-
-
-def _deal_counts(key):
-    """Deals and open deals per ``key`` column, as a subquery to outer-join."""
-    return (select(key.label("key"), func.count(Deal.id).label("deals"),
-                   func.count(Deal.id).filter(Deal.closed_at.is_(None)).label("open"))
-            .group_by(key).subquery())
 
 
 @dataclass(frozen=True)
@@ -418,12 +362,7 @@ class ContactRow:
 
 
 def list_contacts(session: Session) -> list[ContactRow]:
-    counts = _deal_counts(Deal.contact_id)
-    rows = session.execute(
-        select(Contact, Company.name, Rep.name, func.coalesce(counts.c.open, 0), func.coalesce(counts.c.deals, 0))
-        .outerjoin(Company, Company.id == Contact.company_id).outerjoin(Rep, Rep.id == Contact.owner_rep_id)
-        .outerjoin(counts, counts.c.key == Contact.id)
-        .options(selectinload(Contact.addresses)).order_by(func.lower(Contact.name), Contact.id))
+    rows = queries.contact_rows(session)
     return [ContactRow(c.id, c.name, tuple(a.address for a in c.addresses), company, owner, c.source, n_open, n)
             for c, company, owner, n_open, n in rows]
 
@@ -439,14 +378,7 @@ class CompanyRow:
 
 
 def list_companies(session: Session) -> list[CompanyRow]:
-    counts = _deal_counts(Deal.company_id)
-    people = (select(Contact.company_id.label("key"), func.count(Contact.id).label("n"))
-              .group_by(Contact.company_id).subquery())
-    rows = session.execute(
-        select(Company.id, Company.name, Company.domain, func.coalesce(people.c.n, 0),
-               func.coalesce(counts.c.open, 0), func.coalesce(counts.c.deals, 0))
-        .outerjoin(people, people.c.key == Company.id).outerjoin(counts, counts.c.key == Company.id)
-        .order_by(func.lower(Company.name), Company.id))
+    rows = queries.company_rows(session)
     return [CompanyRow(*r) for r in rows]
 
 
@@ -460,8 +392,5 @@ class StageSummary:
 
 def pipeline_summary(session: Session) -> list[StageSummary]:
     """Deals and their total value per stage, in pipeline order (open stages hold only open deals)."""
-    rows = session.execute(
-        select(Stage.name, Stage.kind, func.count(Deal.id), func.coalesce(func.sum(Deal.value), 0))
-        .outerjoin(Deal, Deal.stage_id == Stage.id).group_by(Stage.id, Stage.name, Stage.kind, Stage.position)
-        .order_by(Stage.position, Stage.id))
+    rows = queries.stage_totals(session)
     return [StageSummary(name, kind, n, Decimal(total)) for name, kind, n, total in rows]

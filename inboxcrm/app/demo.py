@@ -12,18 +12,23 @@ from importlib.resources import files
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import select
-
 from inboxcrm.app import deals, notify, team
 from inboxcrm.app.importer import import_path
 from inboxcrm.clock import utcnow
-from inboxcrm.config import database_url, default_data_dir, load_config
+from inboxcrm.config import default_data_dir, load_config
 from inboxcrm.core import views
 from inboxcrm.errors import Invalid
 from inboxcrm.mail import render
 from inboxcrm.private_files import make_private_dir
-from inboxcrm.store.db import make_engine, session_factory, transaction, upgrade
-from inboxcrm.store.models import ContactAddress, Deal, DealFlag
+from inboxcrm.store.db import (
+    database_url,
+    make_engine,
+    session_factory,
+    transaction,
+    upgrade,
+)
+from inboxcrm.store.deal_queries import contact_by_address, open_deal_ids
+from inboxcrm.store.demo_queries import all_flags
 
 TEAM_DOMAIN = "brightpath.example"
 ACTOR = "demo"
@@ -47,9 +52,8 @@ RULES = (
 
 def _open_deal_of(session, address: str) -> str:
     """The demo's story names people, not numbers: deal references depend on import order."""
-    deal_id = session.scalar(select(Deal.id).join(ContactAddress, ContactAddress.contact_id == Deal.contact_id)
-                             .where(ContactAddress.address == address, Deal.closed_at.is_(None)).order_by(Deal.id))
-    return f"D-{deal_id}"
+    contact_id, _owner = contact_by_address(session, address)
+    return f"D-{open_deal_ids(session, contact_id)[0]}"
 
 
 def sample_dir() -> Path:
@@ -140,7 +144,7 @@ def run_demo(data_dir: Path | None, echo: Callable[[str], None]) -> Path:
         echo(f"\nHeld for review ({len(held)}): new senders in a rep's own inbox wait for a yes or no.")
         for row in held:
             echo(f"  #{row.id} {row.from_address}: {row.subject}")
-        flags = s.execute(select(DealFlag.deal_id, DealFlag.kind, DealFlag.detail).order_by(DealFlag.id)).all()
+        flags = all_flags(s)
         echo(f"\nFlags ({len(flags)}): things a rep should look at.")
         for deal_id, kind, detail in flags:
             echo(f"  D-{deal_id} {kind}: {detail}")

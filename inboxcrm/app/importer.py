@@ -1,6 +1,6 @@
-"""``inboxcrm import``: feed a local file, folder, mbox or Maildir through the pipeline.
+"""``inboxcrm import``: feed a local file, folder, mbox or Maildir through the intake.
 
-Every message is atomic (its own savepoint inside ``pipeline.process``); commits group a few
+Every message is atomic (its own savepoint inside ``intake.process``); commits group a few
 messages, bounded by count, bytes and time, because one fsync'ed commit per message cost more
 than parsing it. An interrupted import loses at most the open group and resumes where it
 stopped: copies already stored are recognised by mailbox and location and change nothing.
@@ -15,9 +15,6 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 
-from sqlalchemy import select
-from sqlalchemy.orm import Session, sessionmaker
-
 from inboxcrm.app.context import context_for
 from inboxcrm.app.intake import Outcome, process
 from inboxcrm.clock import Clock, utcnow
@@ -25,9 +22,9 @@ from inboxcrm.core.decide import MailboxInfo
 from inboxcrm.errors import NotFound
 from inboxcrm.mail.local import iter_messages
 from inboxcrm.mail.parse_ahead import parse_ahead
-from inboxcrm.store.db import transaction
-from inboxcrm.store.models import Mailbox
+from inboxcrm.store.db import Session, sessionmaker, transaction
 from inboxcrm.store.records import mailbox_info
+from inboxcrm.store.team_queries import mailbox_names
 from inboxcrm.values import RawMessage
 
 GROUP_MESSAGES = 100
@@ -45,7 +42,7 @@ class ImportReport:
 def resolve_mailbox(session: Session, name: str) -> MailboxInfo:
     info = mailbox_info(session, name)
     if info is None:
-        names = ", ".join(session.scalars(select(Mailbox.name).order_by(Mailbox.name))) or "none yet"
+        names = ", ".join(mailbox_names(session)) or "none yet"
         raise NotFound(f'unknown mailbox "{name}"; mailboxes are: {names} '
                        f'(add one with "inboxcrm mailbox add")')
     return info

@@ -1,4 +1,4 @@
-"""process(raw) = store raw -> parse -> decide (classify, rules, match) -> apply.
+"""process(raw) = store raw -> parse -> decide (classify, rules, match) -> record (and run commands).
 
 The caller owns the transaction, so an importer or an IMAP poll can commit a message's
 records together with its own position (exactly once). Interpretation runs inside a
@@ -10,35 +10,22 @@ import logging
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import select
-from sqlalchemy.exc import InterfaceError, OperationalError
-from sqlalchemy.orm import Session, sessionmaker
-
-from inboxcrm.app.commands import obey
+from inboxcrm.app.commands import run_commands
 from inboxcrm.app.context import context_for
 from inboxcrm.clock import Clock, utcnow
-from inboxcrm.core.decide import Context, MailboxInfo, decide
+from inboxcrm.core.decide import Context, Decision, MailboxInfo, decide, second_look
 from inboxcrm.core.parse import content_hash, identify, parse
 from inboxcrm.errors import Invalid, NotFound, ParseError
 from inboxcrm.logs import event
 from inboxcrm.mail.parse_ahead import Prepared
-from inboxcrm.store import audit
-from inboxcrm.store.db import transaction
-from inboxcrm.store.models import (
-    Mailbox,
-    Message,
-    MessageCopy,
-    RejectedSender,
-)
-from inboxcrm.store.records import Store, StoredMessage, mailbox_info
+from inboxcrm.store import audit, intake_queries
+from inboxcrm.store.db import Session, sessionmaker, transaction
+from inboxcrm.store.models import Message
+from inboxcrm.store.records import DATABASE_FAILURES, Store, StoredMessage, mailbox_info
+from inboxcrm.store.team_queries import message_by_message_id
 from inboxcrm.values import Email, Explanation, RawMessage
 
 log = logging.getLogger("inboxcrm.app.intake")
-# A copy arriving in a capture mailbox re-decides a message its first mailbox only held or ignored.
-RETRY_IN_CREATE_MAILBOX = frozenset({"policy-review", "policy-ignore"})
-# A command email stored first from another copy (the rep's Sent folder) is obeyed from the commands
-# mailbox; a prospect's mail refused there (they wrote to crm@ and sales@) is captured from the other copy.
-
 
 
 @dataclass(frozen=True)
@@ -60,19 +47,17 @@ def process(session: Session, raw: RawMessage, mailbox: MailboxInfo, ctx: Contex
     else:
         message_id, synthetic, sha256, parsed = prepared.message_id, prepared.synthetic, prepared.sha256, prepared.parsed
     msg, is_new = store.save_raw(raw, mailbox.id, message_id, synthetic, sha256, keep_raw)
-    if not is_new:
-        if (msg.reason in RETRY_IN_CREATE_MAILBOX and mailbox.policy == "create"
-                or msg.reason == "command-copy" and mailbox.role == "commands"
-                or msg.reason == "refused-not-rep" and mailbox.role != "commands"):
-            # held or ignored where it arrived first (a rep's inbox); a capture mailbox takes it
-            return interpret(store, msg, raw.data, mailbox, ctx, parsed=parsed, folder=raw.folder)
+    if not is_new and second_look(msg.reason, mailbox) is None:
         return Outcome("duplicate", "already-stored", f"copy of message {msg.id} ({msg.status})", msg.id,
                        f"D-{msg.deal_id}" if msg.deal_id else None)
-    return interpret(store, msg, raw.data, mailbox, ctx, parsed=parsed, folder=raw.folder)
+    return decide_and_record(store, msg, raw.data, mailbox, ctx, parsed=parsed, folder=raw.folder)
 
 
-def interpret(store: Store, msg: StoredMessage, data: bytes, mailbox: MailboxInfo, ctx: Context,
-              force_create: bool = False, parsed: Email | ParseError | None = None, folder: str = "") -> Outcome:
+def decide_and_record(store: Store, msg: StoredMessage, data: bytes, mailbox: MailboxInfo, ctx: Context,
+                      force_create: bool = False, parsed: Email | ParseError | None = None,
+                      folder: str = "") -> Outcome:
+    """Decide what a stored message is and record it, in a savepoint: a message that cannot be
+    parsed, or meets a bug, is quarantined with its reason and stops nothing else."""
     try:
         # A Core savepoint: the Store speaks Core, and the ORM's nested transaction cost more
         # than the message's own statements.
@@ -83,11 +68,11 @@ def interpret(store: Store, msg: StoredMessage, data: bytes, mailbox: MailboxInf
             decision = decide(email, mailbox, ctx, store, force_create=force_create, folder=folder)
             deal_id = store.apply(msg, email, decision, mailbox, ctx)
             if decision.verdict is not None:
-                return _obey(store, msg, email, decision, ctx, mailbox)
+                return _run_commands(store, msg, email, decision, ctx, mailbox)
     except ParseError as exc:
         store.quarantine(msg, exc.reason, exc.detail, data)
         return Outcome("quarantined", exc.reason, exc.detail, msg.id)
-    except (OperationalError, InterfaceError):
+    except DATABASE_FAILURES:
         raise  # the database is unwell, not the message: stop; a re-run resumes where this stopped
     except Exception as exc:  # noqa: BLE001 - a bug must quarantine one message, not stop the run
         event(log, logging.ERROR, "internal-error", exc_info=True, mailbox=mailbox.name, message=msg.message_id,
@@ -97,8 +82,10 @@ def interpret(store: Store, msg: StoredMessage, data: bytes, mailbox: MailboxInf
     return Outcome(decision.status, decision.reason, decision.detail, msg.id, f"D-{deal_id}" if deal_id else None)
 
 
-def _obey(store: Store, msg: StoredMessage, email: Email, decision, ctx: Context, mailbox: MailboxInfo) -> Outcome:
-    result = obey(store.session, store.now, msg.id, msg.message_id, email, decision, ctx)
+def _run_commands(store: Store, msg: StoredMessage, email: Email, decision: Decision, ctx: Context,
+                  mailbox: MailboxInfo) -> Outcome:
+    """A command email (obeyed or refused): the commands run, the message keeps their outcome."""
+    result = run_commands(store.session, store.now, msg.id, msg.message_id, email, decision, ctx)
     if result.reason != decision.reason:
         store.update_message(msg.id, reason=result.reason, detail=result.detail)
     ref = f"D-{result.deals[0]}" if result.deals else None
@@ -108,16 +95,15 @@ def _obey(store: Store, msg: StoredMessage, email: Email, decision, ctx: Context
     return Outcome(decision.status, result.reason, result.detail, msg.id, ref)
 
 
-def _first_copy(session: Session, row: Message) -> tuple[MailboxInfo, str]:
+def _where_first_seen(session: Session, row: Message) -> tuple[MailboxInfo, str]:
     """The mailbox and folder a stored message is re-run as: where it was seen first."""
-    copy = session.scalars(select(MessageCopy).where(MessageCopy.message_id == row.id)
-                           .order_by(MessageCopy.id)).first()
-    if copy is None:
+    if not row.copies:  # in the order they were stored
         raise Invalid(f"message {row.id} has no recorded mailbox copy to re-run it from")
+    copy = row.copies[0]
     return mailbox_info(session, copy.mailbox.name), copy.folder
 
 
-def _stored(session: Session, pk: int, statuses: tuple[str, ...]) -> Message:
+def _stored_message(session: Session, pk: int, statuses: tuple[str, ...]) -> Message:
     row = session.get(Message, pk)
     if row is None or row.status not in statuses:
         raise NotFound(f"no message {pk} with status {' or '.join(statuses)}")
@@ -126,44 +112,46 @@ def _stored(session: Session, pk: int, statuses: tuple[str, ...]) -> Message:
     return row
 
 
-def _rerun(factory: sessionmaker[Session], config, pk: int, statuses: tuple[str, ...],
-           now: Clock, force_create: bool, actor: str, action: str) -> Outcome:
+def _decide_again(factory: sessionmaker[Session], config, pk: int, statuses: tuple[str, ...],
+                  now: Clock, force_create: bool, actor: str, action: str) -> Outcome:
+    """A stored message through the intake once more (a retry, an accepted review), audited."""
     with transaction(factory) as session:
-        row = _stored(session, pk, statuses)
+        row = _stored_message(session, pk, statuses)
         if force_create and row.reason == "form-without-prospect":
             raise Invalid(f"message {pk} is a web-form notification that names no prospect, so there is no "
                           f'lead to accept; add it by hand with "inboxcrm lead add --email ADDRESS", then '
                           f'"inboxcrm review reject {pk}"')
         ctx = context_for(session, config)
         msg = StoredMessage(row.id, row.message_id, row.status, row.deal_id, row.reason)
-        mailbox, folder = _first_copy(session, row)
-        outcome = interpret(Store(session, now()), msg, row.raw, mailbox, ctx, force_create, folder=folder)
-        audit.write(session, now(), actor, action, "message", pk, f"message <{row.message_id}>",
-                    status=outcome.status, reason=outcome.reason)
+        mailbox, folder = _where_first_seen(session, row)
+        outcome = decide_and_record(Store(session, now()), msg, row.raw, mailbox, ctx, force_create, folder=folder)
+        entry = audit.entry(now(), actor, action, "message", pk, f"message <{row.message_id}>", status=outcome.status)
+        entry["detail"]["reason"] = outcome.reason  # a detail key audit.write's own "reason" would shadow
+        audit.write_batch(session, [entry])
         return outcome
 
 
 def reprocess(factory: sessionmaker[Session], config, message_pk: int, actor: str = "cli",
               now: Clock = utcnow) -> Outcome:
-    """Re-run a quarantined message (after a fix) through the whole pipeline."""
-    return _rerun(factory, config, message_pk, ("quarantined",), now, False, actor, "retry")
+    """Re-run a quarantined message (after a fix) through the whole intake."""
+    return _decide_again(factory, config, message_pk, ("quarantined",), now, False, actor, "retry")
 
 
 def accept_review(factory: sessionmaker[Session], config, message_pk: int, actor: str = "cli",
                   now: Clock = utcnow) -> Outcome:
     """A rep accepts a held sender: the message is re-run as if the mailbox created leads."""
-    return _rerun(factory, config, message_pk, ("held",), now, True, actor, "review-accept")
+    return _decide_again(factory, config, message_pk, ("held",), now, True, actor, "review-accept")
 
 
 def reject_review(factory: sessionmaker[Session], config, message_pk: int, actor: str = "cli",
                   now: Clock = utcnow) -> Outcome:
     """Reject a held sender: the message stays stored, later mail from them is ignored."""
     with transaction(factory) as session:
-        row = _stored(session, message_pk, ("held",))
+        row = _stored_message(session, message_pk, ("held",))
         new_sender = row.reason == "policy-review"  # a form service's address is no sender to block
         row.status, row.reason = "rejected", "review-rejected"
-        if new_sender and session.scalar(select(RejectedSender).where(RejectedSender.address == row.from_address)) is None:
-            session.add(RejectedSender(address=row.from_address, at=now(), actor=actor))
+        if new_sender:
+            intake_queries.reject_sender(session, row.from_address, now(), actor)
         audit.write(session, now(), actor, "review-reject", "message", message_pk, f"message <{row.message_id}>",
                     sender=row.from_address)
         later = f"later mail from {row.from_address} is ignored" if new_sender else "the notification stays stored"
@@ -180,14 +168,14 @@ def explain(factory: sessionmaker[Session], config, raw: bytes, mailbox: str | N
     lines: list[Explanation] = []
     folder = ""
     with factory() as session:
-        stored = session.scalar(select(Message).where(Message.message_id == message_id))
+        stored = message_by_message_id(session, message_id)
         if stored is not None:
             deal = f", deal D-{stored.deal_id}" if stored.deal_id else ""
             lines.append(Explanation("recorded", stored.status, True, f"{stored.reason}: {stored.detail}{deal}"))
             if mailbox is None and stored.copies:
                 mailbox, folder = stored.copies[0].mailbox.name, stored.copies[0].folder
         if mailbox is None:
-            mailbox = session.scalar(select(Mailbox.name).order_by(Mailbox.id)) or ""
+            mailbox = intake_queries.first_mailbox_name(session) or ""
         info = mailbox_info(session, mailbox) or MailboxInfo(0, mailbox or "(none)", "capture", None, "email", "create")
         ctx = context_for(session, config)
         try:

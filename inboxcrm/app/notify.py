@@ -25,9 +25,6 @@ from dataclasses import dataclass, replace
 from datetime import date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import case, func, select
-from sqlalchemy.orm import Session, sessionmaker
-
 from inboxcrm import config as config_mod
 from inboxcrm.app import outbox
 from inboxcrm.app.context import rep_reply_address
@@ -56,23 +53,17 @@ from inboxcrm.core.digest import (
 from inboxcrm.errors import Invalid
 from inboxcrm.logs import event
 from inboxcrm.mail import render
-from inboxcrm.store.db import transaction
-from inboxcrm.store.digest_queries import deals_query, load_digest_data
-from inboxcrm.store.models import (
-    Deal,
-    Mailbox,
-    Message,
-    MessageCopy,
-    OutboxMessage,
-    Rep,
-    RepAddress,
-)
+from inboxcrm.store import notify_queries
+from inboxcrm.store.db import Session, sessionmaker, transaction
+from inboxcrm.store.digest_queries import load_digest_data, open_deal_rows
+from inboxcrm.store.models import Rep
+from inboxcrm.store.outbox_queries import existing_keys
 
 log = logging.getLogger(__name__)
 
 LEAD_LOOKBACK = timedelta(hours=24)  # older deals were backfilled, not "just arrived"
 UNANSWERED_LOOKBACK = timedelta(days=7)
-FIRST_DIGEST_SINCE = timedelta(hours=24)
+FIRST_DIGEST_SINCE = timedelta(hours=24)  # a rep's first digest lists the new leads of the last day
 HELD_FOR = timedelta(minutes=5)  # a nudge this long due and still undecided was held back (passes run every 30 s)
 
 
@@ -101,12 +92,6 @@ def _days(text: str | None, config: Config, rep: str) -> tuple[frozenset[int], s
     return parse_weekdays(config.digest.days), config.digest.days
 
 
-_SCHEDULE_COLUMNS = (Rep.id, Rep.name, Rep.timezone, Rep.digest_time, Rep.digest_days, Rep.digest_always,
-                     Rep.digest_enabled,
-                     select(RepAddress.address).where(RepAddress.rep_id == Rep.id).order_by(RepAddress.id)
-                     .limit(1).scalar_subquery())
-
-
 def _schedule(row, config: Config) -> Schedule:
     rep_id, name, zone, clock, days, always, enabled, address = row
     weekdays, days_text = _days(days, config, name)
@@ -117,13 +102,12 @@ def _schedule(row, config: Config) -> Schedule:
 
 def schedules(session: Session, config: Config) -> dict[int, Schedule]:
     """Every active rep's schedule, by rep id."""
-    rows = session.execute(select(*_SCHEDULE_COLUMNS).where(Rep.active.is_(True)).order_by(Rep.id))
-    return {row[0]: _schedule(row, config) for row in rows}
+    return {row[0]: _schedule(row, config) for row in notify_queries.active_schedules(session)}
 
 
 def schedule_for(session: Session, config: Config, name: str) -> Schedule:
     rep = find_rep(session, name)
-    return _schedule(session.execute(select(*_SCHEDULE_COLUMNS).where(Rep.id == rep.id)).one(), config)
+    return _schedule(notify_queries.schedule_of(session, rep.id), config)
 
 
 # -- the digest -----------------------------------------------------------------------------
@@ -131,8 +115,9 @@ def schedule_for(session: Session, config: Config, name: str) -> Schedule:
 def build_for_rep(session: Session, rep_id: int, now: datetime, config: Config, since: datetime | None = None,
                   team: Sequence[StageTotal] | None = None) -> Digest:
     """The digest for one rep at ``now``: their time zone, the config's quiet and stalled days,
-    and the command address with the rep's reply token for the quick actions."""
-    data = load_digest_data(session, rep_id, now, since, config, team)
+    and the command address with the rep's reply token for the quick actions. ``since``: when
+    their previous digest was built; None: a day before ``now``."""
+    data = load_digest_data(session, rep_id, since if since is not None else now - FIRST_DIGEST_SINCE, team)
     return build_digest(data, now, rep_timezone(data.rep.timezone, config.team.timezone),
                         config.pipeline.quiet_days_for, config.pipeline.stalled_days,
                         rep_reply_address(session, config, rep_id))
@@ -150,10 +135,8 @@ def built_at(schedule: Schedule, day: date, now: datetime) -> datetime:
 def _build(session: Session, config: Config, schedule: Schedule, day: date, now: datetime):
     """The rep's digest for ``day``; its new leads are those since the rep's previous digest."""
     at = built_at(schedule, day, now)
-    since = session.scalar(select(func.max(OutboxMessage.created_at)).where(
-        OutboxMessage.kind == "digest", OutboxMessage.rep_id == schedule.rep_id,
-        OutboxMessage.key != digest_key(schedule.rep_id, day), OutboxMessage.created_at < at))
-    return build_for_rep(session, schedule.rep_id, at, config, since=since or at - FIRST_DIGEST_SINCE)
+    since = notify_queries.previous_digest_at(session, schedule.rep_id, digest_key(schedule.rep_id, day), at)
+    return build_for_rep(session, schedule.rep_id, at, config, since=since)
 
 
 @dataclass(frozen=True)
@@ -209,7 +192,7 @@ def enqueue_due(factory: sessionmaker, config: Config, now: datetime, stop: thre
         due = {s.rep_id: (s, day) for s in schedules(session, config).values()
                if s.enabled and (day := digest_due_date(now, s.zone, s.days, s.clock)) is not None}
         keys = {digest_key(rep_id, day): rep_id for rep_id, (_, day) in due.items()}
-        decided = set(session.scalars(select(OutboxMessage.key).where(OutboxMessage.key.in_(keys)))) if keys else set()
+        decided = existing_keys(session, list(keys))
     queued = 0
     for key, rep_id in keys.items():
         if stop is not None and stop.is_set():
@@ -259,27 +242,6 @@ def _queue_nudge(session: Session, config: Config, env: render.Environment, now:
                           reply_to=command, from_address=sender_address(config))
 
 
-KEY_BATCH = 500  # keys per IN (...) lookup: each one a probe of the unique index on outbox.key
-
-
-def _batches(items: list):
-    for start in range(0, len(items), KEY_BATCH):
-        yield items[start:start + KEY_BATCH]
-
-
-def _undecided(session: Session, keys: list[str]) -> set[str]:
-    """The keys no outbox row has yet."""
-    left = set(keys)
-    for batch in _batches(keys):
-        left -= set(session.scalars(select(OutboxMessage.key).where(OutboxMessage.key.in_(batch))))
-    return left
-
-
-def _full_rows(session: Session, ids: list[int]) -> dict[int, DealRow]:
-    """The digest's deal rows (names, company, stage) for the few deals that get a nudge."""
-    return {r[0]: DealRow(*r) for r in session.execute(deals_query(Deal.id.in_(ids)))} if ids else {}
-
-
 @dataclass(frozen=True)
 class _Mail:
     """One message of a deal: when it is dated, and since when a mailbox holding it was watched."""
@@ -298,13 +260,8 @@ class _Mail:
 def _mail_of(session: Session, deal_ids: set[int]) -> dict[int, list[_Mail]]:
     """The stored messages of these deals. Deals made by hand have none: they are not history."""
     found: dict[int, list[_Mail]] = {}
-    for batch in _batches(sorted(deal_ids)):
-        rows = session.execute(
-            select(Message.deal_id, Message.direction, Message.sent_at, func.min(Mailbox.created_at))
-            .join(MessageCopy, MessageCopy.message_id == Message.id).join(Mailbox, Mailbox.id == MessageCopy.mailbox_id)
-            .where(Message.deal_id.in_(batch)).group_by(Message.id, Message.deal_id, Message.direction, Message.sent_at))
-        for deal_id, direction, dated, watched_since in rows:
-            found.setdefault(deal_id, []).append(_Mail(direction, dated, watched_since))
+    for deal_id, direction, dated, watched_since in notify_queries.mail_of_deals(session, deal_ids):
+        found.setdefault(deal_id, []).append(_Mail(direction, dated, watched_since))
     return found
 
 
@@ -326,13 +283,8 @@ def _room(session: Session, config: Config, now: datetime, rep_ids: set[int]) ->
     counting the nudges already in the outbox over the rolling hour and day."""
     hour, day = config.digest.nudges_per_hour, config.digest.nudges_per_day
     room = {rep_id: min(hour, day) for rep_id in rep_ids}
-    counts = session.execute(
-        select(OutboxMessage.rep_id, func.count(OutboxMessage.id),
-               func.sum(case((OutboxMessage.created_at >= now - timedelta(hours=1), 1), else_=0)))
-        .where(OutboxMessage.kind == "nudge", OutboxMessage.rep_id.in_(rep_ids),
-               OutboxMessage.created_at >= now - timedelta(days=1))
-        .group_by(OutboxMessage.rep_id))
-    for rep_id, in_day, in_hour in counts:
+    for rep_id, in_day, in_hour in notify_queries.nudges_sent(session, rep_ids, now - timedelta(days=1),
+                                                              now - timedelta(hours=1)):
         room[rep_id] = max(0, min(hour - (in_hour or 0), day - in_day))
     return room
 
@@ -352,26 +304,22 @@ def _due_nudges(session: Session, config: Config, now: datetime, reps: dict[int,
     """New leads and unanswered prospects not yet decided, of reps with an address, whose mail
     arrived while we were watching; oldest first.
 
-    Reads a few narrow columns first; only the time range in SQL, so the planner uses an index
-    on it (or one quick scan): given the owner and "open" too, both backends walked every open
-    deal of every rep."""
+    The store reads a few narrow columns by time range only (an index, or one quick scan);
+    the owner and "open" are checked here: given them too, both backends walked every open deal
+    of every rep."""
     def wanted(owner: int | None, closed: datetime | None) -> bool:
         return owner in reps and closed is None and reps[owner].address is not None
 
     leads = {f"nudge:lead:{pk}": _Due(f"nudge:lead:{pk}", pk, owner, created, False)
-             for pk, owner, created, closed in session.execute(
-                 select(Deal.id, Deal.owner_rep_id, Deal.created_at, Deal.closed_at)
-                 .where(Deal.created_at >= now - LEAD_LOOKBACK))
+             for pk, owner, created, closed in notify_queries.deals_created_since(session, now - LEAD_LOOKBACK)
              if wanted(owner, closed)}
     span_, hours = parse_span(config.digest.business_hours), config.digest.first_response_hours
     waiting = {key: _Due(key, pk, owner, inbound, True)
-               for pk, owner, inbound, outbound, closed in session.execute(
-                   select(Deal.id, Deal.owner_rep_id, Deal.last_inbound_at, Deal.last_outbound_at, Deal.closed_at)
-                   .where(Deal.last_inbound_at >= now - UNANSWERED_LOOKBACK,
-                          Deal.last_inbound_at <= now - timedelta(hours=hours)))  # business time is never faster
+               for pk, owner, inbound, outbound, closed in notify_queries.deals_written_to_between(
+                   session, now - UNANSWERED_LOOKBACK, now - timedelta(hours=hours))  # business time is never faster
                if wanted(owner, closed) and (outbound is None or inbound > outbound)
                for key in (f"nudge:unanswered:{pk}:{int(inbound.timestamp())}",)}
-    undecided = _undecided(session, [*leads, *waiting])
+    undecided = {*leads, *waiting} - existing_keys(session, [*leads, *waiting])
     due = [d for key, d in leads.items() if key in undecided]
     for key, d in waiting.items():
         if key in undecided:
@@ -382,15 +330,6 @@ def _due_nudges(session: Session, config: Config, now: datetime, reps: dict[int,
     mail = _mail_of(session, {d.deal_id for d in due})
     return sorted((d for d in due if (_unanswered_is_live if d.unanswered else _lead_is_live)(mail.get(d.deal_id, []))),
                   key=lambda d: (d.since, d.key))
-
-
-def _digested(session: Session, now: datetime, rep_ids: set[int]) -> dict[int, datetime]:
-    """When each rep's latest digest with something in it was built."""
-    return dict(session.execute(
-        select(OutboxMessage.rep_id, func.max(OutboxMessage.created_at))
-        .where(OutboxMessage.kind == "digest", OutboxMessage.status != "skipped", OutboxMessage.rep_id.in_(rep_ids),
-               OutboxMessage.created_at <= now)
-        .group_by(OutboxMessage.rep_id)).all())
 
 
 def _not_digested(due: list[_Due], digested: dict[int, datetime]) -> list[_Due]:
@@ -422,7 +361,7 @@ def enqueue_nudges(session: Session, config: Config, now: datetime, env: render.
         return 0  # nudges are off: the digest says it all
     reps = schedules(session, config)
     due = _due_nudges(session, config, now, reps) if reps else []
-    due = _not_digested(due, _digested(session, now, {d.owner for d in due})) if due else []
+    due = _not_digested(due, notify_queries.latest_digests(session, {d.owner for d in due}, now)) if due else []
     if not due:
         return 0
     room = _room(session, config, now, {d.owner for d in due})
@@ -432,7 +371,7 @@ def enqueue_nudges(session: Session, config: Config, now: datetime, env: render.
               reps=",".join(sorted({reps[d.owner].rep for d in held})),
               per_hour=config.digest.nudges_per_hour, per_day=config.digest.nudges_per_day,
               action="they wait for the digest, or a later pass with room")
-    rows = _full_rows(session, [d.deal_id for d in taken])
+    rows = open_deal_rows(session, [d.deal_id for d in taken])
     queued = 0
     hours = config.digest.first_response_hours
     for d in taken:

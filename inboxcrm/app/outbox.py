@@ -29,15 +29,14 @@ from email.message import EmailMessage
 from email.parser import BytesParser
 from email.utils import format_datetime
 
-from sqlalchemy import func, select, update
-from sqlalchemy.orm import Session, sessionmaker
-
 from inboxcrm.app.team import audit
 from inboxcrm.config import Config
+from inboxcrm.core.backoff import backoff_delay
 from inboxcrm.errors import Invalid, NotFound
 from inboxcrm.logs import event
 from inboxcrm.mail import smtp
-from inboxcrm.store.db import insert_new, transaction
+from inboxcrm.store import outbox_queries
+from inboxcrm.store.db import Session, sessionmaker, transaction
 from inboxcrm.store.models import OutboxMessage
 
 log = logging.getLogger(__name__)
@@ -46,8 +45,11 @@ KINDS = ("digest", "nudge", "reply")
 STATUSES = ("pending", "sending", "sent", "failed", "skipped", "unknown")
 RETRYABLE = ("failed", "unknown")
 OWN_HEADER = "X-InboxCRM"  # classify.Own drops mail carrying it: ours never re-enters the pipeline
-FIRST_DELAY, MAX_DELAY = 60.0, 3600.0  # seconds: 1 min doubling to 1 h
-MAX_ATTEMPTS = 30  # 1+2+4+...+32 min, then hourly: about 24 h before a row is "failed"
+# The house backoff waits between half and all of a step that doubles from BACKOFF_BASE up to
+# BACKOFF_CAP, three quarters of it on average: about 1 min after the first failure, doubling to
+# about an hour between attempts (40 s to 80 min at the extremes).
+BACKOFF_BASE, BACKOFF_CAP = 80.0, 4800.0  # seconds
+MAX_ATTEMPTS = 30  # 1+2+4+...+32 min, then about hourly: about 24 h (16 to 32) before a row is "failed"
 LEASE = timedelta(minutes=10)  # how long a claimed row is left to its sender; > one send's time
 
 
@@ -88,12 +90,6 @@ def build_message(now: datetime, *, key: str, kind: str, from_address: str, to_a
     return message
 
 
-def _insert(session: Session, **values) -> bool:
-    """False (nothing written) when the key was already decided."""
-    stmt = insert_new(session.get_bind().dialect.name, OutboxMessage.__table__, "key")
-    return session.execute(stmt, values).scalar() is not None
-
-
 def enqueue(session: Session, now: datetime, *, key: str, kind: str, to_address: str, subject: str, text: str,
             html: str | None = None, rep_id: int | None = None, deal_id: int | None = None,
             reply_to: str | None = None, from_address: str, in_reply_to: str | None = None) -> bool:
@@ -102,17 +98,19 @@ def enqueue(session: Session, now: datetime, *, key: str, kind: str, to_address:
         raise Invalid(f'invalid outbox kind "{kind}"; expected one of {", ".join(KINDS)}')
     message = build_message(now, key=key, kind=kind, from_address=from_address, to_address=to_address,
                             subject=subject, text=text, html=html, reply_to=reply_to, in_reply_to=in_reply_to)
-    return _insert(session, key=key, kind=kind, rep_id=rep_id, deal_id=deal_id, to_address=to_address,
-                   subject=str(message["Subject"]), message_id=str(message["Message-ID"]), body=message.as_bytes(),
-                   status="pending", attempts=0, next_attempt_at=now, created_at=now)
+    return outbox_queries.insert_if_new(
+        session, key=key, kind=kind, rep_id=rep_id, deal_id=deal_id, to_address=to_address,
+        subject=str(message["Subject"]), message_id=str(message["Message-ID"]), body=message.as_bytes(),
+        status="pending", attempts=0, next_attempt_at=now, created_at=now)
 
 
 def record_skipped(session: Session, now: datetime, *, key: str, kind: str, to_address: str, subject: str,
                    reason: str, rep_id: int | None = None, from_address: str) -> bool:
     """Decides "nothing to send" under ``key``, so the decision is not taken again every pass."""
-    return _insert(session, key=key, kind=kind, rep_id=rep_id, to_address=to_address, subject=subject,
-                   message_id=message_id_for(key, kind, from_address), body=b"", status="skipped",
-                   attempts=0, next_attempt_at=now, last_error=reason, created_at=now)
+    return outbox_queries.insert_if_new(
+        session, key=key, kind=kind, rep_id=rep_id, to_address=to_address, subject=subject,
+        message_id=message_id_for(key, kind, from_address), body=b"", status="skipped",
+        attempts=0, next_attempt_at=now, last_error=reason, created_at=now)
 
 
 # -- reading ---------------------------------------------------------------------------------
@@ -146,7 +144,7 @@ def _row(m: OutboxMessage) -> OutboxRow:
 
 
 def find_key(session: Session, key: str) -> OutboxRow | None:
-    found = session.scalar(select(OutboxMessage).where(OutboxMessage.key == key))
+    found = outbox_queries.by_key(session, key)
     return _row(found) if found else None
 
 
@@ -154,11 +152,10 @@ def list_outbox(session: Session, status: str | None = None, limit: int = 200) -
     """Newest first; rows needing the admin (unknown, failed) are never cut by the limit."""
     if status is not None and status not in STATUSES:
         raise Invalid(f'invalid outbox status "{status}"; expected one of {", ".join(STATUSES)}')
-    query = select(OutboxMessage).order_by(OutboxMessage.id.desc())
     if status is not None:
-        return [_row(m) for m in session.scalars(query.where(OutboxMessage.status == status).limit(limit))]
-    attention = list(session.scalars(query.where(OutboxMessage.status.in_(RETRYABLE))))
-    rest = session.scalars(query.where(OutboxMessage.status.not_in(RETRYABLE)).limit(limit))
+        return [_row(m) for m in outbox_queries.newest(session, limit, status)]
+    attention = outbox_queries.all_with_status(session, RETRYABLE)
+    rest = outbox_queries.newest(session, limit, excluding=RETRYABLE)
     return sorted((_row(m) for m in [*attention, *rest]), key=lambda r: -r.id)
 
 
@@ -184,7 +181,7 @@ def retry(session: Session, now: datetime, actor: str, pk: int | None = None) ->
     An unknown row may already be in the recipient's mailbox, so only the admin who checked
     retries it, by id; ``retry`` without an id takes the failed rows only."""
     if pk is None:
-        rows = list(session.scalars(select(OutboxMessage).where(OutboxMessage.status == "failed")))
+        rows = outbox_queries.all_with_status(session, ("failed",))
     else:
         rows = [_get(session, pk)]
         if rows[0].status not in RETRYABLE:
@@ -211,35 +208,27 @@ class SendReport:
 
 
 def backoff(attempts: int, rng: random.Random | None = None) -> timedelta:
-    """1 min after the first failure, doubling up to 1 h, with +-20 % jitter so that many
-    daemons (or rows) coming back after an outage do not all knock at once."""
-    delay = min(FIRST_DELAY * 2 ** max(attempts - 1, 0), MAX_DELAY)
-    return timedelta(seconds=delay * (0.8 + 0.4 * (rng or random).random()))
+    """The wait after ``attempts`` failed attempts: the house rule (``core.backoff``), whose
+    jitter keeps the rows (or daemons) that failed together in an outage from all knocking at once."""
+    return timedelta(seconds=backoff_delay(attempts, BACKOFF_CAP, BACKOFF_BASE, (rng or random).random))
 
 
 _warned_unconfigured = False
 
 
-def _set(factory: sessionmaker, pk: int, expect: str | None = None, **values) -> int:
-    """One committed UPDATE of one row, optionally only while it is in state ``expect``."""
-    stmt = update(OutboxMessage).where(OutboxMessage.id == pk)
-    if expect is not None:
-        stmt = stmt.where(OutboxMessage.status == expect)
-    if "_lease" in values:
-        stmt = stmt.where(OutboxMessage.next_attempt_at == values.pop("_lease"))
+def _committed(factory: sessionmaker, write, *args):
+    """One store write in a transaction of its own, committed before the caller goes on."""
     with transaction(factory) as session:
-        return session.execute(stmt.values(**values)).rowcount
+        return write(session, *args)
 
 
 def recover(factory: sessionmaker, now: datetime) -> int:
     """Rows left in "sending" past their lease belong to a sender that died mid-send: unknown."""
     with transaction(factory) as session:
-        stale = list(session.execute(select(OutboxMessage.id, OutboxMessage.key).where(
-            OutboxMessage.status == "sending", OutboxMessage.next_attempt_at <= now)))
+        stale = outbox_queries.stale_sending(session, now)
         for pk, key in stale:
-            session.execute(update(OutboxMessage).where(OutboxMessage.id == pk, OutboxMessage.status == "sending")
-                            .values(status="unknown", last_error="the sender stopped after the server accepted the "
-                                    "envelope: the message may or may not have been delivered"))
+            outbox_queries.sending_to_unknown(session, pk, "the sender stopped after the server accepted the "
+                                              "envelope: the message may or may not have been delivered")
             event(log, logging.ERROR, "outbox-unknown", outbox=pk, key=key,
                   why="crashed mid-send; not resent automatically",
                   action=f"check and run: inboxcrm outbox retry {pk}, if it never arrived")
@@ -248,21 +237,13 @@ def recover(factory: sessionmaker, now: datetime) -> int:
 
 def _due(factory: sessionmaker, now: datetime, limit: int) -> list[int]:
     with factory() as session:
-        return list(session.scalars(select(OutboxMessage.id).where(
-            OutboxMessage.status == "pending", OutboxMessage.next_attempt_at <= now)
-            .order_by(OutboxMessage.next_attempt_at, OutboxMessage.id).limit(limit)))
+        return outbox_queries.due_ids(session, now, limit)
 
 
 def _claim(factory: sessionmaker, pk: int, now: datetime) -> tuple[str, bytes] | None:
     """Takes one due row with a conditional UPDATE (its next attempt pushed a lease ahead), so
     two senders never take the same row; None when another sender was first."""
-    taken = (update(OutboxMessage).values(next_attempt_at=now + LEASE)
-             .where(OutboxMessage.id == pk, OutboxMessage.status == "pending", OutboxMessage.next_attempt_at <= now))
-    with transaction(factory) as session:
-        if session.execute(taken).rowcount != 1:
-            return None
-        return tuple(session.execute(select(OutboxMessage.to_address, OutboxMessage.body)
-                                     .where(OutboxMessage.id == pk)).one())
+    return _committed(factory, outbox_queries.claim, pk, now, now + LEASE)
 
 
 class _Taken(Exception):
@@ -271,7 +252,7 @@ class _Taken(Exception):
 
 def _mark_sending(factory: sessionmaker, pk: int, now: datetime) -> None:
     """Committed before the data goes out, and only while our lease still holds."""
-    if _set(factory, pk, "pending", _lease=now + LEASE, status="sending") != 1:
+    if not _committed(factory, outbox_queries.mark_sending, pk, now + LEASE):
         raise _Taken(pk)
 
 
@@ -299,8 +280,7 @@ def send_due(factory: sessionmaker, config: Config, now: datetime, environ: Mapp
     recover(factory, now)
     if not config.smtp.host:
         with factory() as session:
-            waiting = session.scalar(select(func.count()).select_from(OutboxMessage)
-                                     .where(OutboxMessage.status == "pending")) or 0
+            waiting = outbox_queries.pending_count(session)
         if waiting and not _warned_unconfigured:
             event(log, logging.WARNING, "outbox-waiting", messages=waiting,
                   why="no SMTP server is configured ([smtp] host)")
@@ -330,8 +310,8 @@ def send_due(factory: sessionmaker, config: Config, now: datetime, environ: Mapp
                 continue
             except smtp.SmtpError as exc:
                 if not exc.definite:
-                    _set(factory, pk, None, status="unknown", attempts=OutboxMessage.attempts + 1,
-                         last_error=f"{exc}: the message may or may not have been delivered")
+                    _committed(factory, outbox_queries.mark_unknown, pk,
+                               f"{exc}: the message may or may not have been delivered")
                     event(log, logging.ERROR, "outbox-unknown", outbox=pk, error=exc,
                           why="the connection failed during DATA; not resent automatically")
                     report += SendReport(unknown=1)
@@ -341,7 +321,7 @@ def send_due(factory: sessionmaker, config: Config, now: datetime, environ: Mapp
                 if exc.connection_lost or not exc.definite:
                     break  # the rest stay due for the next pass, on a new connection
                 continue
-            _set(factory, pk, None, status="sent", sent_at=now, attempts=OutboxMessage.attempts + 1, last_error=None)
+            _committed(factory, outbox_queries.mark_sent, pk, now)
             event(log, logging.INFO, "outbox-sent", outbox=pk, to=to_address)
             report += SendReport(sent=1)
     return report

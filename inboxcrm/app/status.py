@@ -12,14 +12,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import func, select
-from sqlalchemy.orm import Session
-
-from inboxcrm.app.context import has_commands_mailbox
 from inboxcrm.app.team import find_mailbox, imap_address
 from inboxcrm.config import Config
 from inboxcrm.core.views import plural
-from inboxcrm.store.models import FolderPosition, Mailbox, OutboxMessage
+from inboxcrm.store import mailbox_state
+from inboxcrm.store.db import Session
+from inboxcrm.store.mailbox_state import has_commands_mailbox
+from inboxcrm.store.models import FolderPosition
 
 FAILING_EXIT = 1  # as ``poll``'s: a mailbox failed; 2 stays "status itself could not run"
 
@@ -83,16 +82,12 @@ def backlog(position: FolderPosition) -> int | None:
 
 
 def read_status(session: Session, config: Config, name: str | None = None) -> Status:
-    query = select(Mailbox).order_by(Mailbox.name)
-    if name is not None:
-        query = query.where(Mailbox.id == find_mailbox(session, name).id)
-    boxes = list(session.scalars(query))
+    boxes = mailbox_state.mailboxes(session, None if name is None else find_mailbox(session, name).id)
     positions: dict[int, list[FolderStatus]] = {}
-    for p in session.scalars(select(FolderPosition).order_by(FolderPosition.mailbox_id, FolderPosition.folder)):
+    for p in mailbox_state.all_folder_positions(session):
         positions.setdefault(p.mailbox_id, []).append(
             FolderStatus(p.folder, p.role, p.uidvalidity, p.last_uid, backlog(p), p.updated_at))
-    outbox = dict(session.execute(select(OutboxMessage.status, func.count(OutboxMessage.id))
-                                  .group_by(OutboxMessage.status).order_by(OutboxMessage.status)).all())
+    outbox = mailbox_state.outbox_counts(session)
     return Status(tuple(MailboxStatus(m.name, m.role, imap_address(m.connection), tuple(positions.get(m.id, ())),
                                       m.last_success_at, m.last_error_at, m.last_error, m.failures or 0,
                                       m.failing_since, bool(m.failures)) for m in boxes), outbox,

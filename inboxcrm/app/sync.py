@@ -5,7 +5,7 @@ records its messages produced (``importer.feed``'s checkpoint), so a pass killed
 resumes where its last commit stopped: nothing lost, nothing twice. Never the \\Seen flag: the
 mailbox is read with EXAMINE and BODY.PEEK[] and stays exactly as its people left it. Memory
 stays bounded whatever the mail: fetches are sized by RFC822.SIZE, and a message over
-``sync.max_message_bytes`` is recorded from its headers (see ``sources``).
+``sync.max_message_bytes`` is recorded from its headers (see ``mail.imap``).
 
 A folder is fetched only when its STATUS says so (a new UIDNEXT or UIDVALIDITY), so polling an
 unchanged mailbox costs a login and one STATUS per folder, whatever its size. A first pass, and
@@ -22,17 +22,16 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 
-from sqlalchemy import select
-from sqlalchemy.orm import Session, sessionmaker
-
 from inboxcrm.app.importer import feed, resolve_mailbox
 from inboxcrm.clock import Clock, utcnow
 from inboxcrm.errors import Invalid
 from inboxcrm.logs import event
 from inboxcrm.mail import imap
 from inboxcrm.mail.imap import FolderInfo, ImapError, ImapMessage, ImapSettings
-from inboxcrm.store.db import transaction
-from inboxcrm.store.models import FolderPosition, Mailbox
+from inboxcrm.store import mailbox_state
+from inboxcrm.store.db import Session, sessionmaker, transaction
+from inboxcrm.store.mailbox_state import folder_position
+from inboxcrm.store.models import FolderPosition
 
 log = logging.getLogger("inboxcrm.app.sync")
 BULK = 200  # messages in one folder's pass from which parsing ahead in a worker process pays off
@@ -56,13 +55,12 @@ class SyncReport:
 
 def imap_mailboxes(session: Session) -> list[str]:
     """Names of the mailboxes the daemon syncs (those with a connection), by name."""
-    rows = session.execute(select(Mailbox.name, Mailbox.connection).order_by(Mailbox.name))
-    return [name for name, connection in rows if connection]
+    return list(mailbox_state.imap_connections(session))
 
 
 def load_settings(session: Session, name: str) -> ImapSettings:
     resolve_mailbox(session, name)  # NotFound listing the mailboxes
-    connection = session.scalar(select(Mailbox.connection).where(Mailbox.name == name))
+    connection = mailbox_state.connection_of(session, name)
     if not connection:
         raise Invalid(f'mailbox "{name}" has no IMAP connection, so only "inboxcrm import" feeds it; '
                       f"mailboxes with one are: {', '.join(imap_mailboxes(session)) or 'none yet'}")
@@ -93,20 +91,6 @@ def unchanged(position: FolderPosition | None, info: FolderInfo) -> bool:
             and info.uidnext <= position.uidnext)
 
 
-def _positions(session: Session, mailbox_id: int) -> dict[str, FolderPosition]:
-    rows = session.scalars(select(FolderPosition).where(FolderPosition.mailbox_id == mailbox_id))
-    return {row.folder: row for row in rows}
-
-
-def _position(session: Session, mailbox_id: int, folder: str) -> FolderPosition:
-    row = session.scalar(select(FolderPosition).where(FolderPosition.mailbox_id == mailbox_id,
-                                                      FolderPosition.folder == folder))
-    if row is None:
-        row = FolderPosition(mailbox_id=mailbox_id, folder=folder, last_uid=0)
-        session.add(row)
-    return row
-
-
 def sync_mailbox(factory: sessionmaker[Session], config, name: str, now: Clock = utcnow,
                  progress: Callable[[int], None] | None = None, stop: threading.Event | None = None,
                  environ: Mapping[str, str] = os.environ, parse_workers: int | None = -1) -> SyncReport:
@@ -125,13 +109,13 @@ def sync_mailbox(factory: sessionmaker[Session], config, name: str, now: Clock =
         try:
             folders = imap.resolve_folders(client, settings)
             with factory() as session:
-                known = _positions(session, info.id)
+                known = mailbox_state.folder_positions(session, info.id)
             for folder in folders:
                 if stop is not None and stop.is_set():
                     break
                 position = known.get(folder.name)
                 if unchanged(position, folder):
-                    _touch(factory, info.id, folder, now())
+                    _note_unchanged(factory, info.id, folder, now())
                     report.folders.append(FolderReport(folder.name, folder.role))
                     continue
                 report.folders.append(_sync_folder(factory, config, client, info, settings, folder, position,
@@ -168,7 +152,7 @@ def _sync_folder(factory, config, client, info, settings: ImapSettings, status: 
               old=position.uidvalidity, new=folder.uidvalidity,
               action="reading the backfill window again; stored messages are recognised")
         with transaction(factory) as session:
-            row = _position(session, info.id, folder.name)
+            row = folder_position(session, info.id, folder.name)
             row.uidvalidity, row.last_uid, row.uidnext, row.highest_modseq = folder.uidvalidity, 0, None, None
     since = backfill_since(settings, config, now()) if backfill else None
     uids = imap.new_uids(client, after, since)
@@ -176,7 +160,7 @@ def _sync_folder(factory, config, client, info, settings: ImapSettings, status: 
           since=since)
 
     def checkpoint(session: Session, last: ImapMessage) -> None:
-        row = _position(session, info.id, folder.name)
+        row = folder_position(session, info.id, folder.name)
         row.uidvalidity, row.last_uid, row.role = folder.uidvalidity, last.uid, role_name(folder.role)
         row.updated_at = now()
         event(log, logging.DEBUG, "committed", mailbox=info.name, folder=folder.name, uid=last.uid)
@@ -194,7 +178,7 @@ def _sync_folder(factory, config, client, info, settings: ImapSettings, status: 
     if stop is None or not stop.is_set():
         # Every UID below UIDNEXT was read or is gone for good: the next pass starts after them.
         with transaction(factory) as session:
-            row = _position(session, info.id, folder.name)
+            row = folder_position(session, info.id, folder.name)
             row.uidvalidity, row.role = folder.uidvalidity, role_name(folder.role)
             row.last_uid = max(row.last_uid or 0, folder.uidnext - 1)
             row.uidnext, row.message_count = folder.uidnext, folder.messages
@@ -202,21 +186,18 @@ def _sync_folder(factory, config, client, info, settings: ImapSettings, status: 
     return report
 
 
-def _touch(factory, mailbox_id: int, folder: FolderInfo, at: datetime) -> None:
+def _note_unchanged(factory, mailbox_id: int, folder: FolderInfo, at: datetime) -> None:
+    """A folder with nothing new: its count and MODSEQ as seen now, and when we looked."""
     with transaction(factory) as session:
-        row = _position(session, mailbox_id, folder.name)
+        row = folder_position(session, mailbox_id, folder.name)
         row.message_count, row.highest_modseq, row.updated_at = folder.messages, folder.highestmodseq, at
 
 
 def _record_success(factory, mailbox_id: int, at: datetime) -> None:
     with transaction(factory) as session:
-        row = session.get(Mailbox, mailbox_id)
-        row.last_success_at, row.failures, row.failing_since = at, 0, None
+        mailbox_state.record_success(session, mailbox_id, at)
 
 
 def _record_failure(factory, mailbox_id: int, error: str, at: datetime) -> None:
     with transaction(factory) as session:
-        row = session.get(Mailbox, mailbox_id)
-        row.last_error_at, row.last_error = at, error[:2000]
-        row.failures = (row.failures or 0) + 1
-        row.failing_since = row.failing_since or at
+        mailbox_state.record_failure(session, mailbox_id, error, at)

@@ -12,21 +12,18 @@ from dataclasses import dataclass
 from datetime import datetime
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from sqlalchemy import delete, func, or_, select
-from sqlalchemy.orm import Session, selectinload
-
 from inboxcrm.core import addresses, rules
 from inboxcrm.core.inputs import matching_names
 from inboxcrm.core.views import clip, plural
 from inboxcrm.errors import Invalid, NotFound
+from inboxcrm.values import MAILBOX_POLICIES, MAILBOX_ROLES, STAGE_KINDS
 from inboxcrm.store import audit as store_audit
+from inboxcrm.store import team_queries as queries
+from inboxcrm.store.db import Session
 from inboxcrm.store.models import (
-    Contact,
     Deal,
-    FolderPosition,
     Mailbox,
     Message,
-    MessageCopy,
     Rep,
     RepAddress,
     RoutingRule,
@@ -37,9 +34,6 @@ from inboxcrm.store.records import (
     load_rule_specs,  # one reader of the rules table, for the pipeline and for this module
 )
 
-ROLES = ("capture", "rep", "commands")
-POLICIES = ("create", "review", "ignore")
-STAGE_KINDS = ("open", "won", "lost")
 PREVIEW_BYTES = 4096
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 
@@ -78,13 +72,12 @@ def normalize_address(text: str) -> str:
 
 
 def rep_names(session: Session, active_only: bool = True) -> list[str]:
-    query = select(Rep.name).order_by(Rep.name)
-    return list(session.scalars(query.where(Rep.active.is_(True)) if active_only else query))
+    return queries.rep_names(session, active_only)
 
 
 def find_rep(session: Session, name: str, active_only: bool = True) -> Rep:
     """Rep names match regardless of case; an inactive rep cannot be given new work."""
-    rep = session.scalar(select(Rep).where(func.lower(Rep.name) == (name or "").strip().lower()))
+    rep = queries.rep_named(session, name or "")
     if rep is None or (active_only and not rep.active):
         state = " is deactivated" if rep is not None else ""
         raise NotFound(f'unknown rep "{name}"{state}; reps are: {listed(rep_names(session))}')
@@ -92,7 +85,7 @@ def find_rep(session: Session, name: str, active_only: bool = True) -> Rep:
 
 
 def stages(session: Session) -> list[Stage]:
-    return list(session.scalars(select(Stage).order_by(Stage.position, Stage.id)))
+    return queries.stages_in_order(session)
 
 
 def find_stage(session: Session, name: str, kinds: tuple[str, ...] = STAGE_KINDS) -> Stage:
@@ -183,11 +176,10 @@ def add_rep(session: Session, now: datetime, actor: str, name: str, emails: list
         ZoneInfo(timezone)
     except (ValueError, ZoneInfoNotFoundError):
         raise Invalid(f'unknown timezone "{timezone}"; expected an IANA name such as UTC or Europe/Berlin') from None
-    clash = session.scalar(select(Rep).where(func.lower(Rep.name) == name.lower()))
+    clash = queries.rep_named(session, name)
     if clash is not None:
         raise Invalid(f'rep "{clash.name}" already exists; reps are: {listed(rep_names(session, False))}')
-    taken = session.execute(select(RepAddress.address, Rep.name).join(Rep)
-                            .where(RepAddress.address.in_(addresses))).first()
+    taken = queries.address_owner(session, addresses)
     if taken is not None:
         raise Invalid(f"address {taken[0]} already belongs to rep {taken[1]}")
     rep = Rep(name=name, timezone=timezone, active=True, created_at=now,
@@ -199,11 +191,7 @@ def add_rep(session: Session, now: datetime, actor: str, name: str, emails: list
 
 
 def list_reps(session: Session) -> list[RepRow]:
-    open_deals = (select(Deal.owner_rep_id, func.count(Deal.id).label("n")).where(Deal.closed_at.is_(None))
-                  .group_by(Deal.owner_rep_id).subquery())
-    rows = session.execute(select(Rep, func.coalesce(open_deals.c.n, 0))
-                           .outerjoin(open_deals, open_deals.c.owner_rep_id == Rep.id)
-                           .options(selectinload(Rep.addresses)).order_by(Rep.name))
+    rows = queries.reps_with_open_deals(session)
     return [RepRow(r.name, tuple(a.address for a in r.addresses), r.timezone, r.active, n) for r, n in rows]
 
 
@@ -213,12 +201,7 @@ def remove_rep(session: Session, now: datetime, actor: str, name: str) -> Remove
     if not rep.active:
         raise Invalid(f'rep "{rep.name}" is already deactivated (kept because records name it)')
     _refuse_if_in_rules(session, "rep", rep.name)
-    uses = {
-        "deal": session.scalar(select(func.count(Deal.id)).where(
-            or_(Deal.owner_rep_id == rep.id, Deal.next_step_owner_id == rep.id))),
-        "contact": session.scalar(select(func.count(Contact.id)).where(Contact.owner_rep_id == rep.id)),
-        "mailbox": session.scalar(select(func.count(Mailbox.id)).where(Mailbox.owner_rep_id == rep.id)),
-    }
+    uses = queries.records_naming_rep(session, rep.id)
     held = ", ".join(plural(n, what, "mailboxes" if what == "mailbox" else "") for what, n in uses.items() if n)
     if held:
         rep.active = False
@@ -260,9 +243,9 @@ def _choice(kind: str, value: str, valid: tuple[str, ...]) -> str:
 
 
 def find_mailbox(session: Session, name: str) -> Mailbox:
-    row = session.scalar(select(Mailbox).where(Mailbox.name == name))
+    row = queries.mailbox_named(session, name)
     if row is None:
-        names = listed(session.scalars(select(Mailbox.name).order_by(Mailbox.name)))
+        names = listed(queries.mailbox_names(session))
         raise NotFound(f'unknown mailbox "{name}"; mailboxes are: {names}')
     return row
 
@@ -276,14 +259,14 @@ def add_mailbox(session: Session, now: datetime, actor: str, name: str, owner: s
     ``connection`` (``ImapSettings.to_json()``, which names where a secret lives but never holds
     one) makes it a mailbox the daemon syncs; without it, only ``import`` feeds it."""
     check_name("mailbox", name)
-    _choice("role", role, ROLES)
+    _choice("role", role, MAILBOX_ROLES)
     # A commands mailbox makes no leads at all: every message in it is read as command mail.
-    policy = _choice("policy", policy or {"capture": "create", "rep": "review"}.get(role, "ignore"), POLICIES)
+    policy = _choice("policy", policy or {"capture": "create", "rep": "review"}.get(role, "ignore"), MAILBOX_POLICIES)
     source = short_text("source", source or (name if role == "capture" else "rep-inbox"), 100, "website")
     if owner is None and role == "rep":
         raise Invalid(f"a rep mailbox needs --owner; reps are: {listed(rep_names(session))}")
     rep = find_rep(session, owner) if owner is not None else None
-    if session.scalar(select(Mailbox.id).where(Mailbox.name == name)) is not None:
+    if queries.mailbox_named(session, name) is not None:
         raise Invalid(f'mailbox "{name}" already exists; choose another name')
     row = Mailbox(name=name, owner=rep, role=role, default_source=source, new_sender_policy=policy, created_at=now,
                   failures=0)
@@ -304,22 +287,18 @@ def connect_mailbox(session: Session, now: datetime, actor: str, name: str, conn
     old = row.connection
     same_account = old is not None and (old.get("host"), old.get("user")) == (connection["host"], connection["user"])
     if not same_account:
-        session.execute(delete(FolderPosition).where(FolderPosition.mailbox_id == row.id))
+        queries.forget_positions(session, row.id)
     row.connection = connection
     row.failures, row.failing_since = 0, None
     audit(session, now, actor, "connect", "mailbox", row.id, name=name, imap=imap_address(connection),
           was=imap_address(old), positions="kept" if same_account else "reset")
-    copies = session.scalar(select(func.count(MessageCopy.id)).where(MessageCopy.mailbox_id == row.id))
+    copies = queries.copies_in(session, row.id)
     return MailboxRow(row.name, row.role, row.owner and row.owner.name, row.default_source, row.new_sender_policy,
                       copies, imap_address(connection))
 
 
 def list_mailboxes(session: Session) -> list[MailboxRow]:
-    copies = (select(MessageCopy.mailbox_id, func.count(MessageCopy.id).label("n"))
-              .group_by(MessageCopy.mailbox_id).subquery())
-    rows = session.execute(select(Mailbox, Rep.name, func.coalesce(copies.c.n, 0))
-                           .outerjoin(Rep, Rep.id == Mailbox.owner_rep_id)
-                           .outerjoin(copies, copies.c.mailbox_id == Mailbox.id).order_by(Mailbox.name))
+    rows = queries.mailboxes_with_copies(session)
     return [MailboxRow(m.name, m.role, owner, m.default_source, m.new_sender_policy, n, imap_address(m.connection))
             for m, owner, n in rows]
 
@@ -329,13 +308,13 @@ def remove_mailbox(session: Session, now: datetime, actor: str, name: str, force
     messages stay (they may be a deal's history) and only the record of this copy goes."""
     row = find_mailbox(session, name)
     _refuse_if_in_rules(session, "mailbox", name)
-    copies = session.scalar(select(func.count(MessageCopy.id)).where(MessageCopy.mailbox_id == row.id))
+    copies = queries.copies_in(session, row.id)
     if copies and not force:
         stored = plural(copies, "stored message copy", "stored message copies")
         raise Invalid(f'mailbox "{name}" has {stored}; use --force to remove it '
                       f'anyway (the messages stay, the record that they were seen in "{name}" goes)')
-    session.execute(delete(MessageCopy).where(MessageCopy.mailbox_id == row.id))
-    session.execute(delete(FolderPosition).where(FolderPosition.mailbox_id == row.id))
+    queries.forget_copies(session, row.id)
+    queries.forget_positions(session, row.id)
     audit(session, now, actor, "delete", "mailbox", row.id, name=name, copies_dropped=copies)
     session.delete(row)
     dropped = plural(copies, "message copy", "message copies")
@@ -353,8 +332,7 @@ class StageRow:
 
 
 def list_stages(session: Session) -> list[StageRow]:
-    rows = session.execute(select(Stage, func.count(Deal.id)).outerjoin(Deal, Deal.stage_id == Stage.id)
-                           .group_by(Stage.id).order_by(Stage.position, Stage.id))
+    rows = queries.stages_with_deals(session)
     return [StageRow(s.position, s.name, s.kind, n) for s, n in rows]
 
 
@@ -400,7 +378,7 @@ def remove_stage(session: Session, now: datetime, actor: str, name: str, move_to
         raise Invalid(f'cannot remove {stage.name}: it is the only {stage.kind} stage, and the pipeline needs '
                       f'at least one open, one won and one lost stage')
     _refuse_if_in_rules(session, "stage", stage.name)
-    deals = list(session.scalars(select(Deal).where(Deal.stage_id == stage.id)))
+    deals = queries.deals_in_stage(session, stage.id)
     others = [s.name for s in ordered if s.kind == stage.kind and s.id != stage.id]
     if deals and move_to is None:
         raise Invalid(f'stage {stage.name} has {plural(len(deals), "deal")}; move them with --move-to STAGE '
@@ -465,14 +443,14 @@ def _canonical_condition(session: Session, condition: rules.Condition) -> rules.
 def add_rule(session: Session, now: datetime, actor: str, name: str, when: list[str], then: list[str]) -> RuleRow:
     """Conditions may be empty (the rule matches every message); actions may not."""
     check_name("rule", name)
-    if session.scalar(select(RoutingRule.id).where(RoutingRule.name == name)) is not None:
+    if queries.rule_exists(session, name):
         raise Invalid(f'rule "{name}" already exists; remove it first or choose another name')
     rules.check_parts(when, then)
     conditions = [_canonical_condition(session, rules.parse_condition(c)) for c in when]
     actions = [_canonical_action(session, rules.parse_action(a)) for a in then]
     if not actions:
         raise Invalid("a rule needs at least one --then ACTION; actions are: " + "; ".join(rules.ACTIONS.values()))
-    position = (session.scalar(select(func.max(RoutingRule.position))) or 0) + 1
+    position = queries.last_rule_position(session) + 1
     row = RoutingRule(name=name, position=position, conditions=[[c.key, c.value] for c in conditions],
                       actions=[[a.key, a.value] for a in actions], round_robin_next=0, created_at=now)
     session.add(row)
@@ -487,7 +465,7 @@ def list_rules(session: Session) -> list[RuleRow]:
 
 
 def remove_rule(session: Session, now: datetime, actor: str, name: str) -> Removed:
-    ordered = list(session.scalars(select(RoutingRule).order_by(RoutingRule.position, RoutingRule.id)))
+    ordered = queries.rules_in_order(session)
     row = next((r for r in ordered if r.name == name), None)
     if row is None:
         raise NotFound(f'unknown rule "{name}"; rules are: {listed(r.name for r in ordered)}')
@@ -531,19 +509,13 @@ class QuarantineDetail:
     truncated: bool
 
 
-def _messages(session: Session, status: str) -> list[Message]:
-    return list(session.scalars(select(Message).where(Message.status == status)
-                                .options(selectinload(Message.copies).selectinload(MessageCopy.mailbox))
-                                .order_by(Message.received_at, Message.id)))
-
-
 def _mailbox_names(message: Message) -> tuple[str, ...]:
     return tuple(dict.fromkeys(c.mailbox.name for c in message.copies))
 
 
 def list_review(session: Session) -> list[ReviewRow]:
     return [ReviewRow(m.id, m.sent_at or m.received_at, m.from_address, m.subject, _mailbox_names(m), m.reason or "")
-            for m in _messages(session, "held")]
+            for m in queries.messages_with_status(session, "held")]
 
 
 def _quarantine_row(m: Message) -> QuarantineRow:
@@ -552,7 +524,7 @@ def _quarantine_row(m: Message) -> QuarantineRow:
 
 
 def list_quarantine(session: Session) -> list[QuarantineRow]:
-    return [_quarantine_row(m) for m in _messages(session, "quarantined")]
+    return [_quarantine_row(m) for m in queries.messages_with_status(session, "quarantined")]
 
 
 def show_quarantined(session: Session, pk: int) -> QuarantineDetail:
@@ -568,7 +540,7 @@ def show_quarantined(session: Session, pk: int) -> QuarantineDetail:
 def stored_raw(session: Session, message_id: str) -> bytes:
     """The raw bytes of a stored message, by its Message-ID with or without the angle brackets."""
     wanted = message_id.strip().removeprefix("<").removesuffix(">")
-    row = session.scalar(select(Message).where(Message.message_id == wanted))
+    row = queries.message_by_message_id(session, wanted)
     if row is None:
         raise NotFound(f'no stored message with Message-ID <{wanted}>; give a Message-ID from "inboxcrm deal show" '
                        f"or the path of an .eml file")

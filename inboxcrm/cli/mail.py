@@ -2,7 +2,8 @@
 ``rep digest``.
 
 ``notify`` decides what a rep gets, ``outbox`` sends it; this module only parses and prints.
-Imported at the bottom of ``cli.py``, which registers these commands on its groups.
+``digest`` and ``outbox`` are listed in ``cli.COMMANDS``; ``rep digest`` joins the ``rep`` group in
+``cli.team``.
 """
 from __future__ import annotations
 
@@ -12,15 +13,13 @@ from pathlib import Path
 
 import click
 
-from inboxcrm.cli import (
+from inboxcrm.cli.common import (
     App,
     Failure,
     echo,
     emit,
     json_option,
-    main,
     pass_app,
-    rep,
     write_file,
 )
 from inboxcrm.core import views
@@ -57,7 +56,7 @@ def _send_due(app: App) -> str:
 
 # -- digest ---------------------------------------------------------------------------------
 
-@main.group()
+@click.group()
 def digest() -> None:
     """Each rep's daily digest: what needs doing today."""
 
@@ -130,7 +129,7 @@ def digest_send(app: App, name: str | None, day: datetime | None) -> None:
 
 # -- outbox ---------------------------------------------------------------------------------
 
-@main.group("outbox")
+@click.group("outbox")
 def outbox_group() -> None:
     """Mail inboxcrm sends (digests, nudges), queued first, then sent with retries."""
 
@@ -221,7 +220,7 @@ def outbox_test(app: App) -> None:
 
 # -- a rep's digest settings ------------------------------------------------------------------
 
-@rep.command("digest")
+@click.command("digest")
 @click.argument("name")
 @click.option("--time", "time_", metavar="HH:MM", help="The rep's local time for the digest, such as 08:00.")
 @click.option("--days", metavar="DAYS", help='Digest days, such as "mon-fri", "mon,wed,fri" or "daily".')

@@ -1,7 +1,8 @@
 """The sync commands: ``mailbox test``, ``poll``, ``status`` and ``run`` (the daemon).
 
-``poll`` and the daemon call the same ``sync.sync_mailbox``; this module only prints. Imported
-at the bottom of ``cli.py``, which registers these commands on its groups.
+``poll`` and the daemon call the same ``sync.sync_mailbox``; this module only prints. ``poll``,
+``status`` and ``run`` are listed in ``cli.COMMANDS``; ``mailbox test`` joins the ``mailbox`` group
+in ``cli.team``.
 """
 from __future__ import annotations
 
@@ -11,9 +12,7 @@ import time
 
 import click
 
-from inboxcrm import config as config_mod
-from inboxcrm.app.status import FAILING_EXIT, read_status, render
-from inboxcrm.cli import App, Failure, echo, json_option, mailbox, main, pass_app
+from inboxcrm.cli.common import App, Failure, echo, json_option, pass_app
 from inboxcrm.core import views
 
 
@@ -21,7 +20,7 @@ def _counts(counts) -> str:
     return ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
 
 
-@mailbox.command("test")
+@click.command("test")
 @click.argument("name")
 @pass_app
 def mailbox_test(app: App, name: str) -> None:
@@ -77,7 +76,7 @@ def _poll_pass(app: App, names: list[str]) -> list[str]:
     return failed
 
 
-@main.command()
+@click.command()
 @click.argument("name", required=False)
 @click.option("--once", is_flag=True, help="One pass, then exit (default: poll every [sync] poll_interval "
                                             "seconds until Ctrl-C).")
@@ -109,7 +108,7 @@ def poll(app: App, name: str | None, once: bool) -> None:
         sys.exit(1)
 
 
-@main.command()
+@click.command()
 @json_option
 @pass_app
 def status(app: App, as_json: bool) -> None:
@@ -120,13 +119,15 @@ def status(app: App, as_json: bool) -> None:
     too), so monitoring can run this; 2 means status itself could not run. Read from the
     database: works whether or not the daemon is running.
     """
+    from inboxcrm.app.status import FAILING_EXIT, read_status, render
+
     report = app.read(read_status, app.config)
     echo(views.to_json(report) if as_json else render(report, app.now()))
     if report.failing:
         sys.exit(FAILING_EXIT)
 
 
-@main.command()
+@click.command()
 @pass_app
 def run(app: App) -> None:
     """The daemon: keep every IMAP mailbox synced, send digests and notifications.
@@ -136,6 +137,7 @@ def run(app: App) -> None:
     SIGHUP: reload the configuration and the mailbox list. Logs go to stderr, one logfmt event a
     line (journald under systemd); set INBOXCRM_LOG_LEVEL=INFO to see every pass.
     """
+    from inboxcrm import config as config_mod
     from inboxcrm.app.daemon import Daemon
 
     factory = app.factory()  # refuses a missing or outdated database before anything starts

@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import click
 
-from inboxcrm.cli import App, Failure, echo, pass_app, rep
+from inboxcrm.cli.common import App, Failure, echo, pass_app
 
 
-@rep.command("token")
+@click.command("token")
 @click.argument("name")
 @click.option("--rotate", is_flag=True,
               help="Give the rep a new token: replies to digests and nudges sent before are no longer obeyed.")

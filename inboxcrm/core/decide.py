@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, tzinfo
-from typing import Protocol, Sequence
+from typing import Callable, Protocol, Sequence
 
 from inboxcrm.core import classify as classify_mod
 from inboxcrm.core import sender_gate
@@ -177,6 +177,35 @@ def decide(email: Email, mailbox: MailboxInfo, ctx: Context, lookup: DecisionLoo
         return result("held", "policy-review", f"new sender {prospect.email} held for review by {why}", **common)
     owner = routing.owner or mailbox.owner
     return result("processed", found.reason, _describe(found), owner=owner, create_deal=True, **common)
+
+
+@dataclass(frozen=True)
+class SecondLook:
+    """A copy of a stored message that is decided again where it arrives now, because the first
+    copy's outcome (``reasons``) was right for the mailbox it arrived in, not for this one."""
+
+    name: str
+    description: str
+    reasons: frozenset[str]
+    takes_it: Callable[[MailboxInfo], bool]
+
+
+SECOND_LOOKS = (
+    SecondLook("capture-takes-held", "held or ignored by a rep's mailbox policy; a capture mailbox makes the lead",
+               frozenset({"policy-review", "policy-ignore"}), lambda mailbox: mailbox.policy == "create"),
+    SecondLook("commands-mailbox-obeys", "a command email stored first from another copy (the rep's Sent "
+               "folder) is obeyed from the commands mailbox", frozenset({"command-copy"}),
+               lambda mailbox: mailbox.role == "commands"),
+    SecondLook("captured-elsewhere", "a prospect's mail refused in the commands mailbox (they wrote to crm@ "
+               "and sales@) is captured from the other copy", frozenset({"refused-not-rep"}),
+               lambda mailbox: mailbox.role != "commands"),
+)
+
+
+def second_look(first_reason: str | None, mailbox: MailboxInfo) -> SecondLook | None:
+    """Whether a copy of a message already stored is decided again in ``mailbox``: the rule that
+    says so, or None (the copy is a duplicate and changes nothing)."""
+    return next((rule for rule in SECOND_LOOKS if first_reason in rule.reasons and rule.takes_it(mailbox)), None)
 
 
 def own_sent_copy(email: Email, mailbox: MailboxInfo, settings: CommandSettings, folder: str) -> bool:

@@ -9,6 +9,7 @@ database. Dates that a rep reads ("due today", "overdue") are the rep's local da
 """
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta
@@ -16,6 +17,7 @@ from decimal import Decimal
 from urllib.parse import quote
 from zoneinfo import ZoneInfo
 
+from inboxcrm.core import verbs
 from inboxcrm.core.views import plural
 
 WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")  # not strftime: the locale must not change mail
@@ -349,12 +351,9 @@ def build_digest(data: DigestData, now: datetime, tz: ZoneInfo, quiet_days_for: 
     )
 
 
+# The digest's quick actions: (label, subject) of a mailto: link per verb, from the verb table.
 ACTIONS: dict[str, Callable[[str], tuple[str, str]]] = {
-    "next": lambda ref: ("set next step", f"[{ref}] next: "),
-    "stage": lambda ref: ("move stage", f"[{ref}] stage: "),
-    "won": lambda ref: ("won", f"[{ref}] won"),
-    "lost": lambda ref: ("lost", f"[{ref}] lost: "),
-}
+    verb: functools.partial(verbs.quick_action, verb) for verb in ("next", "stage", "won", "lost")}
 
 
 def pipeline(owned: list[DealRow], team: tuple[StageTotal, ...]) -> Pipeline:

@@ -15,46 +15,33 @@ valid ones.
 from __future__ import annotations
 
 import re
-from calendar import monthrange
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import date
 from decimal import Decimal
-from typing import Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
-from inboxcrm.core.digest import WEEKDAYS
 from inboxcrm.core.inputs import (
     CENTS,
-    DUE_FORMS,
+    SNOOZE_FORMS,  # noqa: F401 - the CLI's name
+    SNOOZE_MAX_DAYS,  # noqa: F401 - the CLI's name
+    add_months,  # noqa: F401 - the CLI's name
     matching_names,
-    parse_due,
     parse_ref,
     parse_value,
+    refuse_past,
+    snooze_until,
+    split_due,
+    weekday_abbreviation,
 )
 from inboxcrm.core.views import clip, money
 from inboxcrm.errors import Invalid
 
-VERBS = ("stage", "won", "lost", "next", "owner", "value", "note", "snooze")
-
-# One example per verb, used in FORMS and in every error that names a form (with the real deal number).
-_EXAMPLES = {
-    "stage": "stage: proposal",
-    "won": "won",
-    "lost": "lost: chose a competitor",
-    "next": "next: send the quote by friday",
-    "owner": "owner: bob",
-    "value": "value: 12000",
-    "note": "note: they want a demo next week",
-    "snooze": "snooze: 2 weeks",
-}
-_WHAT = {"stage": "a stage name", "lost": "a reason", "next": "what to do", "owner": "a rep's name or address",
-         "value": "an amount", "note": "text", "snooze": "how long"}
 
 MAX_LINES = 50  # body lines looked at: commands go at the top, and a huge body costs nothing
 MAX_COMMANDS = 20
 MAX_BODY_CHARS = 100_000
 MAX_LINE_CHARS = 2_000  # one command line; a longer one is refused, not cut
 TEXT_LIMIT = 500  # next-step text and stage reasons, as the deals columns take them (admin.short_text)
-SNOOZE_MAX_DAYS = 365  # a deal nobody wants to hear of for longer is lost, not snoozed (deals.set_snooze checks it too)
 CURRENCIES = ("$", "€", "£", "EUR", "USD", "GBP")
 
 # Reply and forward prefixes in the languages mail clients write them; "Réf." is French.
@@ -71,8 +58,6 @@ _PREFIX = re.compile(
 
 _TAG = re.compile(r"\[\s*d\s*[-–]?\s*([0-9]{1,9})\s*\]", re.I)
 _WORD = re.compile(r"[^\W\d_]+")
-_UNTAGGED = re.compile(rf"({'|'.join(VERBS)})(?:\s+step\b)?\s*[:：]", re.I)
-_BARE_WON = re.compile(r"won[.!]*", re.I)
 _INVISIBLE = "\u200b\u200e\u200f\u2060\ufeff"  # what rich-text editors leave at line ends
 
 
@@ -125,237 +110,6 @@ class Change:
 class StageChoice:
     name: str
     kind: str  # open | won | lost
-
-
-# -- reading ----------------------------------------------------------------------------------
-
-def prefixes(subject: str) -> tuple[str, ...]:
-    """The reply/forward prefixes in front of a subject, outermost first, lower-cased and without
-    counters or colons ("RE[2]: Fwd:" -> ("re", "fwd")); forwards.is_forward reads the first."""
-    text, pos, found = subject or "", 0, []
-    while (m := _PREFIX.match(text, pos)) and m.end() > pos:
-        found.append((m.group("word") or m.group("ref") or "ext").lower())
-        pos = m.end()
-    return tuple(found)
-
-
-def _trim(text: str) -> str:
-    """Whitespace and invisible characters off both ends, in linear time on any input."""
-    start, end = 0, len(text)
-    while start < end and (text[start].isspace() or text[start] in _INVISIBLE):
-        start += 1
-    while end > start and (text[end - 1].isspace() or text[end - 1] in _INVISIBLE):
-        end -= 1
-    return text[start:end]
-
-
-def strip_prefixes(subject: str) -> str:
-    text, pos = subject or "", 0
-    while (m := _PREFIX.match(text, pos)) and m.end() > pos:
-        pos = m.end()
-    return _trim(text[pos:])
-
-
-def _tag(text: str) -> tuple[int, str] | None:
-    """(deal number, what follows) for a line that starts with a tag."""
-    m = _TAG.match(text)
-    if m is None:
-        return None
-    return parse_ref(f"D-{m.group(1)}"), text[m.end():]
-
-
-def subject_tag(subject: str) -> int | None:
-    found = _tag(strip_prefixes(subject))
-    return found[0] if found else None
-
-
-def _form(verb: str, deal: int | None) -> str:
-    return f"[D-{deal if deal is not None else 42}] {_EXAMPLES[verb]}"
-
-
-def _verbs_hint(deal: int | None) -> str:
-    return f"commands are {', '.join(VERBS)}, as in {_form('next', deal)}"
-
-
-def _after_tag(rest: str, deal: int) -> tuple[str, str] | str:
-    """(verb, argument) from what follows a tag, or the problem with it."""
-    rest = _trim(rest)
-    if not rest:
-        return f"[D-{deal}] says which deal but not what to do; {_verbs_hint(deal)}"
-    m = _WORD.match(rest)
-    if m is None or m.group(0).lower() not in VERBS:
-        word = m.group(0) if m else (rest.split() or [rest])[0]
-        return f'unknown command "{clip(word, 40)}"; {_verbs_hint(deal)}'
-    verb, after = m.group(0).lower(), rest[m.end():]
-    if verb == "next":
-        after = re.sub(r"^\s+step\b", "", after, flags=re.I)
-    colon = re.match(r"\s*[:：]", after)
-    if colon:
-        return verb, " ".join(after[colon.end():].split())
-    if not _trim(after) or (verb == "won" and _BARE_WON.fullmatch("won" + _trim(after))):
-        return verb, ""
-    return f'write a colon after "{verb}": {_form(verb, deal)}'
-
-
-def _command_at_start(text: str) -> bool:
-    """A tag followed by a known verb and then a colon, the end, or (for won) "!" or ".":
-    "[D-42] next steps for Acme" is a subject, not a command."""
-    found = _tag(text)
-    if found is None:
-        return False
-    read = _after_tag(found[1], found[0])
-    return isinstance(read, tuple)
-
-
-def has_command(subject: str) -> bool:
-    stripped = strip_prefixes(subject)
-    return len(stripped) <= MAX_LINE_CHARS and _command_at_start(stripped)
-
-
-def _missing_argument(verb: str, deal: int | None) -> str:
-    return f'"{verb}" needs {_WHAT[verb]}: {_form(verb, deal)}'
-
-
-class _Reader:
-    """Collects commands and errors in the order they were written."""
-
-    def __init__(self, subject_deal: int | None, default_deal: int | None):
-        self.fallback = subject_deal if subject_deal is not None else default_deal
-        self.commands: list[Command] = []
-        self.errors: list[CommandError] = []
-
-    def error(self, where: str, text: str, problem: str) -> None:
-        self.errors.append(CommandError(where, text, problem))
-
-    def add(self, deal: int | None, verb: str, arg: str, where: str, text: str) -> None:
-        if deal is None:
-            self.commands.append(Command(deal, verb, arg, where, text))
-            self.error(where, text, f"say which deal this is for: [D-42] {text}")
-        elif verb != "won" and not arg:
-            self.error(where, text, _missing_argument(verb, deal))
-        else:
-            self.commands.append(Command(deal, verb, arg, where, text))
-
-    def tagged(self, where: str, text: str) -> None:
-        deal, rest = _tag(text)
-        read = _after_tag(rest, deal)
-        if isinstance(read, str):
-            self.error(where, text, read)
-        else:
-            self.add(deal, read[0], read[1], where, text)
-
-    def untagged(self, where: str, text: str) -> None:
-        """An untagged "verb: ..." or a bare "won" (the caller saw it is one), for the fallback deal."""
-        m = _UNTAGGED.match(text)
-        if m:
-            self.add(self.fallback, m.group(1).lower(), " ".join(text[m.end():].split()), where, text)
-        else:
-            self.add(self.fallback, "won", "", where, text)
-
-
-def _too_long(text: str) -> str:
-    return f"this command is {len(text)} characters long; at most {MAX_LINE_CHARS} are read, so shorten it"
-
-
-def parse(subject: str, body: str, default_deal: int | None = None) -> Parsed:
-    """The commands in the subject (after its Re:/Fwd: prefixes) and in the body's first lines.
-
-    A subject counts only as "[D-n] verb...". The body is read from the top: blank lines are
-    skipped, a tagged line or an untagged "verb: ..." / "won" is taken, and the first other line
-    ends the commands. An untagged line is for the subject's deal, else ``default_deal``."""
-    stripped = strip_prefixes(subject)
-    tag = _tag(stripped)
-    subject_deal = tag[0] if tag else None
-    reader = _Reader(subject_deal, default_deal)
-    if tag is not None and _trim(tag[1]):
-        if len(stripped) > MAX_LINE_CHARS:
-            reader.error("subject", clip(stripped, 80), _too_long(stripped))
-        else:
-            reader.tagged("subject", stripped)
-    lines = (body or "")[:MAX_BODY_CHARS].splitlines()
-    taken = 0
-    for number, line in enumerate(lines[:MAX_LINES + 1], start=1):
-        text = _trim(line)
-        if not text:
-            continue
-        is_command = _TAG.match(text) or _UNTAGGED.match(text) or _BARE_WON.fullmatch(text)
-        if not is_command:
-            break
-        where = f"line {number}"
-        if number > MAX_LINES or taken == MAX_COMMANDS:
-            what = f"{MAX_LINES} lines" if number > MAX_LINES else f"{MAX_COMMANDS} commands"
-            reader.error(where, clip(text, 80), f"one email carries at most {what}; "
-                                                f"send the rest in another email")
-            break
-        taken += 1
-        if len(text) > MAX_LINE_CHARS:
-            reader.error(where, clip(text, 80), _too_long(text))
-        elif _TAG.match(text):
-            reader.tagged(where, text)
-        else:
-            reader.untagged(where, text)
-    return Parsed(tuple(reader.commands), tuple(reader.errors), subject_deal)
-
-
-# -- dates --------------------------------------------------------------------------------------
-
-_MONTHS_AHEAD = re.compile(r"in (\d{1,3}) months?")
-_SPAN = re.compile(r"(?:in )?(\d{1,4}) (day|week|month)s?")
-DATE_FORMS = f"{DUE_FORMS}; also in N months"
-SNOOZE_FORMS = ("3 days, 2 weeks or 1 month (also with in: in 2 weeks), until DATE, a weekday such as friday, "
-                "YYYY-MM-DD, or off to wake the deal")
-
-
-def add_months(day: date, months: int) -> date:
-    """Calendar months: 31 January + 1 month is the last day of February, not 3 March."""
-    year, month = divmod(day.month - 1 + months, 12)
-    year += day.year
-    return date(year, month + 1, min(day.day, monthrange(year, month + 1)[1]))
-
-
-def _date(text: str, today: date) -> date:
-    """parse_due's forms plus "in N months"; raises Invalid naming them all."""
-    word = " ".join(text.lower().split()).rstrip(".!,;")
-    months = _MONTHS_AHEAD.fullmatch(word)
-    if months:
-        return add_months(today, int(months.group(1)))
-    try:
-        return parse_due(word, today)
-    except (Invalid, OverflowError):
-        raise Invalid(f'invalid date "{clip(text, 40)}"; expected {DATE_FORMS}') from None
-
-
-def split_due(arg: str, today: date) -> tuple[str, date | None]:
-    """("send the quote", friday) from "send the quote by friday": only a trailing "by" or "due"
-    and a date is one, so "call by phone" stays text."""
-    for m in reversed(list(re.finditer(r"(?:^|\s)(?:by|due)(?:\s*:)?\s+", arg, re.I))):
-        try:
-            due = _date(arg[m.end():], today)
-        except Invalid:
-            continue
-        return arg[:m.start()].rstrip(" ,;:-–"), due
-    return arg, None
-
-
-def snooze_until(arg: str, today: date) -> date | None:
-    """None for "off"; else a date after today and at most SNOOZE_MAX_DAYS ahead."""
-    word = " ".join(arg.lower().split()).rstrip(".!")
-    if word == "off":
-        return None
-    span = _SPAN.fullmatch(word)
-    try:
-        if span:
-            n, unit = int(span.group(1)), span.group(2)
-            until = add_months(today, n) if unit == "month" else today + timedelta(**{unit + "s": n})
-        else:
-            until = _date(word.removeprefix("until "), today)
-    except (Invalid, OverflowError, ValueError):
-        raise Invalid(f'invalid snooze "{clip(arg, 40)}"; expected {SNOOZE_FORMS}') from None
-    latest = today + timedelta(days=SNOOZE_MAX_DAYS)
-    if not today < until <= latest:
-        raise Invalid(f"cannot snooze until {until.isoformat()}: expected a date after today ({today.isoformat()}) "
-                      f"and at most {SNOOZE_MAX_DAYS} days ahead ({latest.isoformat()}), such as 2 weeks or friday")
-    return until
 
 
 # -- resolving ----------------------------------------------------------------------------------
@@ -413,34 +167,291 @@ def _short(what: str, text: str, example: str) -> str:
     return text
 
 
-def _resolve(c: Command, stages: Sequence[StageChoice], reps: Mapping[str, Sequence[str]], today: date) -> Change:
-    base = dict(deal=c.deal, where=c.where, text=c.text)
-    if c.verb == "stage":
-        return Change(verb="stage", stage=_stage(c.arg, stages, c.deal).name, **base)
-    if c.verb == "won":
-        note = _short("note", c.arg, "signed for two years") or None
-        return Change(verb="stage", stage=_first(stages, "won").name, reason=note, **base)
-    if c.verb == "lost":
-        reason = _short("reason", c.arg, "chose a competitor")
-        return Change(verb="stage", stage=_first(stages, "lost").name, reason=reason, **base)
-    if c.verb == "next":
-        text, due = split_due(c.arg, today)
+
+@dataclass(frozen=True)
+class Names:
+    """What a command is resolved against: the stages in pipeline order, the active reps (name ->
+    addresses) and the rep's local date."""
+
+    stages: Sequence[StageChoice]
+    reps: Mapping[str, Sequence[str]]
+    today: date
+
+
+def _day(day: date) -> str:
+    return f"{weekday_abbreviation(day)} {day.isoformat()}"
+
+
+def _ref(change: Change) -> str:
+    return f"D-{change.deal}"
+
+
+def _read_next(c: Command, names: Names) -> dict:
+    text, due = split_due(c.arg, names.today)
+    if not text:
+        raise Invalid(f"say what the next step is before the date: {_form('next', c.deal)}")
+    if due is not None:
+        refuse_past(due, names.today)
+    return dict(reason=_short("next step", text, "send the quote"), due=due)
+
+
+# -- the verbs -----------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Verb:
+    """One command word, all of it in one place: how its argument is read, how it is taught (the
+    help line and the example every error quotes), what it changes and which ``app.deals``
+    function makes that change. Adding a verb is one entry here and the deals function it names."""
+
+    name: str
+    example: str  # what follows the tag, as errors quote it: "stage: proposal"
+    help: str  # its line in FORMS
+    needs: str | None  # what the argument is, for "needs ..."; None: the verb may stand alone ("won")
+    read: Callable[[Command, Names], dict]  # the argument -> the Change's fields; raises Invalid
+    makes: str = ""  # the verb whose kind of change this is ("won" makes a "stage" change); "" itself
+    applies: str = ""  # the app.deals function that makes this kind of change
+    arguments: Callable[[Change, date], dict] | None = None  # its keyword arguments after the deal reference
+    describe: Callable[[Change], str] | None = None  # the answer's line for this kind of change
+    once: str = ""  # what this kind of change is called when one email asks for it twice; "": may repeat
+    listed: str = ""  # the example in FORMS, when shorter than ``example``
+    also: str = ""  # a word that may follow the verb ("next step:")
+    action: str = ""  # its label as a quick action (a mailto: link in the digest), if it is one
+
+    @property
+    def change(self) -> str:
+        return self.makes or self.name
+
+
+TABLE: tuple[Verb, ...] = (
+    Verb("stage", "stage: proposal", "move the deal to a stage (its name, or the start of it)", "a stage name",
+         read=lambda c, n: dict(stage=_stage(c.arg, n.stages, c.deal).name),
+         applies="set_stage", arguments=lambda c, today: dict(stage=c.stage, reason=c.reason or ""),
+         describe=lambda c: f"{_ref(c)}: moved to {c.stage}" + (f' ("{clip(c.reason, 80)}")' if c.reason else ""),
+         once="stage changes", action="move stage"),
+    Verb("won", "won", "mark it won (a note may follow: won: signed for two years)", None, makes="stage",
+         action="won",
+         read=lambda c, n: dict(stage=_first(n.stages, "won").name,
+                                reason=_short("note", c.arg, "signed for two years") or None)),
+    Verb("lost", "lost: chose a competitor", "mark it lost, with the reason", "a reason", makes="stage",
+         action="lost",
+         read=lambda c, n: dict(stage=_first(n.stages, "lost").name,
+                                reason=_short("reason", c.arg, "chose a competitor"))),
+    Verb("next", "next: send the quote by friday",
+         'set the next step; "by" or "due" and a date at the end sets when', "what to do", also="step",
+         read=_read_next, applies="set_next", arguments=lambda c, today: dict(text=c.reason, due=c.due),
+         describe=lambda c: f'{_ref(c)}: next step "{clip(c.reason or "", 80)}"'
+                            + (f" due {_day(c.due)}" if c.due else ", no due date"),
+         once="next steps", action="set next step"),
+    Verb("owner", "owner: bob", "hand it to a rep (a name, or their address)", "a rep's name or address",
+         read=lambda c, n: dict(rep=_rep(c.arg, n.reps)),
+         applies="set_owner", arguments=lambda c, today: dict(rep=c.rep),
+         describe=lambda c: f"{_ref(c)}: owner is now {c.rep}", once="owners"),
+    Verb("value", "value: 12000", "set its value ($, €, £, EUR or USD may come with it)", "an amount",
+         read=lambda c, n: dict(value=_value(c.arg)),
+         applies="set_value", arguments=lambda c, today: dict(value=str(c.value)),
+         describe=lambda c: f"{_ref(c)}: value set to {money(c.value)}", once="values"),
+    Verb("note", "note: they want a demo next week", "add a note", "text", listed="note: they want a demo",
+         read=lambda c, n: dict(reason=c.arg),
+         applies="add_note", arguments=lambda c, today: dict(text=c.reason),
+         describe=lambda c: f'{_ref(c)}: note added "{clip(c.reason or "", 80)}"'),
+    Verb("snooze", "snooze: 2 weeks", "leave it out of the quiet and stalled lists until then (off wakes it)",
+         "how long", read=lambda c, n: dict(due=snooze_until(c.arg, n.today)),
+         applies="set_snooze", arguments=lambda c, today: dict(until=c.due, today=today),
+         describe=lambda c: f"{_ref(c)}: snoozed until {_day(c.due)}" if c.due is not None
+         else f"{_ref(c)}: snooze ended, the deal is back in the digest",
+         once="snoozes"),
+)
+VERB = {v.name: v for v in TABLE}
+VERBS = tuple(VERB)
+_UNTAGGED = re.compile("(" + "|".join(rf"{v.name}(?:\s+{v.also}\b)?" if v.also else v.name for v in TABLE)
+                       + r")\s*[:：]", re.I)
+_BARE = re.compile("(" + "|".join(v.name for v in TABLE if v.needs is None) + r")[.!]*", re.I)
+
+
+def quick_action(verb: str, ref: str) -> tuple[str, str]:
+    """(label, subject) of a mailto: link that starts the command: ("move stage", "[D-42] stage: ")."""
+    entry = VERB[verb]
+    return entry.action, f"[{ref}] {verb}" + (": " if entry.needs else "")
+
+
+def _makers(change: str) -> tuple[str, ...]:
+    return tuple(v.name for v in TABLE if v.change == change)
+
+
+def _once(change: str) -> str:
+    """ "next steps"; "stage changes (stage, won, lost)" when several verbs make that change."""
+    makers = _makers(change)
+    return VERB[change].once + (f" ({', '.join(makers)})" if len(makers) > 1 else "")
+
+
+# -- reading ----------------------------------------------------------------------------------
+
+def prefixes(subject: str) -> tuple[str, ...]:
+    """The reply/forward prefixes in front of a subject, outermost first, lower-cased and without
+    counters or colons ("RE[2]: Fwd:" -> ("re", "fwd")); forwards.is_forward reads the first."""
+    text, pos, found = subject or "", 0, []
+    while (m := _PREFIX.match(text, pos)) and m.end() > pos:
+        found.append((m.group("word") or m.group("ref") or "ext").lower())
+        pos = m.end()
+    return tuple(found)
+
+
+def _trim(text: str) -> str:
+    """Whitespace and invisible characters off both ends, in linear time on any input."""
+    start, end = 0, len(text)
+    while start < end and (text[start].isspace() or text[start] in _INVISIBLE):
+        start += 1
+    while end > start and (text[end - 1].isspace() or text[end - 1] in _INVISIBLE):
+        end -= 1
+    return text[start:end]
+
+
+def strip_prefixes(subject: str) -> str:
+    text, pos = subject or "", 0
+    while (m := _PREFIX.match(text, pos)) and m.end() > pos:
+        pos = m.end()
+    return _trim(text[pos:])
+
+
+def _tag(text: str) -> tuple[int, str] | None:
+    """(deal number, what follows) for a line that starts with a tag."""
+    m = _TAG.match(text)
+    if m is None:
+        return None
+    return parse_ref(f"D-{m.group(1)}"), text[m.end():]
+
+
+def subject_tag(subject: str) -> int | None:
+    found = _tag(strip_prefixes(subject))
+    return found[0] if found else None
+
+
+def _form(verb: str, deal: int | None) -> str:
+    return f"[D-{deal if deal is not None else 42}] {VERB[verb].example}"
+
+
+def _verbs_hint(deal: int | None) -> str:
+    return f"commands are {', '.join(VERBS)}, as in {_form('next', deal)}"
+
+
+def _after_tag(rest: str, deal: int) -> tuple[str, str] | str:
+    """(verb, argument) from what follows a tag, or the problem with it."""
+    rest = _trim(rest)
+    if not rest:
+        return f"[D-{deal}] says which deal but not what to do; {_verbs_hint(deal)}"
+    m = _WORD.match(rest)
+    if m is None or m.group(0).lower() not in VERBS:
+        word = m.group(0) if m else (rest.split() or [rest])[0]
+        return f'unknown command "{clip(word, 40)}"; {_verbs_hint(deal)}'
+    verb, after = m.group(0).lower(), rest[m.end():]
+    if VERB[verb].also:
+        after = re.sub(rf"^\s+{VERB[verb].also}\b", "", after, flags=re.I)
+    colon = re.match(r"\s*[:：]", after)
+    if colon:
+        return verb, " ".join(after[colon.end():].split())
+    if not _trim(after) or (VERB[verb].needs is None and _BARE.fullmatch(verb + _trim(after))):
+        return verb, ""
+    return f'write a colon after "{verb}": {_form(verb, deal)}'
+
+
+def _command_at_start(text: str) -> bool:
+    """A tag followed by a known verb and then a colon, the end, or (for won) "!" or ".":
+    "[D-42] next steps for Acme" is a subject, not a command."""
+    found = _tag(text)
+    if found is None:
+        return False
+    read = _after_tag(found[1], found[0])
+    return isinstance(read, tuple)
+
+
+def has_command(subject: str) -> bool:
+    stripped = strip_prefixes(subject)
+    return len(stripped) <= MAX_LINE_CHARS and _command_at_start(stripped)
+
+
+def _missing_argument(verb: str, deal: int | None) -> str:
+    return f'"{verb}" needs {VERB[verb].needs}: {_form(verb, deal)}'
+
+
+class _Reader:
+    """Collects commands and errors in the order they were written."""
+
+    def __init__(self, subject_deal: int | None, default_deal: int | None):
+        self.fallback = subject_deal if subject_deal is not None else default_deal
+        self.commands: list[Command] = []
+        self.errors: list[CommandError] = []
+
+    def error(self, where: str, text: str, problem: str) -> None:
+        self.errors.append(CommandError(where, text, problem))
+
+    def add(self, deal: int | None, verb: str, arg: str, where: str, text: str) -> None:
+        if deal is None:
+            self.commands.append(Command(deal, verb, arg, where, text))
+            self.error(where, text, f"say which deal this is for: [D-42] {text}")
+        elif VERB[verb].needs is not None and not arg:
+            self.error(where, text, _missing_argument(verb, deal))
+        else:
+            self.commands.append(Command(deal, verb, arg, where, text))
+
+    def tagged(self, where: str, text: str) -> None:
+        deal, rest = _tag(text)
+        read = _after_tag(rest, deal)
+        if isinstance(read, str):
+            self.error(where, text, read)
+        else:
+            self.add(deal, read[0], read[1], where, text)
+
+    def untagged(self, where: str, text: str) -> None:
+        """An untagged "verb: ..." or a bare "won" (the caller saw it is one), for the fallback deal."""
+        m = _UNTAGGED.match(text)
+        if m:
+            self.add(self.fallback, m.group(1).split()[0].lower(), " ".join(text[m.end():].split()), where, text)
+        else:
+            self.add(self.fallback, _BARE.fullmatch(text).group(1).lower(), "", where, text)
+
+
+def _too_long(text: str) -> str:
+    return f"this command is {len(text)} characters long; at most {MAX_LINE_CHARS} are read, so shorten it"
+
+
+def parse(subject: str, body: str, default_deal: int | None = None) -> Parsed:
+    """The commands in the subject (after its Re:/Fwd: prefixes) and in the body's first lines.
+
+    A subject counts only as "[D-n] verb...". The body is read from the top: blank lines are
+    skipped, a tagged line or an untagged "verb: ..." / "won" is taken, and the first other line
+    ends the commands. An untagged line is for the subject's deal, else ``default_deal``."""
+    stripped = strip_prefixes(subject)
+    tag = _tag(stripped)
+    subject_deal = tag[0] if tag else None
+    reader = _Reader(subject_deal, default_deal)
+    if tag is not None and _trim(tag[1]):
+        if len(stripped) > MAX_LINE_CHARS:
+            reader.error("subject", clip(stripped, 80), _too_long(stripped))
+        else:
+            reader.tagged("subject", stripped)
+    lines = (body or "")[:MAX_BODY_CHARS].splitlines()
+    taken = 0
+    for number, line in enumerate(lines[:MAX_LINES + 1], start=1):
+        text = _trim(line)
         if not text:
-            raise Invalid(f"say what the next step is before the date: {_form('next', c.deal)}")
-        if due is not None and due < today:
-            raise Invalid(f"the due date {due.isoformat()} has passed; expected today or later: {DATE_FORMS}")
-        return Change(verb="next", reason=_short("next step", text, "send the quote"), due=due, **base)
-    if c.verb == "owner":
-        return Change(verb="owner", rep=_rep(c.arg, reps), **base)
-    if c.verb == "value":
-        return Change(verb="value", value=_value(c.arg), **base)
-    if c.verb == "note":
-        return Change(verb="note", reason=c.arg, **base)
-    return Change(verb="snooze", due=snooze_until(c.arg, today), **base)
-
-
-_ONCE = {"stage": "stage changes (stage, won, lost)", "next": "next steps", "owner": "owners", "value": "values",
-         "snooze": "snoozes"}
+            continue
+        is_command = _TAG.match(text) or _UNTAGGED.match(text) or _BARE.fullmatch(text)
+        if not is_command:
+            break
+        where = f"line {number}"
+        if number > MAX_LINES or taken == MAX_COMMANDS:
+            what = f"{MAX_LINES} lines" if number > MAX_LINES else f"{MAX_COMMANDS} commands"
+            reader.error(where, clip(text, 80), f"one email carries at most {what}; "
+                                                f"send the rest in another email")
+            break
+        taken += 1
+        if len(text) > MAX_LINE_CHARS:
+            reader.error(where, clip(text, 80), _too_long(text))
+        elif _TAG.match(text):
+            reader.tagged(where, text)
+        else:
+            reader.untagged(where, text)
+    return Parsed(tuple(reader.commands), tuple(reader.errors), subject_deal)
 
 
 def _conflicts(changes: Sequence[Change]) -> list[CommandError]:
@@ -448,12 +459,12 @@ def _conflicts(changes: Sequence[Change]) -> list[CommandError]:
     first: dict[tuple[int, str], Change] = {}
     errors = []
     for change in changes:
-        if change.verb not in _ONCE:
+        if not VERB[change.verb].once:
             continue
         earlier = first.setdefault((change.deal, change.verb), change)
         if earlier is not change:
             errors.append(CommandError(change.where, change.text,
-                                       f"D-{change.deal} gets two {_ONCE[change.verb]} in this email "
+                                       f"D-{change.deal} gets two {_once(change.verb)} in this email "
                                        f"({earlier.where} and {change.where}); keep the one you mean"))
     return errors
 
@@ -473,12 +484,15 @@ def plan(parsed: Parsed, stages: Sequence[StageChoice], reps: Mapping[str, Seque
     parse's and the resolution's, in the order the lines were written. ``today`` is the rep's
     local date. Whether each deal exists is the caller's to check."""
     errors = list(parsed.errors)
+    names = Names(stages, reps, today)
     changes = []
     for command in parsed.commands:
         if command.deal is None:
             continue  # parse has reported it
         try:
-            changes.append(_resolve(command, stages, reps, today))
+            verb = VERB[command.verb]
+            changes.append(Change(command.deal, verb.change, command.where, command.text,
+                                  **verb.read(command, names)))
         except Invalid as refused:
             errors.append(CommandError(command.where, command.text, str(refused)))
     errors.extend(_conflicts(changes))
@@ -490,39 +504,21 @@ def plan(parsed: Parsed, stages: Sequence[StageChoice], reps: Mapping[str, Seque
 
 # -- answering ----------------------------------------------------------------------------------
 
-def _day(day: date) -> str:
-    return f"{WEEKDAYS[day.weekday()]} {day.isoformat()}"
-
-
 def describe(change: Change) -> str:
     """One short line per change for the answer: 'D-42: next step "send the quote" due Fri 2026-11-27'."""
-    ref = f"D-{change.deal}"
-    if change.verb == "stage":
-        return f"{ref}: moved to {change.stage}" + (f' ("{clip(change.reason, 80)}")' if change.reason else "")
-    if change.verb == "next":
-        return f'{ref}: next step "{clip(change.reason or "", 80)}"' + (f" due {_day(change.due)}" if change.due
-                                                                       else ", no due date")
-    if change.verb == "owner":
-        return f"{ref}: owner is now {change.rep}"
-    if change.verb == "value":
-        return f"{ref}: value set to {money(change.value)}"
-    if change.verb == "note":
-        return f'{ref}: note added "{clip(change.reason or "", 80)}"'
-    if change.due is None:
-        return f"{ref}: snooze ended, the deal is back in the digest"
-    return f"{ref}: snoozed until {_day(change.due)}"
+    return VERB[change.verb].describe(change)
 
 
-FORMS = """\
-  [D-42] stage: proposal            move the deal to a stage (its name, or the start of it)
-  [D-42] won                        mark it won (a note may follow: won: signed for two years)
-  [D-42] lost: chose a competitor   mark it lost, with the reason
-  [D-42] next: send the quote by friday
-                                    set the next step; "by" or "due" and a date at the end sets when
-  [D-42] owner: bob                 hand it to a rep (a name, or their address)
-  [D-42] value: 12000               set its value ($, €, £, EUR or USD may come with it)
-  [D-42] note: they want a demo     add a note
-  [D-42] snooze: 2 weeks            leave it out of the quiet and stalled lists until then (off wakes it)
+def _forms_line(verb: Verb) -> str:
+    """'  [D-42] stage: proposal            move the deal ...', the help on the next line when the
+    example is too long for its column."""
+    form = f"[D-42] {verb.listed or verb.example}"
+    if len(form) > 33:
+        return f"  {form}\n{'':36}{verb.help}"
+    return f"  {form:<33} {verb.help}"
+
+
+FORMS = "\n".join(_forms_line(v) for v in TABLE) + """
 
 A colon follows the command word. Dates: today, tomorrow, a weekday (friday or fri), in 3 days,
 in 2 weeks, in 1 month, or 2026-12-01. Snooze also takes 3 days, 2 weeks, 1 month, until friday.

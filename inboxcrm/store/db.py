@@ -23,6 +23,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 from sqlalchemy.orm import Session, sessionmaker
 
+from inboxcrm.config import DatabaseConfig, Environ
 from inboxcrm.errors import Invalid
 from inboxcrm.private_files import make_private_dir, new_private_file, others_can_read
 
@@ -32,6 +33,13 @@ MIGRATIONS = Path(__file__).with_name("migrations")
 BACKENDS = ("sqlite", "postgresql")  # the two the migrations and the test suite run on
 VALID_URLS = "sqlite:///PATH or postgresql+psycopg://USER@HOST/DATABASE (inboxcrm runs on SQLite and PostgreSQL)"
 WRITE_OPTION = "inboxcrm_writes"  # execution option: this transaction will write (see _sqlite_begin)
+
+
+def database_url(cfg: DatabaseConfig, environ: Environ = os.environ) -> URL:
+    """The configured URL with its password: the secret is resolved only here, when connecting,
+    and never stored in the file's URL; log the result with ``url.render_as_string(hide_password=True)``."""
+    url = make_url(cfg.url)
+    return url.set(password=cfg.password.resolve(environ)) if cfg.password else url
 
 
 def make_engine(url: URL | str) -> Engine:
@@ -180,3 +188,12 @@ def transaction(factory: sessionmaker[Session]) -> Iterator[Session]:
     with factory() as session, session.begin():
         session.connection(execution_options={WRITE_OPTION: True})
         yield session
+
+
+def unusable_database(exc: BaseException) -> str | None:
+    """Why the database cannot be used, when ``exc`` says so (an OperationalError: server down,
+    file locked or unreadable, disk full), else None. The store's word on its own failures, so
+    that the command line refuses in one line without knowing SQLAlchemy's exceptions."""
+    from sqlalchemy.exc import OperationalError
+
+    return str(exc.orig or exc) if isinstance(exc, OperationalError) else None

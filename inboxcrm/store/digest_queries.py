@@ -11,13 +11,12 @@ rep's local date, so ``build_digest`` leaves them out of the sections a snooze s
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime, timedelta
+from datetime import datetime
 from decimal import Decimal
 
 from sqlalchemy import and_, func, or_, select
 from sqlalchemy.orm import Session, aliased
 
-from inboxcrm.config import Config
 from inboxcrm.core.digest import (
     DealRow,
     DigestData,
@@ -38,8 +37,6 @@ from inboxcrm.store.models import (
     RepAddress,
     Stage,
 )
-
-DEFAULT_SINCE = timedelta(hours=24)
 
 _owner = aliased(Rep)
 
@@ -96,11 +93,10 @@ def team_totals(session: Session) -> tuple[StageTotal, ...]:
     return tuple(StageTotal(name, *totals.get(stage_id, (0, Decimal(0)))) for stage_id, name in stages)
 
 
-def load_digest_data(session: Session, rep_id: int, now: datetime, since: datetime | None = None,
-                     config: Config | None = None, team: Sequence[StageTotal] | None = None) -> DigestData:
-    """``since``: the last digest, by default a day before ``now``. ``team``: totals already
-    loaded by ``team_totals`` for a run over many reps. ``config`` is unused and accepted so
-    that callers pass what ``notify.build_for_rep`` takes."""
+def load_digest_data(session: Session, rep_id: int, since: datetime,
+                     team: Sequence[StageTotal] | None = None) -> DigestData:
+    """``since``: when the rep's previous digest was built (its new leads are those after it).
+    ``team``: totals already loaded by ``team_totals`` for a run over many reps."""
     queries = statements(rep_id)
     row = session.execute(queries["rep"]).one_or_none()
     if row is None:
@@ -110,5 +106,12 @@ def load_digest_data(session: Session, rep_id: int, now: datetime, since: dateti
     deals = [DealRow(*r) for r in session.execute(queries["owned deals"])]
     deals += [DealRow(*r) for r in session.execute(queries["next steps held"])]
     held = tuple(HeldRow(*r) for r in session.execute(queries["held messages"]))
-    return DigestData(rep, tuple(deals), held, tuple(team) if team is not None else team_totals(session),
-                      since if since is not None else now - DEFAULT_SINCE)
+    return DigestData(rep, tuple(deals), held, tuple(team) if team is not None else team_totals(session), since)
+
+
+def open_deal_rows(session: Session, deal_ids: Sequence[int]) -> dict[int, DealRow]:
+    """The digest's rows (names, company, stage) of a few open deals, by id: a nudge shows its
+    deal as the digest would."""
+    if not deal_ids:
+        return {}
+    return {r[0]: DealRow(*r) for r in session.execute(deals_query(Deal.id.in_(list(deal_ids))))}

@@ -1,9 +1,10 @@
-"""The database side of the pipeline: lookups for matching, and applying one Decision.
+"""The database side of the intake: lookups for matching, and writing what one Decision means.
 
-It knows tables, not sales: what to do was decided in ``decide``; this module records it,
-keeps the timestamps and counters the digest reads, and writes the audit trail. It speaks
-SQLAlchemy Core rather than the ORM because it runs once per message on the import and sync
-hot path, where the ORM's unit of work cost several times the parse itself.
+It knows tables, not sales: ``decide`` said what the message is, ``core.sales`` says what that
+does to its deal; this module looks up the facts those functions need, writes the plan they
+return, keeps the raw message first and writes the audit trail. It speaks SQLAlchemy Core rather
+than the ORM because it runs once per message on the import and sync hot path, where the ORM's
+unit of work cost several times the parse itself.
 """
 from __future__ import annotations
 
@@ -13,17 +14,18 @@ from typing import Sequence
 
 from sqlalchemy import bindparam, func, insert, or_, select, update
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 
-from inboxcrm.core import scoring
+from inboxcrm.core import sales, scoring
 from inboxcrm.core.addresses import company_name
-from inboxcrm.core.classify import TeamContext
 from inboxcrm.core.decide import Context, Decision, MailboxInfo
 from inboxcrm.core.match import ContactInfo
 from inboxcrm.core.parse import header_summary
-from inboxcrm.core.rules import Action, Condition, Routing, RuleSpec
-from inboxcrm.store.db import insert_new
+from inboxcrm.core.rules import Action, Condition, RuleSpec
+from inboxcrm.core.sales import PIPELINE_ACTOR
 from inboxcrm.store import audit
+from inboxcrm.store.db import insert_new
 from inboxcrm.store.models import (
     Company,
     Contact,
@@ -41,11 +43,10 @@ from inboxcrm.store.models import (
     Stage,
     StageChange,
 )
-from inboxcrm.values import Address, Email, RawMessage
+from inboxcrm.values import Email, RawMessage
 
-PIPELINE_ACTOR = "pipeline"
-# A Date header this far in the future is a sender's broken clock, not a plan.
-FUTURE_SLACK = timedelta(days=1)
+# The database is unwell, not the message: the intake stops (a re-run resumes) instead of quarantining.
+DATABASE_FAILURES: tuple[type[Exception], ...] = (OperationalError, InterfaceError)
 
 
 def load_rule_specs(session: Session) -> tuple[RuleSpec, ...]:
@@ -61,16 +62,31 @@ def load_rule_specs(session: Session) -> tuple[RuleSpec, ...]:
     )
 
 
-def load_context(session: Session, team_domains: Sequence[str], freemail: Sequence[str]) -> Context:
-    """Reps, team, stages and rules as values, read once per import run or poll."""
-    reps = session.execute(select(RepAddress.address, Rep.name).join(Rep).where(Rep.active.is_(True))).all()
-    rep_by_address = {address: name for address, name in reps}
-    team = TeamContext(team_domains=frozenset(team_domains), rep_addresses=frozenset(rep_by_address))
-    return Context(
-        team=team, rep_by_address=rep_by_address, rules=load_rule_specs(session), freemail=frozenset(freemail),
-        rep_ids=dict(session.execute(select(Rep.name, Rep.id)).all()),
-        stages=tuple(session.execute(select(Stage.id, Stage.name, Stage.kind).order_by(Stage.position)).all()),
-    )
+# -- the rows a pass's Context is built from (app.context.context_for builds it) -----------------
+
+def active_rep_addresses(session: Session) -> dict[str, str]:
+    """Address -> name of every active rep."""
+    return dict(session.execute(select(RepAddress.address, Rep.name).join(Rep).where(Rep.active.is_(True))).all())
+
+
+def rep_ids(session: Session) -> dict[str, int]:
+    """Name -> id of every rep, active or not: a deal may still name a rep who left."""
+    return dict(session.execute(select(Rep.name, Rep.id)).all())
+
+
+def stage_rows(session: Session) -> tuple[tuple[int, str, str], ...]:
+    """(id, name, kind) of every stage, in pipeline order."""
+    return tuple(session.execute(select(Stage.id, Stage.name, Stage.kind).order_by(Stage.position)).all())
+
+
+def command_reps(session: Session) -> list[tuple[int, str, int, str | None]]:
+    """(id, name, reply-token generation, time zone) of every active rep, for the command gate."""
+    return [tuple(row) for row in session.execute(
+        select(Rep.id, Rep.name, Rep.command_token_generation, Rep.timezone).where(Rep.active.is_(True)))]
+
+
+def token_generation(session: Session, rep_id: int) -> int:
+    return session.scalar(select(Rep.command_token_generation).where(Rep.id == rep_id)) or 0
 
 
 def mailbox_info(session: Session, name: str) -> MailboxInfo | None:
@@ -107,6 +123,7 @@ _DEAL = select(
     Deal.outbound_count, Deal.created_at, Deal.last_activity_at, Deal.last_inbound_at,
     Deal.last_outbound_at, Deal.first_response_at,
 ).where(Deal.id == bindparam("deal_id"))
+_CONTACT_NAME = select(Contact.name).where(Contact.id == bindparam("contact_id"))
 _UNMATCHED_IN_THREAD = select(Message.id, Message.direction, Message.sent_at, Message.from_address).where(
     Message.message_id.in_(bindparam("ids", expanding=True)), Message.status == "unmatched")
 _THREAD_OUTREACH = (select(Message.from_address).where(
@@ -242,8 +259,9 @@ class Store:
 
     def apply(self, msg: StoredMessage, email: Email, decision: Decision, mailbox: MailboxInfo,
               ctx: Context) -> int | None:
-        """Record the decision; returns the deal id the message joined, if any."""
-        when = email.date if email.date and email.date <= self.now + FUTURE_SLACK else self.now
+        """Record the decision; returns the deal id the message joined, if any. The sales rules
+        (``core.sales``) say what the message does to its deal; this writes what they say."""
+        when = sales.activity_time(email.date, self.now)
         found = decision.match
         values = dict(subject=email.subject[:5000], from_address=email.from_.email, sent_at=when,
                       status=decision.status, reason=decision.reason, detail=decision.detail[:2000],
@@ -251,40 +269,53 @@ class Store:
                       direction=decision.direction, processed_at=self.now,
                       contact_id=found.contact.id if found is not None and found.contact else None)
         deal = None
-        if decision.status == "processed" and found is not None:
-            why = f"message <{msg.message_id}>"
-            deal = self._deal_row(found.deal_id) if found.deal_id else None
-            if deal is None and decision.create_deal:
-                deal = self._create_deal(email, decision, mailbox, ctx, when, why)
+        if sales.joins_a_deal(decision):
+            deal = self._deal_state(found.deal_id) if found.deal_id else None
+            created = deal is None and decision.create_deal
+            if created:
+                turn = self._take_turn(sales.turn_to_take(decision))
+                deal = self._create_deal(email, decision, sales.new_deal(decision, mailbox, ctx, turn), when,
+                                         f"message <{msg.message_id}>")
             if deal is not None:
-                values.update(deal_id=deal["id"], contact_id=deal["contact_id"])
-                self._touch_deal(deal, msg, decision, ctx, when, why)
-                if found.via == "thread" and found.contact is None and decision.direction == "inbound":
-                    self._learn_address(deal["contact_id"], found.prospect, why)
+                self._write(sales.plan(self._activity(msg, email, decision, deal, when, created), ctx), msg)
+                values.update(deal_id=deal.id, contact_id=deal.contact_id)
         self.update_message(msg.id, **values)
         self.flush_audit()
-        return deal["id"] if deal else None
+        return deal.id if deal else None
 
-    def _learn_address(self, contact_id: int, sender: Address, why: str) -> None:
-        """The contact answering in their thread from another address (work and home, a new
-        job) gains it, so their next new email matches too. Only when the display name is the
-        contact's: a colleague answering in the same thread is someone else."""
-        name = self.conn.scalar(select(Contact.name).where(Contact.id == contact_id)) or ""
-        if not sender.name or " ".join(sender.name.lower().split()) != " ".join(name.lower().split()):
-            return
-        self._insert(ContactAddress, contact_id=contact_id, address=sender.email)
-        self.audit("add-address", "contact", contact_id, why, address=sender.email)
+    def _activity(self, msg: StoredMessage, email: Email, decision: Decision, deal: sales.DealState,
+                  when: datetime, created: bool) -> sales.Activity:
+        """The facts the sales rules need, each looked up only when it can matter (the hot path)."""
+        earlier = self._unmatched_in_thread(email.thread_ids) if sales.adopts_thread(created, email.thread_ids) else ()
+        name = self._contact_name(deal.contact_id) if sales.may_learn_address(decision) else None
+        return sales.Activity(decision, deal, when, msg.message_id, earlier, name)
 
-    def _deal_row(self, deal_id: int) -> dict | None:
+    def _deal_state(self, deal_id: int) -> sales.DealState | None:
         row = self.conn.execute(_DEAL, {"deal_id": deal_id}).first()
-        return dict(row._mapping) if row else None
+        return sales.DealState(*row) if row else None
 
-    def _create_deal(self, email: Email, decision: Decision, mailbox: MailboxInfo, ctx: Context,
-                     when: datetime, why: str) -> dict:
+    def _unmatched_in_thread(self, thread_ids: Sequence[str]) -> tuple[sales.ThreadMail, ...]:
+        return tuple(sales.ThreadMail(*row) for row in self.conn.execute(_UNMATCHED_IN_THREAD,
+                                                                          {"ids": list(thread_ids)}))
+
+    def _contact_name(self, contact_id: int) -> str:
+        return self.conn.scalar(_CONTACT_NAME, {"contact_id": contact_id}) or ""
+
+    def _take_turn(self, rule: str | None) -> int | None:
+        """Turns a round-robin rule's rotation and returns its counter as it is now (None: no rule,
+        or it was removed meanwhile). Taken here, not from the rules the run read at its start,
+        because another process may have turned it since."""
+        if not rule:
+            return None
+        return self.conn.scalar(update(RoutingRule).where(RoutingRule.name == rule)
+                                .values(round_robin_next=RoutingRule.round_robin_next + 1)
+                                .returning(RoutingRule.round_robin_next))
+
+    def _create_deal(self, email: Email, decision: Decision, lead: sales.NewDeal, when: datetime,
+                     why: str) -> sales.DealState:
+        """Company (when new), contact (when new, else completed) and deal with its first stage."""
         found, routing = decision.match, decision.routing
-        source = routing.source or mailbox.default_source
-        owner = self._take_turn(routing) if decision.owner == routing.owner else decision.owner
-        owner_id = ctx.rep_ids.get(owner)
+        owner, owner_id, source = lead.owner, lead.owner_id, lead.source
         company_id = found.company_id
         if company_id is None and found.company_domain:
             company_id = self._insert(Company, domain=found.company_domain,
@@ -306,7 +337,7 @@ class Store:
                 fill["name"] = found.prospect.name[:200]
             if fill:
                 self._update(Contact, contact_id, **fill)
-        stage_id, stage_name = next(((i, n) for i, n, _ in ctx.stages if n == routing.stage), ctx.first_open)
+        stage_id, stage_name = lead.stage_id, lead.stage_name
         fit = scoring.fit_points(company_id is not None, routing.score)
         deal_id = self._insert(
             Deal, title=email.subject[:300], contact_id=contact_id, company_id=company_id, stage_id=stage_id,
@@ -316,91 +347,23 @@ class Store:
                      actor=PIPELINE_ACTOR, reason=f"new lead from {why}")
         self.audit("create", "deal", deal_id, why, ref=f"D-{deal_id}", stage=stage_name, owner=owner,
                    source=source, rules=list(routing.fired))
-        deal = dict(id=deal_id, contact_id=contact_id, stage_id=stage_id, owner_rep_id=owner_id, fit_score=fit,
-                    inbound_count=0, outbound_count=0, created_at=when, last_activity_at=when,
-                    last_inbound_at=None, last_outbound_at=None, first_response_at=None)
-        self._adopt_thread(deal, email, ctx, why)
-        return deal
+        return sales.DealState(deal_id, contact_id, stage_id, owner_id, fit, 0, 0, when, when, None, None, None)
 
-    def _take_turn(self, routing: Routing) -> str | None:
-        """The owner a round-robin rule gives this lead, from the rule's counter as it is now:
-        the context's copy of the rules was read at the start of the run, and another process
-        (an import beside the daemon) may have turned the rotation since."""
-        if not routing.round_robin_rule:
-            return routing.owner
-        turn = self.conn.scalar(update(RoutingRule).where(RoutingRule.name == routing.round_robin_rule)
-                                .values(round_robin_next=RoutingRule.round_robin_next + 1)
-                                .returning(RoutingRule.round_robin_next))
-        if turn is None:  # the rule was removed meanwhile: keep what the rules said
-            return routing.owner
-        return routing.round_robin_reps[(turn - 1) % len(routing.round_robin_reps)]
-
-    def _adopt_thread(self, deal: dict, email: Email, ctx: Context, why: str) -> None:
-        """A rep's cold email stored before the prospect answered joins the new deal, which
-        then starts when the rep wrote and counts as contacted: the rep spoke first."""
-        if not email.thread_ids:
-            return
-        earlier = self.conn.execute(_UNMATCHED_IN_THREAD, {"ids": list(email.thread_ids)}).all()
-        outreach = [(sent_at, sender) for pk, direction, sent_at, sender in earlier if direction == "outbound"]
-        for pk, direction, sent_at, _ in earlier:
-            self.update_message(pk, deal_id=deal["id"], contact_id=deal["contact_id"], status="processed",
-                                 reason="thread-adopted")
-            deal["outbound_count"] += direction == "outbound"
-            if sent_at and sent_at < deal["created_at"]:
-                deal["created_at"] = sent_at
-        if outreach:
-            first, sender = min(outreach, key=lambda item: item[0] or deal["created_at"])
-            first = first or deal["created_at"]
-            deal["first_response_at"] = deal["last_outbound_at"] = first
-            moved = self._advance_from_first_stage(deal, ctx, first, ctx.rep_by_address.get(sender), why,
-                                                   "the rep wrote first")
-            self._update(Deal, deal["id"], first_response_at=first, last_outbound_at=first, **moved)
-            deal.update(moved)
-
-    def _touch_deal(self, deal: dict, msg: StoredMessage, decision: Decision, ctx: Context, when: datetime,
-                    why: str) -> None:
-        """Counters, activity timestamps, first response, flags and score for one more message."""
-        found, changes = decision.match, {}
-        if found.ambiguous:
-            others = ", ".join(f"D-{d}" for d in found.other_open_deals)
-            self._flag(deal, msg, "ambiguous-match",
-                       f"{found.prospect.email} also has open deals {others}; this message was attached "
-                       f"to the most recent, D-{deal['id']}. Move it if that is wrong.")
-        if decision.direction == "outbound":
-            changes["outbound_count"] = deal["outbound_count"] + 1
-            changes["last_outbound_at"] = max(filter(None, (deal["last_outbound_at"], when)))
-            if deal["first_response_at"] is None and deal["inbound_count"] > 0 and when >= deal["created_at"]:
-                changes["first_response_at"] = when
-                changes["first_response_seconds"] = int((when - deal["created_at"]).total_seconds())
-                changes.update(self._advance_from_first_stage(deal, ctx, when, decision.sender_rep, why))
-            sender_id = ctx.rep_ids.get(decision.sender_rep)
-            if sender_id and deal["owner_rep_id"] and sender_id != deal["owner_rep_id"]:
-                owner = next((n for n, i in ctx.rep_ids.items() if i == deal["owner_rep_id"]), "another rep")
-                self._flag(deal, msg, "duplicate-outreach",
-                           f"{decision.sender_rep} wrote to {found.prospect.email}, whose deal {owner} owns")
-        else:
-            changes["inbound_count"] = deal["inbound_count"] + 1
-            changes["last_inbound_at"] = max(filter(None, (deal["last_inbound_at"], when)))
-            changes["snoozed_until"] = None  # the prospect wrote: a snoozed deal wakes up
-        deal.update(changes)
-        for key in ("created_at", "inbound_count", "outbound_count"):  # a new deal may have adopted mail
-            changes[key] = deal[key]
-        changes["last_activity_at"] = max(deal["last_activity_at"], when)
-        changes["score"] = scoring.score(deal["fit_score"], deal["inbound_count"], deal["outbound_count"])
-        self._update(Deal, deal["id"], **changes)
-
-    def _advance_from_first_stage(self, deal: dict, ctx: Context, when: datetime, actor: str | None,
-                                  why: str, because: str = "first reply") -> dict:
-        """The first reply to a New deal makes it Contacted (the first two open stages, by position)."""
-        open_stages = [(i, n) for i, n, kind in ctx.stages if kind == "open"]
-        if len(open_stages) < 2 or deal["stage_id"] != open_stages[0][0]:
-            return {}
-        (_, old), (new_id, new) = open_stages[:2]
-        self._insert(StageChange, deal_id=deal["id"], from_stage=old, to_stage=new, at=when,
-                     actor=actor or PIPELINE_ACTOR, reason=f"{because}, {why}")
-        self.audit("stage", "deal", deal["id"], why, ref=f"D-{deal['id']}", old=old, new=new)
-        return {"stage_id": new_id, "last_stage_change_at": when}
-
-    def _flag(self, deal: dict, msg: StoredMessage, kind: str, detail: str) -> None:
-        self._insert(DealFlag, deal_id=deal["id"], kind=kind, detail=detail, message_id=msg.id, created_at=self.now)
-        self.audit("flag", "deal", deal["id"], f"message <{msg.message_id}>", kind=kind, detail=detail)
+    def _write(self, plan: sales.Plan, msg: StoredMessage) -> None:
+        why = f"message <{msg.message_id}>"
+        for pk in plan.adopted:
+            self.update_message(pk, deal_id=plan.deal_id, contact_id=plan.contact_id, status="processed",
+                                reason="thread-adopted")
+        for move in plan.stage_moves:
+            self._insert(StageChange, deal_id=plan.deal_id, from_stage=move.from_stage, to_stage=move.to_stage,
+                         at=move.at, actor=move.actor, reason=move.reason)
+            self.audit("stage", "deal", plan.deal_id, why, ref=f"D-{plan.deal_id}", old=move.from_stage,
+                       new=move.to_stage)
+        for flag in plan.flags:
+            self._insert(DealFlag, deal_id=plan.deal_id, kind=flag.kind, detail=flag.detail, message_id=msg.id,
+                         created_at=self.now)
+            self.audit("flag", "deal", plan.deal_id, why, kind=flag.kind, detail=flag.detail)
+        self._update(Deal, plan.deal_id, **plan.deal_changes)
+        if plan.new_address is not None:
+            self._insert(ContactAddress, contact_id=plan.contact_id, address=plan.new_address)
+            self.audit("add-address", "contact", plan.contact_id, why, address=plan.new_address)
