@@ -108,8 +108,9 @@ def phase_import(folder: str, db: str, workers: int | None) -> dict:
             team.add_rep(s, now, "bench", rep, [f"{rep}@{TEAM}"])
         team.add_mailbox(s, now, "bench", "sales", "alice", "capture", None, "create")
     # Commands by email on, as a team with a command address runs: every message meets the gate.
-    config = build_config({"team": {"domains": [TEAM]}, "commands": {"address": f"crm@{TEAM}"},
-                           "commands": {"token_key_file": str(Path(folder).parent / "reply-token.key"),
+    config = build_config({"team": {"domains": [TEAM]},
+                           "commands": {"address": f"crm@{TEAM}",
+                                        "token_key_file": str(Path(folder).parent / "reply-token.key"),
                                         "trusted_authserv_ids": [AUTHSERV]}}, None)
     t0 = time.perf_counter()
     report = import_path(factory, config, "sales", Path(folder), parse_workers=workers)

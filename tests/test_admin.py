@@ -16,6 +16,7 @@ from inboxcrm.config import build_config
 from inboxcrm.core import rules
 from inboxcrm.core.rules import Action, Condition
 from inboxcrm.errors import Invalid, NotFound
+from inboxcrm.store import team_queries
 from inboxcrm.store.db import transaction
 from inboxcrm.store.models import (
     AuditEntry,
@@ -257,7 +258,7 @@ def test_rules_store_canonical_names_in_order(team):
     assert row.actions == ("form", "owner=round-robin:alice,bob", "stage=Qualified", "score+=5")
     run(team, admin.add_rule, "catch-all", [], ["source=other"])
     assert [(r.position, r.name) for r in read(team, admin.list_rules)] == [(1, "web"), (2, "catch-all")]
-    specs = read(team, admin.load_rule_specs)
+    specs = read(team, team_queries.load_rule_specs)
     assert specs[0].conditions == (Condition("from-domain", "formmailer.example"), Condition("mailbox", "sales"))
     assert specs[0].actions[1] == Action("owner", "round-robin:alice,bob")
     assert specs[1].conditions == ()
@@ -327,7 +328,7 @@ def test_a_stored_rule_out_of_bounds_is_skipped_not_quarantining_mail(team, tmp_
         assert s.execute(select(Deal.source, Deal.fit_score)).one() == ("referral", 10 + 15)
     assert caplog.text.count("rule huge skipped") == 1
     assert 'score+=N adds from -1000 to 1000' in caplog.text and "inboxcrm rule remove huge" in caplog.text
-    [huge, referrals] = read(team, admin.load_rule_specs)
+    [huge, referrals] = read(team, team_queries.load_rule_specs)
     quote = Email(message_id="q@northwind.example", subject="Quote", from_=Address("buyer@northwind.example"))
     explained = rules.evaluate((huge, referrals), quote, "sales").explanations
     assert [(e.rule, e.fired) for e in explained] == [("huge", False), ("referrals", True)]

@@ -1,6 +1,6 @@
 """``inboxcrm run`` as systemd runs it: a subprocess with $NOTIFY_SOCKET, a real Dovecot, signals.
 
-Also the pure parts: backoff bounds, the logfmt lines, the notify protocol, and the unit file.
+Also the pure parts: the logfmt lines, the notify protocol, and the unit file.
 The daemon runs with the kernel's write-xor-execute lock on (PR_SET_MDWE, what the unit's
 MemoryDenyWriteExecute=yes asks for) wherever the kernel has it, so these tests also show that
 Python and every module the daemon loads live with it.
@@ -25,7 +25,7 @@ import pytest
 from sqlalchemy import func, select
 
 from inboxcrm import logs
-from inboxcrm.app.daemon import Notifier, backoff_delay, watchdog_period
+from inboxcrm.app.daemon import Notifier, watchdog_period
 from inboxcrm.store.db import session_factory
 from inboxcrm.store.models import Deal, FolderPosition, Mailbox, Message, MessageCopy
 
@@ -35,20 +35,6 @@ from .dovecot import dovecot_server  # noqa: F401 - registers the fixture "dovec
 ROOT = Path(__file__).resolve().parent.parent
 UNIT = ROOT / "systemd" / "inboxcrm.service"
 LEAD = mail("pipeline-new-lead-company.eml")
-
-# -- backoff -----------------------------------------------------------------------------------
-
-
-def test_backoff_doubles_with_jitter_in_the_upper_half_and_stops_at_the_cap():
-    assert [backoff_delay(n, 900, rand=lambda: 0.0) for n in (1, 2, 3, 4)] == [5.0, 10.0, 20.0, 40.0]
-    assert [backoff_delay(n, 900, rand=lambda: 1.0) for n in (1, 2, 3, 4)] == [10.0, 20.0, 40.0, 80.0]
-    assert backoff_delay(7, 900, rand=lambda: 0.0) == 320.0 and backoff_delay(8, 900, rand=lambda: 0.0) == 450.0
-    for failures in (8, 9, 50, 10_000):  # capped, and no overflow for a mailbox failing for months
-        assert backoff_delay(failures, 900, rand=lambda: 1.0) == 900.0
-        assert backoff_delay(failures, 900, rand=lambda: 0.0) == 450.0
-    spread = {round(backoff_delay(3, 900), 6) for _ in range(200)}  # the real random source
-    assert all(20.0 <= d <= 40.0 for d in spread) and len(spread) > 150
-
 
 # -- logfmt ----------------------------------------------------------------------------------------
 

@@ -241,3 +241,11 @@ def test_0006_refuses_one_address_held_by_two_reps_and_writes_nothing(at_0005):
     assert '"BOB@XN--BCHER-KVA.EXAMPLE"' in message and '"bob@bücher.example"' in message
     assert "DELETE FROM rep_addresses WHERE id" in message
     assert db.current_revision(at_0005) == "0005" and snapshot(at_0005) == before
+
+
+def test_the_head_revision_every_command_checks_is_alembics_head():
+    """``db.HEAD_REVISION`` saves each command importing Alembic; a new migration must move it."""
+    from alembic.script import ScriptDirectory
+
+    assert db.HEAD_REVISION == ScriptDirectory(str(db.MIGRATIONS)).get_current_head(), \
+        "a migration was added: set inboxcrm.store.db.HEAD_REVISION to its revision"

@@ -17,7 +17,7 @@ from inboxcrm.core.classify import TeamContext
 from inboxcrm.core.decide import CommandSettings, Context
 from inboxcrm.core.sender_gate import Gate
 from inboxcrm.mail.reply_token import load_key, reply_address, token_for
-from inboxcrm.store import records
+from inboxcrm.store import records, team_queries
 from inboxcrm.store.db import Session
 from inboxcrm.store.mailbox_state import has_commands_mailbox
 from inboxcrm.store.models import Rep
@@ -27,7 +27,7 @@ def context_for(session: Session, config: Config) -> Context:
     """What every decision of one pass needs: reps, rules, stages, and the command gate."""
     rep_by_address = records.active_rep_addresses(session)
     team = TeamContext(team_domains=frozenset(config.team.domains), rep_addresses=frozenset(rep_by_address))
-    ctx = Context(team=team, rep_by_address=rep_by_address, rules=records.load_rule_specs(session),
+    ctx = Context(team=team, rep_by_address=rep_by_address, rules=team_queries.load_rule_specs(session),
                   freemail=frozenset(config.team.freemail_domains), rep_ids=records.rep_ids(session),
                   stages=records.stage_rows(session))
     return replace(ctx, commands=_command_settings(session, config, ctx))

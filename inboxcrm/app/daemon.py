@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import logging
 import os
-import random
 import signal
 import socket
 import threading
@@ -39,7 +38,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 
 from inboxcrm.clock import utcnow
 from inboxcrm.config import Config
-from inboxcrm.core import backoff
+from inboxcrm.core.backoff import backoff_delay
 from inboxcrm.errors import InboxCRMError
 from inboxcrm.logs import event
 from inboxcrm.store.mailbox_state import has_commands_mailbox, imap_connections
@@ -51,12 +50,6 @@ MAIL_JOBS_INTERVAL = 30  # seconds between runs of the notification and outbox j
 IDLE_TIMEOUT = 60.0  # seconds per wait_for_change call (servers drop an IDLE after 30 min)
 JOIN_TIMEOUT = 10.0  # seconds to wait for a watcher thread to leave at shutdown
 DEFAULT_TICK = 30.0  # seconds between housekeeping rounds of the main thread without a watchdog
-
-
-def backoff_delay(failures: int, cap: float, base: float = BACKOFF_BASE,
-                  rand: Callable[[], float] = random.random) -> float:
-    """A mailbox's wait after ``failures`` failed passes in a row: the house backoff."""
-    return backoff.backoff_delay(failures, cap, base, rand)
 
 
 # -- systemd ---------------------------------------------------------------------------------
@@ -360,7 +353,7 @@ class Daemon:
 
     def _failed(self, box: _Box, exc: BaseException) -> None:
         box.failures += 1
-        delay = backoff_delay(box.failures, self.config.sync.max_backoff)
+        delay = backoff_delay(box.failures, self.config.sync.max_backoff, BACKOFF_BASE)
         event(log, logging.ERROR, "sync-failed", mailbox=box.name, failures=box.failures,
               stage=getattr(exc, "stage", None), reason=_reason(exc), retry_in=f"{delay:.0f}s")
         job = self.scheduler.get_job(_job_id(box.name))
@@ -409,7 +402,7 @@ class Daemon:
                 if box.quit.is_set():
                     return
                 failures += 1
-                delay = backoff_delay(failures, self.config.sync.max_backoff)
+                delay = backoff_delay(failures, self.config.sync.max_backoff, BACKOFF_BASE)
                 event(log, logging.WARNING, "idle-failed", mailbox=box.name, failures=failures,
                       stage=getattr(exc, "stage", None), reason=_reason(exc), retry_in=f"{delay:.0f}s")
                 box.quit.wait(delay)

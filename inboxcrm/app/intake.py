@@ -125,9 +125,8 @@ def _decide_again(factory: sessionmaker[Session], config, pk: int, statuses: tup
         msg = StoredMessage(row.id, row.message_id, row.status, row.deal_id, row.reason)
         mailbox, folder = _where_first_seen(session, row)
         outcome = decide_and_record(Store(session, now()), msg, row.raw, mailbox, ctx, force_create, folder=folder)
-        entry = audit.entry(now(), actor, action, "message", pk, f"message <{row.message_id}>", status=outcome.status)
-        entry["detail"]["reason"] = outcome.reason  # a detail key audit.write's own "reason" would shadow
-        audit.write_batch(session, [entry])
+        audit.write(session, now(), actor, action, "message", pk, f"message <{row.message_id}>",
+                    status=outcome.status, reason=outcome.reason)
         return outcome
 
 

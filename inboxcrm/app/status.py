@@ -15,7 +15,7 @@ from datetime import datetime
 from inboxcrm.app.team import find_mailbox, imap_address
 from inboxcrm.config import Config
 from inboxcrm.core.views import plural
-from inboxcrm.store import mailbox_state
+from inboxcrm.store import mailbox_state, outbox_queries
 from inboxcrm.store.db import Session
 from inboxcrm.store.mailbox_state import has_commands_mailbox
 from inboxcrm.store.models import FolderPosition
@@ -87,7 +87,7 @@ def read_status(session: Session, config: Config, name: str | None = None) -> St
     for p in mailbox_state.all_folder_positions(session):
         positions.setdefault(p.mailbox_id, []).append(
             FolderStatus(p.folder, p.role, p.uidvalidity, p.last_uid, backlog(p), p.updated_at))
-    outbox = mailbox_state.outbox_counts(session)
+    outbox = outbox_queries.outbox_counts(session)
     return Status(tuple(MailboxStatus(m.name, m.role, imap_address(m.connection), tuple(positions.get(m.id, ())),
                                       m.last_success_at, m.last_error_at, m.last_error, m.failures or 0,
                                       m.failing_since, bool(m.failures)) for m in boxes), outbox,

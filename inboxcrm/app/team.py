@@ -30,9 +30,6 @@ from inboxcrm.store.models import (
     Stage,
     StageChange,
 )
-from inboxcrm.store.records import (
-    load_rule_specs,  # one reader of the rules table, for the pipeline and for this module
-)
 
 PREVIEW_BYTES = 4096
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
@@ -135,7 +132,7 @@ def _rules_naming(session: Session, kind: str, name: str) -> list[str]:
         if kind == "stage":
             return [a.value for a in rule.actions if a.key == "stage"]
         return [c.value for c in rule.conditions if c.key == "mailbox"]
-    return [r.name for r in load_rule_specs(session) if name in names(r)]
+    return [r.name for r in queries.load_rule_specs(session) if name in names(r)]
 
 
 def _refuse_if_in_rules(session: Session, kind: str, name: str) -> None:
@@ -461,7 +458,7 @@ def add_rule(session: Session, now: datetime, actor: str, name: str, when: list[
 
 def list_rules(session: Session) -> list[RuleRow]:
     return [RuleRow(i, r.name, tuple(map(str, r.conditions)), tuple(map(str, r.actions)))
-            for i, r in enumerate(load_rule_specs(session), start=1)]
+            for i, r in enumerate(queries.load_rule_specs(session), start=1)]
 
 
 def remove_rule(session: Session, now: datetime, actor: str, name: str) -> Removed:

@@ -10,9 +10,6 @@ from pathlib import Path
 
 import click
 
-# The choices of --role, --policy and --kind are needed when the options are built, so these
-# groups' --help loads app.team (and SQLAlchemy) until the three tuples live in the core.
-from inboxcrm.values import MAILBOX_POLICIES, MAILBOX_ROLES, STAGE_KINDS
 from inboxcrm.cli.common import (
     App,
     Failure,
@@ -27,6 +24,10 @@ from inboxcrm.cli.mail import rep_digest
 from inboxcrm.cli.sync import mailbox_test
 from inboxcrm.cli.tokens import rep_token
 from inboxcrm.core import views
+
+# The choices of --role, --policy and --kind are needed when the options are built: they come from
+# the shared vocabulary, so these groups' --help loads no store.
+from inboxcrm.values import MAILBOX_POLICIES, MAILBOX_ROLES, STAGE_KINDS
 
 
 def remove_command(group: click.Group, remover: str, help: str) -> None:

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from inboxcrm.store.models import FolderPosition, Mailbox, OutboxMessage
+from inboxcrm.store.models import FolderPosition, Mailbox
 
 ERROR_CHARS = 2000  # of the last error kept on the mailbox row
 
@@ -73,8 +73,3 @@ def all_folder_positions(session: Session) -> list[FolderPosition]:
     """Every folder's position, by mailbox and folder name."""
     return list(session.scalars(select(FolderPosition).order_by(FolderPosition.mailbox_id, FolderPosition.folder)))
 
-
-def outbox_counts(session: Session) -> dict[str, int]:
-    """Outbox status -> rows; empty when nothing was ever queued."""
-    return dict(session.execute(select(OutboxMessage.status, func.count(OutboxMessage.id))
-                                .group_by(OutboxMessage.status).order_by(OutboxMessage.status)).all())

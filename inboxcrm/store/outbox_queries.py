@@ -116,3 +116,9 @@ def sending_to_unknown(session: Session, pk: int, error: str) -> None:
     """sending -> unknown, unless the row has left "sending" meanwhile."""
     session.execute(update(OutboxMessage).where(OutboxMessage.id == pk, OutboxMessage.status == "sending")
                     .values(status="unknown", last_error=error))
+
+
+def outbox_counts(session: Session) -> dict[str, int]:
+    """Outbox status -> rows; empty when nothing was ever queued."""
+    return dict(session.execute(select(OutboxMessage.status, func.count(OutboxMessage.id))
+                                .group_by(OutboxMessage.status).order_by(OutboxMessage.status)).all())

@@ -17,14 +17,12 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 
-from inboxcrm.core import sales, scoring
-from inboxcrm.core.addresses import company_name
+from inboxcrm.core import sales
 from inboxcrm.core.decide import Context, Decision, MailboxInfo
 from inboxcrm.core.match import ContactInfo
 from inboxcrm.core.parse import header_summary
-from inboxcrm.core.rules import Action, Condition, RuleSpec
 from inboxcrm.core.sales import PIPELINE_ACTOR
-from inboxcrm.store import audit
+from inboxcrm.store import audit, leads
 from inboxcrm.store.db import insert_new
 from inboxcrm.store.models import (
     Company,
@@ -47,19 +45,6 @@ from inboxcrm.values import Email, RawMessage
 
 # The database is unwell, not the message: the intake stops (a re-run resumes) instead of quarantining.
 DATABASE_FAILURES: tuple[type[Exception], ...] = (OperationalError, InterfaceError)
-
-
-def load_rule_specs(session: Session) -> tuple[RuleSpec, ...]:
-    rows = session.scalars(select(RoutingRule).order_by(RoutingRule.position, RoutingRule.id))
-    return tuple(
-        RuleSpec(
-            name=r.name,
-            conditions=tuple(Condition(k, v) for k, v in r.conditions),
-            actions=tuple(Action(k, v) for k, v in r.actions),
-            round_robin_next=r.round_robin_next,
-        )
-        for r in rows
-    )
 
 
 # -- the rows a pass's Context is built from (app.context.context_for builds it) -----------------
@@ -315,39 +300,14 @@ class Store:
                      why: str) -> sales.DealState:
         """Company (when new), contact (when new, else completed) and deal with its first stage."""
         found, routing = decision.match, decision.routing
-        owner, owner_id, source = lead.owner, lead.owner_id, lead.source
-        company_id = found.company_id
-        if company_id is None and found.company_domain:
-            company_id = self._insert(Company, domain=found.company_domain,
-                                      name=company_name(found.company_domain), created_at=self.now)
-            self.audit("create", "company", company_id, why, domain=found.company_domain)
-        if found.contact is None:
-            contact_id = self._insert(Contact, name=found.prospect.name[:200], company_id=company_id,
-                                      owner_rep_id=owner_id, source=source, first_seen=when)
-            self._insert(ContactAddress, contact_id=contact_id, address=found.prospect.email)
-            self.audit("create", "contact", contact_id, why, address=found.prospect.email,
-                       owner=owner, source=source)
-        else:
-            contact_id = found.contact.id
-            contact = self._one(select(Contact.company_id, Contact.name).where(Contact.id == contact_id))
-            fill = {}
-            if contact.company_id is None and company_id is not None:
-                fill["company_id"] = company_id
-            if not contact.name and found.prospect.name:
-                fill["name"] = found.prospect.name[:200]
-            if fill:
-                self._update(Contact, contact_id, **fill)
-        stage_id, stage_name = lead.stage_id, lead.stage_name
-        fit = scoring.fit_points(company_id is not None, routing.score)
-        deal_id = self._insert(
-            Deal, title=email.subject[:300], contact_id=contact_id, company_id=company_id, stage_id=stage_id,
-            owner_rep_id=owner_id, source=source, fit_score=fit, score=fit, inbound_count=0, outbound_count=0,
-            created_at=when, last_activity_at=when, last_stage_change_at=when)
-        self._insert(StageChange, deal_id=deal_id, from_stage=None, to_stage=stage_name, at=when,
-                     actor=PIPELINE_ACTOR, reason=f"new lead from {why}")
-        self.audit("create", "deal", deal_id, why, ref=f"D-{deal_id}", stage=stage_name, owner=owner,
-                   source=source, rules=list(routing.fired))
-        return sales.DealState(deal_id, contact_id, stage_id, owner_id, fit, 0, 0, when, when, None, None, None)
+        made = leads.create_lead(self.conn, leads.NewLead(
+            actor=PIPELINE_ACTOR, prospect=found.prospect, title=email.subject, stage_id=lead.stage_id,
+            stage_name=lead.stage_name, source=lead.source, owner_id=lead.owner_id, owner_name=lead.owner,
+            contact_id=found.contact.id if found.contact else None, company_id=found.company_id,
+            company_domain=found.company_domain, score_points=routing.score, history_reason=f"new lead from {why}",
+            why=why, rules=tuple(routing.fired)), self.now, when, log=self._audit)
+        return sales.DealState(made.deal_id, made.contact_id, lead.stage_id, lead.owner_id, made.fit, 0, 0, when, when,
+                               None, None, None)
 
     def _write(self, plan: sales.Plan, msg: StoredMessage) -> None:
         why = f"message <{msg.message_id}>"

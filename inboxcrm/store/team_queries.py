@@ -8,6 +8,7 @@ from __future__ import annotations
 from sqlalchemy import delete, func, or_, select
 from sqlalchemy.orm import Session, selectinload
 
+from inboxcrm.core.rules import Action, Condition, RuleSpec
 from inboxcrm.store.models import (
     Contact,
     Deal,
@@ -20,6 +21,23 @@ from inboxcrm.store.models import (
     RoutingRule,
     Stage,
 )
+
+# -- rules ------------------------------------------------------------------------------------
+
+def load_rule_specs(session: Session) -> tuple[RuleSpec, ...]:
+    """The routing table in evaluation order: the one reader of the rules table, for every pass's
+    Context and for the admin's rule listings."""
+    rows = session.scalars(select(RoutingRule).order_by(RoutingRule.position, RoutingRule.id))
+    return tuple(
+        RuleSpec(
+            name=r.name,
+            conditions=tuple(Condition(k, v) for k, v in r.conditions),
+            actions=tuple(Action(k, v) for k, v in r.actions),
+            round_robin_next=r.round_robin_next,
+        )
+        for r in rows
+    )
+
 
 # -- reps -------------------------------------------------------------------------------------
 
