@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import re
 import tomllib
+import urllib.parse
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -52,6 +53,8 @@ class TeamConfig:
     domains: tuple[str, ...] = ()
     timezone: str = "UTC"
     freemail_domains: tuple[str, ...] = ()
+    # Who hears, by email, that something needs an admin (a mailbox's OAuth2 grant revoked); None: the log only
+    admin_address: str | None = None
 
 
 @dataclass(frozen=True)
@@ -80,9 +83,17 @@ class SyncConfig:
     fetch_batch_bytes: int = 8 * 1024 * 1024  # one FETCH asks for at most this many bytes of bodies
 
 
+# The OAuth2 providers whose endpoints and scopes inboxcrm knows (mail.oauth.PROVIDERS has them).
+OAUTH_PROVIDERS = ("google", "microsoft")
+SMTP_AUTH = ("password", "xoauth2")
+
+
 @dataclass(frozen=True)
 class SmtpConfig:
-    """Where outgoing mail (digests, nudges, replies) goes; ``host`` None means not set up."""
+    """Where outgoing mail (digests, nudges, replies) goes; ``host`` None means not set up.
+
+    ``auth = "xoauth2"`` logs in with an OAuth2 access token bought with the refresh token in
+    ``token_file`` (Google Workspace and Microsoft 365 take no passwords, or only app passwords)."""
 
     host: str | None = None
     port: int | None = None  # None: 465 for "tls", 587 for "starttls", 25 for "plain"
@@ -93,6 +104,17 @@ class SmtpConfig:
     password: SecretRef | None = None
     from_address: str | None = None
     timeout: int = 30
+    auth: str = "password"  # password | xoauth2
+    oauth_provider: str | None = None  # one of OAUTH_PROVIDERS, or oauth_token_url
+    oauth_token_url: str | None = None  # instead of the provider's, e.g. a Microsoft tenant's own
+    oauth_client_id: str | None = None
+    oauth_client_secret: SecretRef | None = None
+    token_file: str | None = None  # xoauth2: the refresh token's file; default <data dir>/smtp-oauth.json
+
+    @property
+    def login(self) -> str | None:
+        """Who logs in: the username, else (with XOAUTH2, where the token names the account) the From address."""
+        return self.username or (self.from_address if self.auth == "xoauth2" else None)
 
     @property
     def effective_port(self) -> int:
@@ -303,6 +325,15 @@ def _text(value: Any) -> str:
     return value.strip()
 
 
+def _token_url(value: Any) -> str:
+    """Syntax only: that http:// goes to this machine alone is checked where the URL is used."""
+    parts = urllib.parse.urlsplit(value) if isinstance(value, str) else None
+    if parts is None or parts.scheme not in ("https", "http") or not parts.hostname:
+        raise _Bad('an https:// URL of the OAuth2 token endpoint, such as '
+                   '"https://login.microsoftonline.com/TENANT-ID/oauth2/v2.0/token"')
+    return value
+
+
 def _address(value: Any) -> str:
     address = normalize(value) if isinstance(value, str) else None
     if address is None:
@@ -382,13 +413,15 @@ def _stage_days(value: Any) -> tuple[tuple[str, int], ...]:
 # Section -> key -> validator. The password_* keys are read by secret_from_table.
 _VALIDATORS: dict[str, dict[str, Callable[[Any], Any]]] = {
     "database": {"url": _url},
-    "team": {"domains": _domains, "timezone": _timezone, "freemail_domains": _domains},
+    "team": {"domains": _domains, "timezone": _timezone, "freemail_domains": _domains, "admin_address": _address},
     "pipeline": {"quiet_days": _days, "stalled_days": _days, "store_raw": _flag,
                  "quiet_days_by_stage": _stage_days},
     "sync": {"poll_interval": _seconds(5), "since_days": _days, "idle": _flag, "max_backoff": _seconds(1),
              "max_message_bytes": _count(65536, "bytes"), "fetch_batch_bytes": _count(1048576, "bytes")},
     "smtp": {"host": _text, "port": _port, "security": _choice("starttls", "tls", "plain"), "verify": _flag,
-             "ca_file": _text, "username": _text, "from_address": _address, "timeout": _seconds(1)},
+             "ca_file": _text, "username": _text, "from_address": _address, "timeout": _seconds(1),
+             "auth": _choice(*SMTP_AUTH), "oauth_provider": _choice(*OAUTH_PROVIDERS), "oauth_token_url": _token_url,
+             "oauth_client_id": _text, "token_file": _text},
     "digest": {"time": _clock, "days": _weekdays, "command_address": _address, "templates_dir": _text,
                "first_response_hours": _hours, "business_hours": _business_hours,
                "nudges_per_hour": _count(0, "nudges"), "nudges_per_day": _count(0, "nudges")},
@@ -397,6 +430,11 @@ _VALIDATORS: dict[str, dict[str, Callable[[Any], Any]]] = {
                  "answers_per_hour": _count(1, "answers"), "token_key_file": _text},
 }
 _WITH_PASSWORD = ("database", "smtp")
+# [smtp]'s OAuth2 client secret, from the same three kinds of source as a password (read by _client_secret).
+CLIENT_SECRET_KEYS = {f"oauth_client_secret_{kind}": key for key, kind in
+                      ((key, key.removeprefix("password_")) for key in PASSWORD_KEYS)}
+# [smtp] keys that only mean something with auth = "xoauth2".
+_OAUTH_KEYS = ("oauth_provider", "oauth_token_url", "oauth_client_id", *CLIENT_SECRET_KEYS, "token_file")
 # Old name -> the key that replaced it; still read, with a warning in Config.deprecations.
 DEPRECATED_KEYS = {"digest.command_address": "commands.address"}
 
@@ -412,6 +450,7 @@ KEYS: dict[str, tuple[str, ...]] = {
     section: (*checks, *PASSWORD_KEYS) if section in _WITH_PASSWORD else tuple(checks)
     for section, checks in _VALIDATORS.items()
 }
+KEYS["smtp"] += tuple(CLIENT_SECRET_KEYS)
 
 
 def build_config(data: Mapping[str, Any], path: Path | None, environ: Environ = os.environ) -> Config:
@@ -450,7 +489,7 @@ def build_config(data: Mapping[str, Any], path: Path | None, environ: Environ = 
         team=TeamConfig(**values["team"]),
         pipeline=PipelineConfig(**values["pipeline"]),
         sync=SyncConfig(**values["sync"]),
-        smtp=_smtp(values["smtp"], data.get("smtp", {}), name, path),
+        smtp=_smtp(values["smtp"], data.get("smtp", {}), name, path, environ),
         digest=_digest(values["digest"], path),
         commands=_commands(values["commands"], path, environ),
         deprecations=deprecations,
@@ -481,13 +520,55 @@ def _relative(value: str, path: Path | None) -> str:
     return str(resolved if resolved.is_absolute() or path is None else Path(path).parent / resolved)
 
 
-def _smtp(values: dict[str, Any], table: Mapping[str, Any], name: str, path: Path | None) -> SmtpConfig:
+def _smtp(values: dict[str, Any], table: Mapping[str, Any], name: str, path: Path | None,
+          environ: Environ) -> SmtpConfig:
     if "host" in values and "from_address" not in values:
         raise ConfigError(name, "smtp.from_address", "missing",
                           'the address our mail comes from, such as "crm@example.com", whenever smtp.host is set')
     if "ca_file" in values:
         values["ca_file"] = _relative(values["ca_file"], path)
-    return SmtpConfig(**values, password=secret_from_table(table, name, "smtp"))
+    password = secret_from_table(table, name, "smtp")
+    if values.get("auth") == "xoauth2":
+        _check_xoauth2(values, table, name)
+        token_file = values.get("token_file")
+        values["token_file"] = (_relative(token_file, path) if token_file
+                                else str(default_data_dir(environ) / "smtp-oauth.json"))
+    else:
+        given = [key for key in _OAUTH_KEYS if key in table]
+        if given:
+            raise ConfigError(name, f"smtp.{given[0]}", table[given[0]],
+                              'to be left out, or smtp.auth = "xoauth2": it is an OAuth2 setting and '
+                              f'smtp.auth is "{values.get("auth", "password")}"')
+    return SmtpConfig(**values, password=password, oauth_client_secret=_client_secret(table, name))
+
+
+def _check_xoauth2(values: dict[str, Any], table: Mapping[str, Any], name: str) -> None:
+    """XOAUTH2 needs a client and a token endpoint, and takes no password: a password left in the
+    file next to it would be a secret kept for nothing, or a sign the admin meant something else."""
+    passwords = [key for key in PASSWORD_KEYS if key in table]
+    if passwords:
+        raise ConfigError(name, f"smtp.{passwords[0]}", table[passwords[0]],
+                          'to be left out with smtp.auth = "xoauth2", which logs in with an OAuth2 token '
+                          "(token_file), not a password")
+    if "oauth_client_id" not in values:
+        raise ConfigError(name, "smtp.oauth_client_id", "missing",
+                          'the OAuth2 client id (from the Google Cloud console or the Microsoft Entra app '
+                          'registration) whenever smtp.auth = "xoauth2"')
+    if "oauth_provider" not in values and "oauth_token_url" not in values:
+        raise ConfigError(name, "smtp.oauth_provider", "missing",
+                          'one of "' + '", "'.join(OAUTH_PROVIDERS) + '", or smtp.oauth_token_url, '
+                          'whenever smtp.auth = "xoauth2"')
+
+
+def _client_secret(table: Mapping[str, Any], name: str) -> SecretRef | None:
+    """The oauth_client_secret_* keys read by the password_* keys' rules, errors under their own names."""
+    as_password = {CLIENT_SECRET_KEYS[key]: value for key, value in table.items() if key in CLIENT_SECRET_KEYS}
+    try:
+        return secret_from_table(as_password, name, "smtp")
+    except ConfigError as bad:
+        def renamed(text: str) -> str:
+            return text.replace("password_", "oauth_client_secret_")
+        raise ConfigError(bad.path, renamed(bad.key), bad.found, renamed(bad.expected)) from None
 
 
 def _digest(values: dict[str, Any], path: Path | None) -> DigestConfig:

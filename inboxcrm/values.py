@@ -94,6 +94,19 @@ class Email:
 
 
 @dataclass(frozen=True)
+class GmailCopy:
+    """What Gmail (X-GM-EXT-1) says about its copy of a message; none of it is in the bytes.
+
+    The ids are Gmail's unsigned 64-bit numbers kept as decimal text: they only name things, and
+    an unsigned 64-bit value need not fit a signed BIGINT. The labels are as seen when the copy
+    was fetched (a label added later in Gmail is not followed)."""
+
+    message_id: str  # X-GM-MSGID: one per message in the account, whatever its labels
+    thread_id: str  # X-GM-THRID: Gmail's conversation, found even when a reply names no References
+    labels: tuple[str, ...] = ()  # X-GM-LABELS, with the label of the folder it was read from
+
+
+@dataclass(frozen=True)
 class RawMessage:
     """Bytes as they came from a source, with where they came from.
 
@@ -107,6 +120,8 @@ class RawMessage:
     # Set when only the headers were read (the message is over [sync] max_message_bytes): the
     # real size, so the stored message says it is not all there.
     full_size: int | None = None
+    # Set when the copy was read from Gmail: its thread and labels, kept with the stored copy.
+    gmail: GmailCopy | None = None
 
     @property
     def truncated(self) -> bool:

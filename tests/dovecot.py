@@ -13,6 +13,11 @@ registers it (or tests/conftest.py imports it once for every module)::
         dovecot.append(alice, "INBOX", [mail("pipeline-new-lead-company.eml")])
         settings = dovecot.settings(alice)                 # ImapSettings, CA-verified TLS
         assert dovecot.flags(alice, "INBOX") == {1: ()}
+
+For OAuth2 mailboxes, ``started(tls_files, introspection_url=OAuthServer().introspection_url)``
+gives a server that also takes XOAUTH2/OAUTHBEARER logins: Dovecot's own ``oauth2`` passdb asks that
+RFC 7662 endpoint about each bearer token (active, and its "email" the login), as Gmail and Exchange
+Online check theirs; a token the provider revoked is refused at once (no auth cache).
 """
 from __future__ import annotations
 
@@ -76,7 +81,7 @@ ssl = yes
 ssl_cert = <{cert}
 ssl_key = <{key}
 disable_plaintext_auth = no
-auth_mechanisms = plain login
+auth_mechanisms = {mechanisms}
 auth_verbose = yes
 default_login_user = {login_user}
 default_internal_user = {internal_user}
@@ -88,9 +93,10 @@ mail_location = maildir:~/Maildir
 mail_max_userip_connections = 100
 passdb {{
   driver = passwd-file
+  mechanisms = plain login
   args = scheme=PLAIN {root}/passwd/%u
 }}
-userdb {{
+{oauth2_passdb}userdb {{
   driver = passwd-file
   args = {root}/passwd/%u
 }}
@@ -118,13 +124,39 @@ service stats {{
 """
 
 
+# Bearer tokens (XOAUTH2, OAUTHBEARER) checked by Dovecot's own oauth2 passdb against an RFC 7662
+# introspection endpoint, as Google's and Microsoft's servers check theirs; passwords stay with the
+# passwd-file passdb, so one server serves both kinds of user.
+OAUTH2_PASSDB = """\
+passdb {{
+  driver = oauth2
+  mechanisms = xoauth2 oauthbearer
+  args = {root}/dovecot-oauth2.conf.ext
+}}
+"""
+# http on loopback: no tls_ca_cert_file. introspection_mode = post sends "token=..." as a form, as
+# RFC 7662 says; the login is the token's "email" claim, and a token must say "active": true.
+OAUTH2_CONF = """\
+introspection_mode = post
+introspection_url = {introspection_url}
+username_attribute = email
+active_attribute = active
+active_value = true
+timeout_msecs = 10000
+"""
+
+
 class Dovecot:
-    """One private server. ``port`` is implicit TLS; ``starttls_port`` is plain and offers STARTTLS."""
+    """One private server. ``port`` is implicit TLS; ``starttls_port`` is plain and offers STARTTLS.
+
+    ``introspection_url``: also accept XOAUTH2/OAUTHBEARER logins whose bearer token that RFC 7662
+    endpoint calls active (tests/oauth_server.py's ``introspection_url``)."""
 
     host = "127.0.0.1"
 
-    def __init__(self, tls_files):
+    def __init__(self, tls_files, introspection_url: str | None = None):
         self.tls = tls_files
+        self.introspection_url = introspection_url
         self.root = Path(tempfile.mkdtemp(prefix="inboxcrm-dovecot-", dir="/tmp"))
         self.root.chmod(0o755)
         self.port, self.starttls_port = _free_port(), _free_port()
@@ -137,10 +169,15 @@ class Dovecot:
         self.passwd.mkdir(mode=0o755)
         folders = "\n".join(f"  mailbox {name} {{\n    auto = create\n    special_use = {use}\n  }}"
                             for name, use in FOLDERS.items())
+        mechanisms, oauth2_passdb = "plain login", ""
+        if introspection_url is not None:
+            mechanisms += " xoauth2 oauthbearer"
+            oauth2_passdb = OAUTH2_PASSDB.format(root=self.root)
+            (self.root / "dovecot-oauth2.conf.ext").write_text(OAUTH2_CONF.format(introspection_url=introspection_url))
         self.config.write_text(CONFIG.format(
             root=self.root, cert=tls_files.cert, key=tls_files.key, login_user=login_user,
             internal_user=internal_user, uid=self.uid, gid=self.gid, folders=folders,
-            port=self.port, starttls_port=self.starttls_port))
+            port=self.port, starttls_port=self.starttls_port, mechanisms=mechanisms, oauth2_passdb=oauth2_passdb))
         self.probe = self.add_user("probe", "probe")
 
     @property
@@ -296,18 +333,25 @@ class Dovecot:
         return self.settings(user, **overrides).to_json()
 
 
-@pytest.fixture(name="dovecot")
-def dovecot_server(tls_files):
-    """A fresh, running private Dovecot; skips (fails in CI) where Dovecot cannot run."""
+def started(tls_files, introspection_url: str | None = None) -> Dovecot:
+    """A fresh, running private Dovecot (accepting bearer tokens when ``introspection_url`` is
+    given); skips the test (fails it in CI) where Dovecot cannot run. The caller closes it."""
     from .conftest import server_missing
 
     if not os.path.exists(DOVECOT):
         server_missing("Dovecot", f"{DOVECOT} is not installed (apt-get install dovecot-imapd)")
-    server = Dovecot(tls_files)
+    server = Dovecot(tls_files, introspection_url)
     try:
         server.start()
     except (RuntimeError, OSError) as exc:
         server.close()
         server_missing("Dovecot", str(exc).splitlines()[0])
+    return server
+
+
+@pytest.fixture(name="dovecot")
+def dovecot_server(tls_files):
+    """A fresh, running private Dovecot; skips (fails in CI) where Dovecot cannot run."""
+    server = started(tls_files)
     yield server
     server.close()

@@ -244,6 +244,71 @@ def test_secret_ref_needs_exactly_one_source():
     assert secret_from_table({"url": "sqlite://"}, "c.toml", "database") is None
 
 
+# --- [smtp] auth = "xoauth2" and [team] admin_address ---------------------------------------------
+
+XOAUTH2 = {"auth": "xoauth2", "oauth_provider": "google", "oauth_client_id": "client-1"}
+SMTP_HOST = '[smtp]\nhost = "smtp.gmail.com"\nfrom_address = "crm@acme.example"\n'
+
+
+def test_smtp_xoauth2_reads_the_client_and_keeps_the_token_file_beside_the_config(tmp_path, env):
+    cfg = load_config(write(tmp_path, SMTP_HOST + 'auth = "xoauth2"\noauth_provider = "microsoft"\n'
+                            'oauth_token_url = "https://login.microsoftonline.com/t-1/oauth2/v2.0/token"\n'
+                            'oauth_client_id = "app-1"\noauth_client_secret_file = "client-secret"\n'
+                            'token_file = "tokens/smtp.json"\n'
+                            '[team]\nadmin_address = "IT@Acme.example"\n'), True, env)
+    smtp = cfg.smtp
+    assert (smtp.auth, smtp.oauth_provider, smtp.oauth_client_id) == ("xoauth2", "microsoft", "app-1")
+    assert smtp.oauth_token_url == "https://login.microsoftonline.com/t-1/oauth2/v2.0/token"
+    assert smtp.oauth_client_secret == SecretRef(file=str(tmp_path / "client-secret"))
+    assert smtp.token_file == str(tmp_path / "tokens/smtp.json") and smtp.password is None
+    assert smtp.login == "crm@acme.example"  # the account the token is for: the From address by default
+    assert cfg.team.admin_address == "it@acme.example"
+
+
+def test_smtp_xoauth2_token_file_defaults_to_the_data_directory(tmp_path, env):
+    env["XDG_DATA_HOME"] = "/data"
+    smtp = load_config(write(tmp_path, SMTP_HOST + 'auth = "xoauth2"\noauth_provider = "google"\n'
+                             'oauth_client_id = "c"\nusername = "me@acme.example"\n'), True, env).smtp
+    assert smtp.token_file == "/data/inboxcrm/smtp-oauth.json" and smtp.login == "me@acme.example"
+    assert load_config(write(tmp_path, SMTP_HOST), True, env).smtp.token_file is None  # password: no token file
+
+
+@pytest.mark.parametrize("lines, key, found, expected", [
+    ('auth = "oauth"', "smtp.auth", "oauth", 'one of "password", "xoauth2"'),
+    ('auth = "xoauth2"\noauth_provider = "google"', "smtp.oauth_client_id", "missing",
+     "the OAuth2 client id (from the Google Cloud console or the Microsoft Entra app registration)"),
+    ('auth = "xoauth2"\noauth_client_id = "c"', "smtp.oauth_provider", "missing",
+     'one of "google", "microsoft", or smtp.oauth_token_url'),
+    ('auth = "xoauth2"\noauth_provider = "yahoo"\noauth_client_id = "c"', "smtp.oauth_provider", "yahoo",
+     'one of "google", "microsoft"'),
+    ('auth = "xoauth2"\noauth_token_url = "ftp://tokens.example/"\noauth_client_id = "c"',
+     "smtp.oauth_token_url", "ftp://tokens.example/", "an https:// URL of the OAuth2 token endpoint"),
+    ('auth = "xoauth2"\noauth_provider = "google"\noauth_client_id = "c"\npassword_env = "SMTP_PW"',
+     "smtp.password_env", "SMTP_PW", 'to be left out with smtp.auth = "xoauth2", which logs in with an OAuth2 token'),
+    ('oauth_client_id = "c"', "smtp.oauth_client_id", "c", 'to be left out, or smtp.auth = "xoauth2"'),
+    ('token_file = "t.json"', "smtp.token_file", "t.json", 'smtp.auth is "password"'),
+    ('auth = "xoauth2"\noauth_provider = "google"\noauth_client_id = "c"\n'
+     'oauth_client_secret_env = "A"\noauth_client_secret_command = "pass c"',
+     "smtp.oauth_client_secret_env, smtp.oauth_client_secret_command", ["A", "pass c"],
+     "only one of oauth_client_secret_env, oauth_client_secret_file, oauth_client_secret_command"),
+    ('auth = "xoauth2"\noauth_provider = "google"\noauth_client_id = "c"\noauth_client_secret_env = ""',
+     "smtp.oauth_client_secret_env", "", "a non-empty string"),
+])
+def test_smtp_xoauth2_refusals_name_the_key_and_what_would_do(tmp_path, env, lines, key, found, expected):
+    refused(write(tmp_path, SMTP_HOST + lines + "\n"), key, found, expected, env)
+
+
+def test_admin_address_must_be_an_address(tmp_path, env):
+    refused(write(tmp_path, '[team]\nadmin_address = "it team"\n'), "team.admin_address", "it team",
+            'an email address such as "crm@example.com"', env)
+
+
+def test_the_config_knows_the_providers_the_oauth_module_has():
+    from inboxcrm.config import OAUTH_PROVIDERS
+    from inboxcrm.mail.oauth import PROVIDERS
+    assert set(OAUTH_PROVIDERS) == set(PROVIDERS)
+
+
 # --- the example file -------------------------------------------------------------------------
 
 def example_entries() -> list[tuple[str, str, object]]:
@@ -260,10 +325,13 @@ def test_example_documents_exactly_the_real_keys():
 
 @pytest.mark.parametrize("section, key, value", example_entries())
 def test_example_values_are_valid_and_defaults_match(env, section, key, value):
-    # One at a time: password_* exclude each other. smtp.host needs smtp.from_address; a proof
-    # that reads Authentication-Results needs a trusted server.
+    # One at a time: password_* exclude each other. smtp.host needs smtp.from_address, and an OAuth2
+    # key needs auth = "xoauth2" with its client; a proof that reads Authentication-Results needs a
+    # trusted server.
     table = {"host": "smtp.example.com", "from_address": "crm@example.com", key: value} if section == "smtp" \
         else {"trusted_authserv_ids": ["mx.example.com"], key: value} if section == "commands" else {key: value}
+    if section == "smtp" and (key.startswith("oauth_") or key == "token_file"):
+        table = {**XOAUTH2, **table}
     cfg = build_config({section: table}, EXAMPLE, env)
     default = getattr(getattr(build_config({}, None, env), section), key, None)
     # The database lines and the key file are examples (their defaults depend on the environment),

@@ -3,22 +3,22 @@ found by SPECIAL-USE, IDLE, read-only fetching; and the pure parts (settings, Gm
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 from datetime import date
-from http.server import BaseHTTPRequestHandler, HTTPServer
-from typing import ClassVar
-from urllib.parse import parse_qs
 
 import pytest
 
 from inboxcrm.errors import Invalid
-from inboxcrm.mail import imap
+from inboxcrm.mail import imap, oauth
 from inboxcrm.mail.imap import ImapError, ImapSettings, build_settings
+from inboxcrm.mail.oauth import GrantRevoked
 from inboxcrm.secret import SecretRef
 
 from .conftest import mail
 from .dovecot import dovecot_server  # noqa: F401 - registers the fixture "dovecot"
+from .oauth_server import OAuthServer
 
 PASSWORD = SecretRef(env="IMAP_PASSWORD")
 
@@ -49,7 +49,7 @@ def test_settings_round_trip_through_json_and_hold_no_secret(tls_files):
     ({"auth": "xoauth2", "oauth_client_id": "c"}, "--oauth-provider or --oauth-token-url"),
     ({"auth": "xoauth2", "oauth_client_id": "c", "oauth_provider": "yahoo"}, "expected one of google, microsoft"),
     ({"auth": "xoauth2", "oauth_client_id": "c", "oauth_token_url": "http://example.com/t"}, "expected an https://"),
-    ({"oauth_client_id": "c"}, "--oauth-*: only with --auth xoauth2"),
+    ({"oauth_client_id": "c"}, "--oauth-* and --token-file: only with --auth xoauth2"),
     ({"security": "plain"}, "--security plain: refused for imap.example.com, which is not this machine"),
     ({"security": "plain", "host": "10.0.0.5"}, "use --security tls (port 993) or starttls (port 143)"),
 ])
@@ -248,57 +248,73 @@ def test_idle_stops_when_asked(dovecot):
 
 # -- XOAUTH2: the access token comes from the token endpoint and is cached until it expires -----
 
-class TokenEndpoint(BaseHTTPRequestHandler):
-    grants: ClassVar[list[dict]] = []
-    answer: ClassVar[tuple[int, dict]] = (200, {})
-
-    def do_POST(self):
-        form = parse_qs(self.rfile.read(int(self.headers["Content-Length"])).decode())
-        TokenEndpoint.grants.append({k: v[0] for k, v in form.items()})
-        code, body = TokenEndpoint.answer
-        data = json.dumps(body).encode()
-        self.send_response(code)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, *args):
-        pass
-
-
-@pytest.fixture
-def token_endpoint():
-    server = HTTPServer(("127.0.0.1", 0), TokenEndpoint)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    TokenEndpoint.grants = []
-    yield server
-    server.shutdown()
-    server.server_close()
+def test_a_refresh_token_kept_as_a_secret_still_logs_in_and_is_refreshed_only_near_expiry(tmp_path):
+    """Mailboxes set up before token files keep working: the refresh token from its secret source."""
+    with OAuthServer() as server:
+        settings = build_settings("imap.example.com", user="sales@acme.example", auth="xoauth2",
+                                  secret=SecretRef(env="REFRESH"), oauth_client_id="client-1",
+                                  oauth_client_secret=SecretRef(env="CLIENT_SECRET"), oauth_token_url=server.token_url)
+        server.clients = {"client-1": "cs"}
+        environ = {"REFRESH": server.grant("sales@acme.example", "client-1"), "CLIENT_SECRET": "cs"}
+        imap.forget_token(settings)
+        first = imap.access_token(settings, environ)
+        assert server.token_owner(first) == "sales@acme.example"
+        assert imap.access_token(settings, environ) == first  # cached: no second request
+        assert server.requests == [("/token", "refresh_token")]
+        server.revoke("sales@acme.example")
+        imap.forget_token(settings)
+        with pytest.raises(GrantRevoked) as refused:
+            imap.access_token(settings, environ, what="mailbox sales")
+        assert 'run "inboxcrm mailbox authorize sales"' in str(refused.value)
+        assert environ["REFRESH"] not in str(refused.value)
 
 
-def test_xoauth2_refreshes_the_access_token_only_when_it_expires(token_endpoint):
-    settings = build_settings("imap.example.com", user="sales@acme.example", auth="xoauth2",
-                              secret=SecretRef(env="REFRESH"), oauth_client_id="client-1",
-                              oauth_client_secret=SecretRef(env="CLIENT_SECRET"),
-                              oauth_token_url=f"http://127.0.0.1:{token_endpoint.server_port}/token")
-    environ = {"REFRESH": "refresh-token-1", "CLIENT_SECRET": "cs"}
-    clock = [1000.0]
-    imap.forget_token(settings)
-    TokenEndpoint.answer = (200, {"access_token": "access-1", "expires_in": 3600})
-    assert imap.access_token(settings, environ, clock=lambda: clock[0]) == "access-1"
-    assert TokenEndpoint.grants == [{"grant_type": "refresh_token", "refresh_token": "refresh-token-1",
-                                     "client_id": "client-1", "client_secret": "cs"}]
-    TokenEndpoint.answer = (200, {"access_token": "access-2", "expires_in": 3600})
-    clock[0] += 3000
-    assert imap.access_token(settings, environ, clock=lambda: clock[0]) == "access-1"  # still valid
-    clock[0] += 600
-    assert imap.access_token(settings, environ, clock=lambda: clock[0]) == "access-2"  # refreshed
-    assert len(TokenEndpoint.grants) == 2
-    imap.forget_token(settings)
-    TokenEndpoint.answer = (400, {"error": "invalid_grant", "error_description": "Token has been revoked."})
-    with pytest.raises(ImapError) as refused:
-        imap.access_token(settings, environ)
-    assert refused.value.stage == "login"
-    assert "refused the refresh token (invalid_grant: Token has been revoked.)" in str(refused.value)
-    assert "refresh-token-1" not in str(refused.value)
+def test_xoauth2_settings_take_the_provider_endpoints_unless_given_and_one_token_source(tmp_path):
+    token_file = str(tmp_path / "sales.json")
+    ms = build_settings("outlook.office365.com", user="u", auth="xoauth2", oauth_client_id="c",
+                        oauth_provider="microsoft", oauth_tenant="acme.example", token_file=token_file)
+    assert ms.oauth_device_url == "https://login.microsoftonline.com/acme.example/oauth2/v2.0/devicecode"
+    assert ms.secret is None and ImapSettings.from_json(json.loads(json.dumps(ms.to_json()))) == ms
+    assert "token file " + token_file in ms.describe()
+    local = build_settings("h", user="u", auth="xoauth2", oauth_client_id="c", oauth_provider="google",
+                           oauth_token_url="http://127.0.0.1:1/token", token_file=token_file)
+    assert local.oauth_token_url == "http://127.0.0.1:1/token"
+    assert local.oauth_auth_url == "https://accounts.google.com/o/oauth2/v2/auth"
+    for options, named in [({}, "--token-file: required with --auth xoauth2"),
+                           ({"token_file": token_file, "secret": PASSWORD}, "give one place for the refresh token"),
+                           ({"token_file": "sales.json"}, "expected an absolute path"),
+                           ({"token_file": token_file, "oauth_tenant": "t"}, "--oauth-tenant: only with"),
+                           ({"token_file": token_file, "oauth_device_url": "http://example.com/d"},
+                            "--oauth-device-url http://example.com/d: expected an https://")]:
+        with pytest.raises(Invalid, match=re.escape(named)):
+            build_settings("h", user="u", auth="xoauth2", oauth_client_id="c", oauth_provider="google", **options)
+
+
+def test_xoauth2_login_to_dovecot_with_a_token_file_and_a_revoked_grant_named(tls_files, tmp_path):
+    """Dovecot checks the bearer token at the OAuth server's introspection endpoint, as Gmail and
+    Exchange Online check theirs. A token the server refuses is dropped from the cache, and a
+    revoked grant says which mailbox to authorize again."""
+    from .dovecot import started
+
+    with OAuthServer() as server:
+        dovecot = started(tls_files, introspection_url=server.introspection_url)
+        try:
+            alice = dovecot.add_user("alice", "unused-password")
+            token_file = tmp_path / "oauth" / "sales.json"
+            oauth.write_token_file(token_file, oauth.TokenFile(server.grant("alice", "client"), "", server.token_url,
+                                                               "client", "2026-01-01T00:00:00+00:00"))
+            settings = dovecot.settings(alice, secret=None, auth="xoauth2", oauth_client_id="client",
+                                        oauth_provider="google", oauth_token_url=server.token_url,
+                                        token_file=str(token_file))
+            client = imap.connect(settings, what="mailbox sales")
+            assert client.select_folder("INBOX", readonly=True)[b"EXISTS"] == 0
+            client.logout()
+            server.revoke("alice")  # the cached access token dies with the grant
+            with pytest.raises(ImapError) as refused:
+                imap.connect(settings, what="mailbox sales")
+            assert refused.value.stage == "login" and "OAuth2 access token" in str(refused.value)
+            with pytest.raises(GrantRevoked) as revoked:  # the cache was dropped: the refresh says why
+                imap.connect(settings, what="mailbox sales")
+            assert 'run "inboxcrm mailbox authorize sales"' in str(revoked.value)
+        finally:
+            dovecot.close()

@@ -20,6 +20,8 @@ class Records:
     """What the store would answer, held in dicts; implements ``match.Lookup``."""
 
     thread_deals: dict[str, int] = field(default_factory=dict)  # Message-ID -> its deal
+    # Message-ID -> the deal of another message in its copy's Gmail thread (X-GM-THRID)
+    gmail_thread_deals: dict[str, int] = field(default_factory=dict)
     contacts: dict[str, ContactInfo] = field(default_factory=dict)  # address -> contact
     open_deals_of: dict[int, list[int]] = field(default_factory=dict)  # contact id -> deals, most recent first
     companies: dict[str, int] = field(default_factory=dict)  # domain -> company id
@@ -27,6 +29,9 @@ class Records:
 
     def deal_for_thread(self, message_ids):
         return next((self.thread_deals[m] for m in message_ids if m in self.thread_deals), None)
+
+    def deal_for_gmail_thread(self, message_id):
+        return self.gmail_thread_deals.get(message_id)
 
     def contact_for_address(self, address):
         return self.contacts.get(address)
@@ -55,6 +60,31 @@ def test_a_reply_in_a_deals_thread_joins_that_deal_before_the_senders_own_deal()
     found = match_sender(records, "tom@northwind.example", in_reply_to=("<offer@acme.example>",))
     assert (found.via, found.reason, found.deal_id) == ("thread", "thread", 7)
     assert found.contact == ContactInfo(3, "alice")  # still known: the store counts it on the contact
+
+
+def test_a_reply_without_references_joins_the_deal_of_its_gmail_thread():
+    """The prospect answered from their phone, whose mail app sent no In-Reply-To or References,
+    and from a private address the CRM does not know: Gmail's thread still holds it."""
+    email = email_from("tom.private@gmail.com")
+    found = match(email, email.from_, Records(gmail_thread_deals={email.message_id: 7}), TEAM, FREEMAIL)
+    assert (found.via, found.reason, found.deal_id) == ("thread", "gmail-thread", 7)
+
+
+def test_gmail_thread_picks_the_deal_of_its_conversation_among_a_contacts_open_deals():
+    records = Records(contacts={"tom@northwind.example": ContactInfo(3, "bob")}, open_deals_of={3: [12, 9]})
+    email = email_from("tom@northwind.example")
+    records.gmail_thread_deals[email.message_id] = 9
+    found = match(email, email.from_, records, TEAM, FREEMAIL)
+    assert (found.reason, found.deal_id, found.ambiguous) == ("gmail-thread", 9, False)
+
+
+def test_the_headers_thread_comes_before_gmails_thread():
+    """In-Reply-To names the very message answered; Gmail also threads by subject."""
+    records = Records(thread_deals={"<offer@acme.example>": 7})
+    email = email_from("tom@northwind.example", in_reply_to=("<offer@acme.example>",))
+    records.gmail_thread_deals[email.message_id] = 8
+    found = match(email, email.from_, records, TEAM, FREEMAIL)
+    assert (found.reason, found.deal_id) == ("thread", 7)
 
 
 def test_a_known_address_joins_its_open_deal_before_its_company():

@@ -91,12 +91,11 @@ def test_upgrade_from_0001_keeps_rows_and_fills_new_columns(tmp_path):
 
 # -- 0006: stored addresses in the normal form, companies by registrable domain ---------------
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def at_0005(request, tmp_path):
-    """An empty database of revision 0005 (before the normal form) on each backend."""
+def database_at(request, tmp_path, revision: str):
+    """An empty database of ``revision`` on the backend ``request.param`` names."""
     if request.param == "sqlite":
         engine = db.make_engine(f"sqlite:///{tmp_path / 'old.db'}")
-        db.upgrade(engine, "0005")
+        db.upgrade(engine, revision)
         yield engine
         engine.dispose()
         return
@@ -106,18 +105,24 @@ def at_0005(request, tmp_path):
             conn.execute(text("select 1"))
     except Exception as exc:  # noqa: BLE001 - any failure to connect means "not available"
         server_missing("PostgreSQL at 127.0.0.1:5432", str(exc).splitlines()[0])
-    name = f"inboxcrm_0005_{uuid.uuid4().hex[:10]}"
+    name = f"inboxcrm_{revision}_{uuid.uuid4().hex[:10]}"
     with admin.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
         conn.execute(text(f'CREATE DATABASE "{name}"'))
     engine = db.make_engine(admin.url.set(database=name))
     try:
-        db.upgrade(engine, "0005")
+        db.upgrade(engine, revision)
         yield engine
     finally:
         engine.dispose()
         with admin.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
             conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def at_0005(request, tmp_path):
+    """An empty database of revision 0005 (before the normal form) on each backend."""
+    yield from database_at(request, tmp_path, "0005")
 
 
 def insert(conn, table: str, **values) -> int:
@@ -249,3 +254,32 @@ def test_the_head_revision_every_command_checks_is_alembics_head():
 
     assert db.HEAD_REVISION == ScriptDirectory(str(db.MIGRATIONS)).get_current_head(), \
         "a migration was added: set inboxcrm.store.db.HEAD_REVISION to its revision"
+
+
+# -- 0007: Gmail's thread id and labels on a message's copy ----------------------------------
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def at_0006(request, tmp_path):
+    yield from database_at(request, tmp_path, "0006")
+
+
+def test_upgrade_to_0007_keeps_copies_and_stores_gmail_threads_and_labels(at_0006):
+    with at_0006.begin() as conn:
+        box = insert(conn, "mailboxes", name="sales", role="capture", default_source="email",
+                     new_sender_policy="create", created_at=day(1), failures=0)
+        for n, mid in enumerate(("old@x.example", "new@x.example"), 1):
+            insert(conn, "messages", message_id=mid, synthetic_id=False, sha256="0" * 64, size=10, truncated=False,
+                   subject="", from_address="", received_at=day(n), status="processed")
+        insert(conn, "message_copies", message_id=1, mailbox_id=box, folder="INBOX",
+               location="imap:INBOX:1:1", seen_at=day(1))
+    db.upgrade(at_0006)
+    with at_0006.begin() as conn:
+        # an X-GM-THRID is an unsigned 64-bit number: above a signed BIGINT's range, kept exactly
+        insert(conn, "message_copies", message_id=2, mailbox_id=box, folder="INBOX", location="gmail:1",
+               seen_at=day(2), gmail_thread_id=str(2**64 - 1),
+               gmail_labels=json.dumps(["\\Inbox", "Kunden/Ä"]))
+        found = rows(conn, "SELECT location, gmail_thread_id, gmail_labels FROM message_copies")
+    assert found == {("imap:INBOX:1:1", None, None),
+                     ("gmail:1", "18446744073709551615", json.dumps(["\\Inbox", "Kunden/Ä"], sort_keys=True))}
+    command.downgrade(db.alembic_config(at_0006), "0006")
+    assert "gmail_thread_id" not in {c["name"] for c in inspect(at_0006).get_columns("message_copies")}

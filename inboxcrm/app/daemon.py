@@ -12,6 +12,10 @@ Errors back off exponentially with jitter, per mailbox, so a dead server is not 
 many mailboxes failing together (a network outage) do not retry in lockstep. Every failure is
 logged at ERROR with its reason and recorded on the mailbox row by the sync, so ``status``
 shows it; a failing mailbox never stops the others, because each has its own job and thread.
+An OAuth2 grant the provider revoked is different: retrying cannot mend it, and asking the token
+endpoint every few seconds for a dead grant only looks like abuse. It is logged at ERROR once
+per failure streak, and the mailbox waits at the backoff's cap; it is tried again at once when
+its token file changes (``inboxcrm mailbox authorize`` wrote a new grant) or on SIGHUP.
 
 Signals: SIGTERM (and Ctrl-C) ask the running syncs to stop after their current message, then
 the scheduler shuts down and the process exits 0; SIGHUP reloads the configuration and the
@@ -41,6 +45,7 @@ from inboxcrm.config import Config
 from inboxcrm.core.backoff import backoff_delay
 from inboxcrm.errors import InboxCRMError
 from inboxcrm.logs import event
+from inboxcrm.mail.oauth import GrantRevoked
 from inboxcrm.store.mailbox_state import has_commands_mailbox, imap_connections
 
 log = logging.getLogger("inboxcrm.app.daemon")
@@ -110,7 +115,13 @@ class _Box:
     synced: threading.Event = field(default_factory=threading.Event)  # a pass succeeded: worth an IDLE
     watcher: threading.Thread | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
+    # The grant is revoked: set from the failure to the next success. ``grant_file`` is what the
+    # token file looked like then, so a new grant written by ``mailbox authorize`` is noticed.
+    revoked: bool = False
+    grant_file: tuple | None = None
 
+    def token_file(self) -> str | None:
+        return self.connection.get("token_file")
 
 
 def _job_id(name: str) -> str:
@@ -152,6 +163,7 @@ class Daemon:
                 if self._reload and not self.stop.is_set():
                     self._reload = False
                     self.reload()
+                self._retry_renewed_grants()
                 if period and self.scheduler.running:  # a dead scheduler earns no ping: systemd restarts us
                     self.notifier.send("WATCHDOG=1")
             self.shutdown()
@@ -237,6 +249,9 @@ class Daemon:
             for box in self.boxes.values():
                 self.scheduler.reschedule_job(_job_id(box.name), trigger=self._trigger())
         self._apply_mailboxes()
+        for box in list(self.boxes.values()):
+            if box.revoked:  # the admin may have re-authorized it: SIGHUP is the way to say "now"
+                self._retry_now(box)
         event(log, logging.INFO, "reloaded", mailboxes=len(self.boxes), poll_interval=config.sync.poll_interval)
         self._tell_deprecations()
         self._tell_command_proof()  # [commands] proof may have changed with the file
@@ -331,6 +346,7 @@ class Daemon:
                 box.running = False
 
     def _succeeded(self, box: _Box, report) -> None:
+        box.revoked, box.grant_file = False, None
         box.synced.set()
         if box.failures:
             event(log, logging.WARNING, "sync-recovered", mailbox=box.name, after_failures=box.failures)
@@ -353,13 +369,45 @@ class Daemon:
 
     def _failed(self, box: _Box, exc: BaseException) -> None:
         box.failures += 1
-        delay = backoff_delay(box.failures, self.config.sync.max_backoff, BACKOFF_BASE)
-        event(log, logging.ERROR, "sync-failed", mailbox=box.name, failures=box.failures,
-              stage=getattr(exc, "stage", None), reason=_reason(exc), retry_in=f"{delay:.0f}s")
+        if isinstance(exc, GrantRevoked):
+            delay = self._grant_revoked(box, exc)
+        else:
+            delay = backoff_delay(box.failures, self.config.sync.max_backoff, BACKOFF_BASE)
+            event(log, logging.ERROR, "sync-failed", mailbox=box.name, failures=box.failures,
+                  stage=getattr(exc, "stage", None), reason=_reason(exc), retry_in=f"{delay:.0f}s")
         job = self.scheduler.get_job(_job_id(box.name))
         if job is not None and not self.stop.is_set():
             job.modify(next_run_time=utcnow() + timedelta(seconds=delay))
         self.notifier.send(f"STATUS={self.describe()}")
+
+    def _grant_revoked(self, box: _Box, exc: GrantRevoked) -> float:
+        """Loud once per streak, then quiet: the backoff's cap between tries (the sync queued the
+        admin's alert). The IDLE watcher stops too: its login would fail just the same."""
+        from inboxcrm.app.sync import revoked_grant_text
+
+        delay = float(self.config.sync.max_backoff)
+        if not box.revoked:
+            event(log, logging.ERROR, "grant-revoked", mailbox=box.name, failures=box.failures,
+                  reason=revoked_grant_text(box.name), detail=exc.detail, retry_in=f"{delay:.0f}s")
+        else:
+            event(log, logging.DEBUG, "grant-still-revoked", mailbox=box.name, failures=box.failures,
+                  retry_in=f"{delay:.0f}s")
+        box.revoked, box.grant_file = True, _file_stamp(box.token_file())
+        box.synced.clear()
+        return delay
+
+    def _retry_renewed_grants(self) -> None:
+        """A revoked mailbox whose token file changed since (a new grant) is tried at once."""
+        for box in list(self.boxes.values()):
+            if box.revoked and _file_stamp(box.token_file()) != box.grant_file:
+                event(log, logging.INFO, "grant-renewed", mailbox=box.name, file=box.token_file())
+                self._retry_now(box)
+
+    def _retry_now(self, box: _Box) -> None:
+        box.grant_file = _file_stamp(box.token_file())  # one retry per change, whatever it finds
+        job = self.scheduler.get_job(_job_id(box.name))
+        if job is not None and not self.stop.is_set():
+            job.modify(next_run_time=utcnow())
 
     # -- IDLE ---------------------------------------------------------------------------
 
@@ -371,15 +419,16 @@ class Daemon:
         from inboxcrm.mail import imap
 
         failures = 0
-        # Only after a pass worked: a mailbox that cannot log in would fail twice as often,
-        # and servers slow down every login from an address with failures (Dovecot does).
-        while not box.synced.wait(1.0):
-            if box.quit.is_set():
-                return
         while not box.quit.is_set() and not self.stop.is_set():
+            # Only after a pass worked: a mailbox that cannot log in would fail twice as often,
+            # and servers slow down every login from an address with failures (Dovecot does).
+            # A revoked grant clears ``synced``, so the watcher waits here for the next success.
+            while not box.synced.wait(1.0):
+                if box.quit.is_set() or self.stop.is_set():
+                    return
             try:
                 settings = imap.ImapSettings.from_json(box.connection)
-                client = imap.connect(settings, self.environ)
+                client = imap.connect(settings, self.environ, what=f"mailbox {box.name}")
                 try:
                     if not imap.supports_idle(client):
                         event(log, logging.INFO, "idle-unavailable", mailbox=box.name,
@@ -390,14 +439,19 @@ class Daemon:
                     folder, known = watched.name, watched.uidnext
                     event(log, logging.INFO, "idle-watching", mailbox=box.name, folder=folder)
                     failures = 0
-                    while not box.quit.is_set():
+                    while not box.quit.is_set() and box.synced.is_set():
                         # ``known``: mail that arrives between two IDLEs is seen by the next one
                         if imap.wait_for_change(client, folder, IDLE_TIMEOUT, box.quit, known_uidnext=known):
                             known = imap.examine(client, folder).uidnext
                             event(log, logging.DEBUG, "idle-change", mailbox=box.name, folder=folder, uidnext=known)
-                            self.trigger(box.name)
+                            if not box.revoked:  # new mail does not mend a grant: no refresh per message
+                                self.trigger(box.name)
                 finally:
                     imap.close(client)
+            except GrantRevoked:
+                box.synced.clear()  # wait for a pass that works; the job says why, loudly, and
+                if not box.revoked:  # owns the retries
+                    self.trigger(box.name)
             except Exception as exc:  # noqa: BLE001 - the watcher outlives any one connection
                 if box.quit.is_set():
                     return
@@ -432,6 +486,17 @@ class Daemon:
                 fn()
         except Exception as exc:  # noqa: BLE001 - a job that fails runs again at its next interval
             event(log, logging.ERROR, "job-failed", job=job, reason=_reason(exc))
+
+
+def _file_stamp(path: str | None) -> tuple | None:
+    """What changes when a file is rewritten (``write_token_file`` renames a new file in)."""
+    if not path:
+        return None
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return None
+    return stat.st_ino, stat.st_mtime_ns, stat.st_size
 
 
 def _reason(exc: BaseException) -> str:

@@ -7,6 +7,12 @@ mailbox is read with EXAMINE and BODY.PEEK[] and stays exactly as its people lef
 stays bounded whatever the mail: fetches are sized by RFC822.SIZE, and a message over
 ``sync.max_message_bytes`` is recorded from its headers (see ``mail.imap``).
 
+An OAuth2 grant that the provider revoked (or let expire) is not a passing network fault: no
+retry can mend it, only the admin signing in again. It is recorded as such (``revoked_grant_text``:
+what ``status`` and the daemon show) and, in the same transaction, an email to the admin is queued
+(``alerts.queue_grant_alert``, at most one a day per mailbox), whether ``poll`` or the daemon met it.
+A token endpoint that cannot be reached is a connection error like any other.
+
 A folder is fetched only when its STATUS says so (a new UIDNEXT or UIDVALIDITY), so polling an
 unchanged mailbox costs a login and one STATUS per folder, whatever its size. A first pass, and
 a pass after the server renumbered a folder (new UIDVALIDITY), reads the backfill window only
@@ -28,10 +34,12 @@ from inboxcrm.errors import Invalid
 from inboxcrm.logs import event
 from inboxcrm.mail import imap
 from inboxcrm.mail.imap import FolderInfo, ImapError, ImapMessage, ImapSettings
+from inboxcrm.mail.oauth import GrantRevoked, OAuthError
 from inboxcrm.store import mailbox_state
 from inboxcrm.store.db import Session, sessionmaker, transaction
 from inboxcrm.store.mailbox_state import folder_position
 from inboxcrm.store.models import FolderPosition
+from inboxcrm.store.records import stored_locations
 
 log = logging.getLogger("inboxcrm.app.sync")
 BULK = 200  # messages in one folder's pass from which parsing ahead in a worker process pays off
@@ -67,9 +75,11 @@ def load_settings(session: Session, name: str) -> ImapSettings:
     return ImapSettings.from_json(connection)
 
 
-def check_mailbox(settings: ImapSettings, environ: Mapping[str, str] = os.environ) -> list[FolderInfo]:
-    """For ``mailbox test``: connect, log in, find the folders; ImapError names the failing stage."""
-    client = imap.connect(settings, environ)
+def check_mailbox(settings: ImapSettings, environ: Mapping[str, str] = os.environ,
+                  name: str = "") -> list[FolderInfo]:
+    """For ``mailbox test``: connect, log in, find the folders; ImapError names the failing stage
+    (and a revoked grant the ``mailbox authorize NAME`` to run)."""
+    client = imap.connect(settings, environ, what=f"mailbox {name}" if name else "")
     try:
         return imap.resolve_folders(client, settings)
     finally:
@@ -83,6 +93,11 @@ def role_name(role: str) -> str | None:
 
 def backfill_since(settings: ImapSettings, config, now: datetime) -> date:
     return settings.since or (now - timedelta(days=config.sync.since_days)).date()
+
+
+def revoked_grant_text(name: str) -> str:
+    """What ``status`` and the daemon's log say about a mailbox whose grant is gone: the one fix."""
+    return f"OAuth grant revoked or expired: run `inboxcrm mailbox authorize {name}`"
 
 
 def unchanged(position: FolderPosition | None, info: FolderInfo) -> bool:
@@ -105,7 +120,7 @@ def sync_mailbox(factory: sessionmaker[Session], config, name: str, now: Clock =
         settings = load_settings(session, name)
     report = SyncReport(name)
     try:
-        client = imap.connect(settings, environ)
+        client = imap.connect(settings, environ, what=f"mailbox {name}")
         try:
             folders = imap.resolve_folders(client, settings)
             with factory() as session:
@@ -122,9 +137,13 @@ def sync_mailbox(factory: sessionmaker[Session], config, name: str, now: Clock =
                                                    now, progress, stop, parse_workers))
         finally:
             imap.close(client)
-    except ImapError as exc:
+    except GrantRevoked as exc:
+        _record_revoked_grant(factory, config, info.id, name, exc, now())
+        event(log, logging.DEBUG, "sync-failed", mailbox=name, stage=exc.stage, error=str(exc))
+        raise
+    except (ImapError, OAuthError) as exc:  # OAuthError: TokenEndpointUnavailable, a refused client
         _record_failure(factory, info.id, str(exc), now())
-        event(log, logging.DEBUG, "sync-failed", mailbox=name, stage=exc.stage, error=exc.message)
+        event(log, logging.DEBUG, "sync-failed", mailbox=name, stage=exc.stage, error=str(exc))
         raise
     except Exception as exc:
         # Not the server's fault (the database, a bug): still shown in `status`, then raised.
@@ -171,7 +190,9 @@ def _sync_folder(factory, config, client, info, settings: ImapSettings, status: 
 
     if parse_workers == -1:
         parse_workers = None if len(uids) >= BULK else 0
-    messages = imap.fetch(client, folder, uids, config.sync.max_message_bytes, config.sync.fetch_batch_bytes)
+    messages = imap.fetch(client, folder, uids, config.sync.max_message_bytes, config.sync.fetch_batch_bytes,
+                          already_stored=_stored_copies(factory, info.id),
+                          max_attachment_bytes=settings.max_attachment_bytes)
     result = feed(factory, config, info, messages, now, progress, parse_workers,
                   checkpoint=checkpoint, stop=stop, on_message=logged)
     report.fetched, report.counts = result.total, result.counts
@@ -184,6 +205,16 @@ def _sync_folder(factory, config, client, info, settings: ImapSettings, status: 
             row.uidnext, row.message_count = folder.uidnext, folder.messages
             row.highest_modseq, row.updated_at = folder.highestmodseq, now()
     return report
+
+
+def _stored_copies(factory, mailbox_id: int) -> Callable[[list[str]], set[str]]:
+    """What ``imap.fetch`` asks a Gmail server's messages before it reads bodies: which copies the
+    mailbox holds already. One message under several labels (INBOX, Sent, a custom label) is one
+    copy there, so it is downloaded once (see ``mail.gmail``)."""
+    def ask(locations: list[str]) -> set[str]:
+        with factory() as session:
+            return stored_locations(session, mailbox_id, locations)
+    return ask
 
 
 def _note_unchanged(factory, mailbox_id: int, folder: FolderInfo, at: datetime) -> None:
@@ -201,3 +232,18 @@ def _record_success(factory, mailbox_id: int, at: datetime) -> None:
 def _record_failure(factory, mailbox_id: int, error: str, at: datetime) -> None:
     with transaction(factory) as session:
         mailbox_state.record_failure(session, mailbox_id, error, at)
+
+
+def _record_revoked_grant(factory, config, mailbox_id: int, name: str, exc: GrantRevoked, at: datetime) -> None:
+    """On record for ``status`` first, then the admin's email: an email that cannot be queued (the
+    database, a template) is logged and never hides the revoked grant. The alert is keyed per day,
+    so the next failed pass queues it if this one could not."""
+    from inboxcrm.app.alerts import queue_grant_alert
+
+    _record_failure(factory, mailbox_id, f"{revoked_grant_text(name)} ({exc.detail})", at)
+    try:
+        with transaction(factory) as session:
+            queue_grant_alert(session, config, at, name, str(exc))
+    except Exception as alert_failed:  # noqa: BLE001 - the alert is the extra; the failure is on record
+        event(log, logging.ERROR, "grant-alert-failed", mailbox=name,
+              reason=f"{type(alert_failed).__name__}: {alert_failed}")

@@ -57,6 +57,8 @@ def init(app: App) -> None:
          "  2. inboxcrm rep add alice --email alice@example.com\n"
          "  3. inboxcrm mailbox add sales --role capture --owner alice \\\n"
          "       --host imap.example.com --user sales@example.com --password-env SALES_IMAP_PASSWORD\n"
+         "     (Google Workspace or Microsoft 365: --auth xoauth2, then inboxcrm mailbox authorize sales;\n"
+         "      docs/oauth.md walks through it)\n"
          "  4. inboxcrm mailbox test sales, then inboxcrm poll --once   (or: inboxcrm import PATH "
          "--mailbox sales for an mbox, Maildir or .eml files)\n"
          "  5. inboxcrm run   (the daemon; systemd/README.md installs it as a service)\n"

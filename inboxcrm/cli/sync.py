@@ -32,7 +32,7 @@ def mailbox_test(app: App, name: str) -> None:
     from inboxcrm.app.sync import check_mailbox, load_settings
 
     settings = app.read(load_settings, name)
-    folders = check_mailbox(settings, os.environ)
+    folders = check_mailbox(settings, os.environ, name)
     echo(f"{name}: logged in as {settings.describe()}")
     for folder in folders:
         role = f" ({folder.role})" if folder.role else ""

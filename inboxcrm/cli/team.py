@@ -5,6 +5,7 @@ the outgoing-mail, command-address and sync commands they belong with; they join
 """
 from __future__ import annotations
 
+import os
 from datetime import timedelta
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from inboxcrm.cli.common import (
     pass_app,
 )
 from inboxcrm.cli.mail import rep_digest
+from inboxcrm.cli.oauth import mailbox_authorize
 from inboxcrm.cli.sync import mailbox_test
 from inboxcrm.cli.tokens import rep_token
 from inboxcrm.core import views
@@ -79,6 +81,7 @@ def mailbox() -> None:
 
 
 mailbox.add_command(mailbox_test)
+mailbox.add_command(mailbox_authorize)
 def _secret(kind: str, env: str | None, file: str | None, command: str | None):
     """The one secret source given as --KIND-env/-file/-command, the same sources as the config."""
     from inboxcrm.secret import SecretRef
@@ -89,6 +92,19 @@ def _secret(kind: str, env: str | None, file: str | None, command: str | None):
     if "file" in given:  # the daemon runs elsewhere than this shell: keep no relative path
         given["file"] = str(Path(given["file"]).expanduser().resolve())
     return SecretRef(**given) if given else None
+
+
+def _token_file(options: dict, password, name: str) -> str | None:
+    """--token-file made absolute; for xoauth2 without one (nor a --password-* refresh token) the
+    mailbox's own file under the data directory, which "mailbox authorize" writes."""
+    if options["token_file"]:
+        return str(Path(options["token_file"]).expanduser().resolve())
+    if options["auth"] != "xoauth2" or password is not None:
+        return None
+    from inboxcrm.config import default_data_dir
+    from inboxcrm.mail.oauth import default_token_file
+
+    return str(default_token_file(default_data_dir(os.environ), name))
 
 
 def imap_options(fn):
@@ -104,7 +120,8 @@ def imap_options(fn):
         click.option("--ca-file", type=click.Path(exists=True, dir_okay=False), help="PEM file of CAs to trust."),
         click.option("--user", help="IMAP login, often the email address."),
         click.option("--auth", type=click.Choice(("password", "xoauth2")), default="password", show_default=True,
-                     help="xoauth2: OAuth2 for Gmail and Microsoft 365 (the secret is then the refresh token)."),
+                     help="xoauth2: OAuth2 for Google Workspace and Microsoft 365; then run \"inboxcrm mailbox "
+                          "authorize NAME\" to sign in."),
         click.option("--password-env", metavar="VAR", help="Environment variable holding the password."),
         click.option("--password-file", metavar="PATH",
                      help="File holding the password, e.g. a systemd credential "
@@ -116,19 +133,31 @@ def imap_options(fn):
         click.option("--oauth-client-secret-env", metavar="VAR", help="Environment variable holding the client secret."),
         click.option("--oauth-client-secret-file", metavar="PATH", help="File holding the client secret."),
         click.option("--oauth-client-secret-command", metavar="CMD", help="Command printing the client secret."),
-        click.option("--oauth-token-url", metavar="URL", help="Token endpoint, instead of --oauth-provider."),
+        click.option("--oauth-tenant", metavar="TENANT",
+                     help="Microsoft: the Entra tenant id or domain of a single-tenant app (default: common)."),
+        click.option("--oauth-token-url", metavar="URL",
+                     help="Token endpoint, instead of the provider's (also --oauth-device-url, --oauth-auth-url)."),
+        click.option("--oauth-device-url", metavar="URL", help="Device authorization endpoint, instead of the provider's."),
+        click.option("--oauth-auth-url", metavar="URL", help="Authorization endpoint, instead of the provider's."),
+        click.option("--token-file", metavar="PATH",
+                     help="xoauth2: where \"mailbox authorize\" keeps the refresh token, 0600 (default: "
+                          "<data dir>/oauth/NAME.json; --password-* instead holds a refresh token made elsewhere)."),
         click.option("--folder", "folders", multiple=True, metavar="FOLDER",
                      help="Repeatable: a special-use role (\\Inbox, \\Sent, \\All) or a folder name "
                           "(default: \\Inbox and \\Sent)."),
         click.option("--since", type=click.DateTime(["%Y-%m-%d"]), metavar="YYYY-MM-DD",
                      help="First sync reads mail from this day on (default: [sync] since_days ago)."),
+        click.option("--max-attachment-bytes", type=click.IntRange(min=0), metavar="BYTES",
+                     help="Leave attachments bigger than this on the server: such a message is stored with its "
+                          "text and a note per file left out, marked truncated (saves Gmail's daily IMAP "
+                          "download quota; 0 keeps text only). Default: attachments are fetched whole."),
     ]
     for option in reversed(options):
         fn = option(fn)
     return fn
 
 
-def connection_from(app: App, options: dict) -> dict | None:
+def connection_from(app: App, options: dict, name: str) -> dict | None:
     """``ImapSettings.to_json()`` from the command's options, or None without --host."""
     password = _secret("password", options.pop("password_env"), options.pop("password_file"),
                        options.pop("password_command"))
@@ -149,7 +178,10 @@ def connection_from(app: App, options: dict) -> dict | None:
         verify=not options["no_verify"], ca_file=ca_file and str(Path(ca_file).resolve()), user=options["user"] or "",
         auth=options["auth"], secret=password, oauth_client_id=options["oauth_client_id"],
         oauth_client_secret=client_secret, oauth_provider=options["oauth_provider"],
-        oauth_token_url=options["oauth_token_url"], folders=options["folders"], since=since)
+        oauth_token_url=options["oauth_token_url"], folders=options["folders"], since=since,
+        oauth_tenant=options["oauth_tenant"], oauth_device_url=options["oauth_device_url"],
+        oauth_auth_url=options["oauth_auth_url"], token_file=_token_file(options, password, name),
+        max_attachment_bytes=options["max_attachment_bytes"])
     return settings.to_json()
 
 
@@ -176,7 +208,7 @@ def mailbox_add(app: App, name: str, owner: str | None, role: str, source: str |
     """
     from inboxcrm.app import team
 
-    connection = connection_from(app, imap)
+    connection = connection_from(app, imap, name)
     row = app.write(team.add_mailbox, name, owner, role, source, policy, connection)
     echo(f"added {row.role} mailbox {row.name}: owner {row.owner or 'none'}, source {row.source}, "
          f"new senders: {row.policy}")
@@ -201,7 +233,7 @@ def mailbox_connect(app: App, name: str, **imap) -> None:
     """
     from inboxcrm.app import team
 
-    connection = connection_from(app, imap)
+    connection = connection_from(app, imap, name)
     if connection is None:
         raise Failure("mailbox connect needs --host (and the other connection options of mailbox add)")
     row = app.write(team.connect_mailbox, name, connection)

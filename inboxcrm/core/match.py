@@ -1,5 +1,12 @@
 """Which deal a message belongs to: thread, then address, then domain, else a new lead.
 
+The thread is found two ways: by the Message-IDs a reply names (In-Reply-To, References), and,
+for mail read from Gmail, by Gmail's own thread id, which holds a reply whose client dropped
+those headers (a phone app, a forward-and-edit) in its conversation. The headers go first: they
+name the message answered; Gmail's thread is the next best evidence, better than "the contact's
+most recent deal" when a contact has several, or than a new lead when the reply comes from
+another address of the same person.
+
 Pure: it asks a ``Lookup`` (the store implements it) and returns a ``Match`` value.
 """
 from __future__ import annotations
@@ -24,6 +31,10 @@ class ContactInfo:
 
 class Lookup(Protocol):
     def deal_for_thread(self, message_ids: Sequence[str]) -> int | None: ...
+    def deal_for_gmail_thread(self, message_id: str) -> int | None:
+        """The deal of another message in the Gmail thread of this message's copy (X-GM-THRID,
+        stored with the copy); None when the copy did not come from Gmail."""
+        ...
     def contact_for_address(self, address: str) -> ContactInfo | None: ...
     def open_deals(self, contact_id: int) -> Sequence[int]:
         """Open deals of a contact, most recent activity first."""
@@ -83,6 +94,9 @@ def match(
     thread_deal = lookup.deal_for_thread(email.thread_ids) if email.thread_ids else None
     if thread_deal is not None:
         return Match("thread", "thread", deal_id=thread_deal, **common)
+    gmail_deal = lookup.deal_for_gmail_thread(email.message_id)
+    if gmail_deal is not None:
+        return Match("thread", "gmail-thread", deal_id=gmail_deal, **common)
     if contact is not None:
         deals = list(lookup.open_deals(contact.id))
         if len(deals) > 1:

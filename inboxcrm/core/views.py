@@ -254,8 +254,8 @@ def render_deal(d, now: datetime) -> str:
                                         + (f" ({h.reason})" if h.reason else "") for h in d.history])
     lines += _section("Messages", [f"{when(m.sent_at)}  {m.direction or '?':<8} {m.from_address}  {m.subject}"
                                    f"  <{m.message_id}>  seen in {', '.join(m.mailboxes) or '-'}"
-                                   + (f"  [not stored whole: {megabytes(m.truncated_size)}, over "
-                                      "[sync] max_message_bytes]" if m.truncated_size else "")
+                                   + (f"  [not stored whole: {megabytes(m.truncated_size)}; the rest is in the "
+                                      "mailbox]" if m.truncated_size else "")
                                    for m in d.messages])
     return "\n".join(lines)
 

@@ -9,28 +9,31 @@ what is wrong; no message ever contains a secret.
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
 import socket
 import ssl
 import threading
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime
-from email.header import decode_header, make_header
 
 from imapclient import IMAPClient
 from imapclient.exceptions import IMAPClientAbortError, IMAPClientError, LoginError
 
-from inboxcrm.core.views import megabytes
 from inboxcrm.errors import InboxCRMError, Invalid, SecretError
 from inboxcrm.logs import event
-from inboxcrm.mail.sources import headers_only
+from inboxcrm.mail import gmail, oauth
+from inboxcrm.mail.partial_fetch import (
+    WHOLE,
+    FetchPlan,
+    attachment_limit,
+    batches,
+    how_to_fetch,
+    stored_bytes,
+)
 from inboxcrm.mail.tls import client_context, is_loopback
 from inboxcrm.secret import SecretRef
 from inboxcrm.values import RawMessage
@@ -40,8 +43,6 @@ log = logging.getLogger("inboxcrm.imap")
 SECURITY = ("tls", "starttls", "plain")
 AUTH = ("password", "xoauth2")
 DEFAULT_PORTS = {"tls": 993, "starttls": 143, "plain": 143}
-TOKEN_URLS = {"google": "https://oauth2.googleapis.com/token",
-              "microsoft": "https://login.microsoftonline.com/common/oauth2/v2.0/token"}
 # SPECIAL-USE attributes (RFC 6154) a folder can be chosen by, plus \Inbox for INBOX itself.
 ROLES = ("\\Inbox", "\\Sent", "\\All", "\\Archive", "\\Junk", "\\Trash", "\\Drafts", "\\Flagged", "\\Important")
 DEFAULT_FOLDERS = ("\\Inbox", "\\Sent")
@@ -52,7 +53,6 @@ SIZE_BATCH = 2000  # UIDs per RFC822.SIZE FETCH: some 40 bytes of answer each
 MAX_MESSAGE_BYTES = 25 * 1024 * 1024  # as [sync] max_message_bytes; callers pass the configured value
 BATCH_BYTES = 8 * 1024 * 1024  # as [sync] fetch_batch_bytes
 IDLE_RENEW = 29 * 60  # RFC 2177: servers may drop an IDLE after 30 minutes
-TOKEN_SLACK = 60  # refresh an access token this many seconds before it expires
 STAGES = ("dns", "connect", "tls", "login", "folder", "protocol", "connection-lost")
 
 
@@ -78,12 +78,17 @@ class ImapSettings:
     ca_file: str | None = None
     user: str
     auth: str = "password"
-    secret: SecretRef  # the password, or for xoauth2 the refresh token
+    secret: SecretRef | None = None  # the password; for xoauth2 a refresh token kept before token files
     oauth_client_id: str | None = None
     oauth_client_secret: SecretRef | None = None
     oauth_token_url: str | None = None
+    oauth_provider: str | None = None  # google | microsoft: the scopes "mailbox authorize" asks for
+    oauth_device_url: str | None = None  # where "mailbox authorize" starts the device flow
+    oauth_auth_url: str | None = None  # where "mailbox authorize --browser" sends the browser
+    token_file: str | None = None  # xoauth2: the refresh token's 0600 file, written by "mailbox authorize"
     folders: tuple[str, ...] = DEFAULT_FOLDERS
     since: date | None = None
+    max_attachment_bytes: int | None = None  # a part over it stays on the server (see partial_fetch); None: off
 
     def to_json(self) -> dict:
         """What Mailbox.connection stores."""
@@ -110,8 +115,9 @@ class ImapSettings:
     def describe(self) -> str:
         """Safe to log."""
         checks = "" if self.verify or self.security == "plain" else ", certificate NOT verified"
+        source = f"token file {self.token_file}" if self.token_file else self.secret.describe() if self.secret else "?"
         return (f"{self.user} at {self.host}:{self.port} ({self.security}{checks}), "
-                f"{self.auth} from {self.secret.describe()}, folders {', '.join(self.folders)}")
+                f"{self.auth} from {source}, folders {', '.join(self.folders)}")
 
 
 def _ref_json(ref: SecretRef | None) -> dict | None:
@@ -141,7 +147,9 @@ def build_settings(host: str, port: int | None = None, security: str = "tls", ve
                    secret: SecretRef | None = None, oauth_client_id: str | None = None,
                    oauth_client_secret: SecretRef | None = None, oauth_provider: str | None = None,
                    oauth_token_url: str | None = None, folders=(), since: date | str | None = None,
-                   refuse_plain_remote: bool = True) -> ImapSettings:
+                   refuse_plain_remote: bool = True, oauth_device_url: str | None = None,
+                   oauth_auth_url: str | None = None, oauth_tenant: str | None = None,
+                   token_file: str | None = None, max_attachment_bytes: int | None = None) -> ImapSettings:
     """Validated settings; each refusal names the option and what would be valid."""
     if not isinstance(host, str) or not host.strip() or any(c.isspace() for c in host.strip()):
         raise Invalid(f"--host {host!r}: expected a host name or IP address")
@@ -158,27 +166,17 @@ def build_settings(host: str, port: int | None = None, security: str = "tls", ve
         raise Invalid("--user: expected the IMAP login name (often the email address)")
     if auth not in AUTH:
         raise Invalid(f"--auth {auth!r}: expected one of {', '.join(AUTH)}")
-    if not isinstance(secret, SecretRef):
-        what = "password" if auth == "password" else "OAuth2 refresh token"
-        raise Invalid(f"the {what} source is missing; give one of --password-env, --password-file, "
-                      f"--password-command")
     if auth == "xoauth2":
-        if not oauth_client_id:
-            raise Invalid("--oauth-client-id: required with --auth xoauth2 (the OAuth2 client the refresh "
-                          "token was issued to)")
-        if oauth_provider is not None and oauth_provider not in TOKEN_URLS:
-            raise Invalid(f"--oauth-provider {oauth_provider!r}: expected one of {', '.join(TOKEN_URLS)} "
-                          f"(or give --oauth-token-url)")
-        oauth_token_url = oauth_token_url or TOKEN_URLS.get(oauth_provider or "")
-        if not oauth_token_url:
-            raise Invalid(f"--oauth-provider or --oauth-token-url: required with --auth xoauth2; "
-                          f"providers are {', '.join(TOKEN_URLS)}")
-        parts = urllib.parse.urlsplit(oauth_token_url)
-        if parts.scheme != "https" and not (parts.scheme == "http" and is_loopback(parts.hostname or "")):
-            raise Invalid(f"--oauth-token-url {oauth_token_url}: expected an https:// URL "
-                          f"(http:// only on loopback)")
-    elif oauth_client_id or oauth_client_secret or oauth_provider or oauth_token_url:
-        raise Invalid("--oauth-*: only with --auth xoauth2")
+        oauth = _oauth_endpoints(oauth_client_id, oauth_provider, oauth_tenant, oauth_token_url,
+                                 oauth_device_url, oauth_auth_url, secret, token_file)
+    elif (oauth_client_id or oauth_client_secret or oauth_provider or oauth_token_url or oauth_device_url
+          or oauth_auth_url or oauth_tenant or token_file):
+        raise Invalid("--oauth-* and --token-file: only with --auth xoauth2")
+    else:
+        oauth = {}
+    if not isinstance(secret, SecretRef) and not (auth == "xoauth2" and token_file):
+        raise Invalid("the password source is missing; give one of --password-env, --password-file, "
+                      "--password-command")
     if isinstance(folders, str):
         folders = (folders,)
     chosen: list[str] = []
@@ -195,13 +193,14 @@ def build_settings(host: str, port: int | None = None, security: str = "tls", ve
             since = date.fromisoformat(since)
         except ValueError:
             raise Invalid(f"--since {since!r}: expected a date as YYYY-MM-DD") from None
+    max_attachment_bytes = attachment_limit(max_attachment_bytes)
     if security == "plain" or not verify:
         event(log, logging.WARNING, "insecure", host=host, security=security, verify=verify,
               risk="passwords and mail can be read on the way")
     return ImapSettings(host=host.strip(), port=port, security=security, verify=bool(verify), ca_file=ca_file,
                         user=user.strip(), auth=auth, secret=secret, oauth_client_id=oauth_client_id,
-                        oauth_client_secret=oauth_client_secret, oauth_token_url=oauth_token_url,
-                        folders=tuple(chosen), since=since)
+                        oauth_client_secret=oauth_client_secret, **oauth, folders=tuple(chosen), since=since,
+                        max_attachment_bytes=max_attachment_bytes)
 
 
 def check_plain_is_local(host: str, security: str) -> None:
@@ -284,91 +283,113 @@ def close(client: IMAPClient) -> None:
         _drop(client)
 
 
-def connect(settings: ImapSettings, environ: Mapping[str, str] = os.environ, timeout: float = 30.0) -> IMAPClient:
-    """A logged-in client (password or XOAUTH2); ImapError names the stage that failed."""
+def connect(settings: ImapSettings, environ: Mapping[str, str] = os.environ, timeout: float = 30.0,
+            what: str = "") -> IMAPClient:
+    """A logged-in client (password or XOAUTH2); ImapError names the stage that failed.
+
+    ``what`` ("mailbox sales") names the mailbox in an OAuth2 error, so its message can say which
+    ``mailbox authorize`` to run."""
     try:
         check_plain_is_local(settings.host, settings.security)  # a connection stored before the rule
     except Invalid as exc:
         raise ImapError("connect", str(exc)) from None
     client = _open(settings, timeout)
+    login(client, settings, environ, what)
+    return client
+
+
+def login(client: IMAPClient, settings: ImapSettings, environ: Mapping[str, str] = os.environ,
+          what: str = "") -> None:
+    """LOGIN, or AUTHENTICATE XOAUTH2 with an access token from ``mail.oauth``. On failure the
+    connection is closed and the error raised: ImapError, or the OAuthError of the token endpoint
+    as it is (GrantRevoked: sign in again; TokenEndpointUnavailable: a connection error)."""
     try:
         if settings.auth == "password":
             client.login(settings.user, settings.secret.resolve(environ))
         else:
-            client.oauth2_login(settings.user, access_token(settings, environ))
+            client.oauth2_login(settings.user, access_token(settings, environ, what=what))
     except SecretError as exc:
         _drop(client)
         raise ImapError("login", str(exc)) from None
+    except oauth.OAuthError:
+        _drop(client)
+        raise
     except LoginError as exc:
         _drop(client)
-        if settings.auth == "xoauth2":
-            forget_token(settings)
         answer = str(exc).strip("b'\"")
-        source = settings.secret.describe()
-        raise ImapError("login", f"the server refused user {settings.user} ({answer}); check the "
-                                 f"{'password' if settings.auth == 'password' else 'refresh token'} "
-                                 f"from {source}") from None
+        if settings.auth == "password":
+            raise ImapError("login", f"the server refused user {settings.user} ({answer}); check the password "
+                                     f"from {settings.secret.describe()}") from None
+        forget_token(settings)
+        raise ImapError("login", f"the server refused the OAuth2 access token for {settings.user} ({answer}); "
+                                 f"check that IMAP is on for this account (Gmail: Settings > Forwarding and "
+                                 f"POP/IMAP; Microsoft 365: the mailbox's IMAP and the app's admin consent) and "
+                                 f"that the grant has the IMAP scope (run \"inboxcrm mailbox authorize\")") from None
     except (OSError, IMAPClientError) as exc:
         _drop(client)
         raise ImapError("connection-lost", f"{settings.host}:{settings.port} closed the connection during "
                                            f"login ({exc})") from None
-    return client
 
 
-# -- OAuth2 (XOAUTH2): a refresh token buys short-lived access tokens --------------------------
+# -- OAuth2 (XOAUTH2): a refresh token buys short-lived access tokens (see mail.oauth) ---------
 
-_tokens: dict[tuple[str, str, str], tuple[str, float]] = {}
-_tokens_lock = threading.Lock()
+def _oauth_endpoints(client_id: str | None, provider: str | None, tenant: str | None, token_url: str | None,
+                     device_url: str | None, auth_url: str | None, secret: SecretRef | None,
+                     token_file: str | None) -> dict:
+    """The xoauth2 fields of ImapSettings, checked: the provider's endpoints unless given one by
+    one (a tenant's own, or a test's local server), and exactly one place for the refresh token."""
+    if not client_id:
+        raise Invalid("--oauth-client-id: required with --auth xoauth2 (the OAuth2 app registration's "
+                      "client id)")
+    if provider is not None and provider not in oauth.PROVIDERS:
+        raise Invalid(f"--oauth-provider {provider!r}: expected one of {', '.join(oauth.PROVIDERS)} "
+                      f"(or give --oauth-token-url)")
+    if tenant is not None and provider != "microsoft":
+        raise Invalid("--oauth-tenant: only with --oauth-provider microsoft")
+    known = oauth.microsoft(tenant) if tenant else oauth.PROVIDERS.get(provider or "")
+    urls = {"--oauth-token-url": token_url or (known and known.token_url),
+            "--oauth-device-url": device_url or (known and known.device_url),
+            "--oauth-auth-url": auth_url or (known and known.auth_url)}
+    if not urls["--oauth-token-url"]:
+        raise Invalid(f"--oauth-provider or --oauth-token-url: required with --auth xoauth2; "
+                      f"providers are {', '.join(oauth.PROVIDERS)}")
+    for option, url in urls.items():
+        parts = urllib.parse.urlsplit(url or "https://unset")
+        if parts.scheme != "https" and not (parts.scheme == "http" and is_loopback(parts.hostname or "")):
+            raise Invalid(f"{option} {url}: expected an https:// URL (http:// only on loopback)")
+    if secret is not None and token_file:
+        raise Invalid("--token-file and --password-*: give one place for the refresh token (--token-file, "
+                      "written by \"inboxcrm mailbox authorize\")")
+    if secret is None and not token_file:
+        raise Invalid("--token-file: required with --auth xoauth2 (the file \"inboxcrm mailbox authorize\" "
+                      "writes the refresh token to)")
+    if token_file and not os.path.isabs(token_file):
+        raise Invalid(f"--token-file {token_file}: expected an absolute path")
+    return {"oauth_token_url": urls["--oauth-token-url"], "oauth_device_url": urls["--oauth-device-url"],
+            "oauth_auth_url": urls["--oauth-auth-url"], "oauth_provider": provider, "token_file": token_file}
 
 
-def _token_key(settings: ImapSettings) -> tuple[str, str, str]:
-    return settings.oauth_token_url or "", settings.oauth_client_id or "", settings.user
+def oauth_client(settings: ImapSettings, smtp: bool = False) -> oauth.OAuthClient:
+    """The OAuth2 client a mailbox authorizes and logs in as; scopes for IMAP (and SMTP)."""
+    provider = oauth.PROVIDERS.get(settings.oauth_provider or "")
+    return oauth.OAuthClient(token_url=settings.oauth_token_url or "", client_id=settings.oauth_client_id or "",
+                             client_secret=settings.oauth_client_secret, device_url=settings.oauth_device_url,
+                             auth_url=settings.oauth_auth_url, scopes=provider.scopes(smtp) if provider else (),
+                             provider=settings.oauth_provider)
+
+
+def access_token(settings: ImapSettings, environ: Mapping[str, str] = os.environ, what: str = "") -> str:
+    """The access token to log in with: from the token file, or from a refresh token kept as a
+    secret (mailboxes set up before token files)."""
+    client = oauth_client(settings)
+    if settings.token_file:
+        return oauth.access_token(client, settings.token_file, environ, what=what)
+    return oauth.access_token_from_secret(client, settings.secret, environ, what=what)
 
 
 def forget_token(settings: ImapSettings) -> None:
-    with _tokens_lock:
-        _tokens.pop(_token_key(settings), None)
-
-
-def access_token(settings: ImapSettings, environ: Mapping[str, str] = os.environ,
-                 clock=time.monotonic) -> str:
-    """A cached access token, or a new one from the token endpoint once it (nearly) expired."""
-    key = _token_key(settings)
-    with _tokens_lock:
-        cached = _tokens.get(key)
-        if cached and cached[1] > clock():
-            return cached[0]
-    form = {"grant_type": "refresh_token", "refresh_token": settings.secret.resolve(environ),
-            "client_id": settings.oauth_client_id or ""}
-    if settings.oauth_client_secret is not None:
-        form["client_secret"] = settings.oauth_client_secret.resolve(environ)
-    token, lifetime = request_token(settings.oauth_token_url or "", form)
-    with _tokens_lock:
-        _tokens[key] = (token, clock() + max(0.0, lifetime - TOKEN_SLACK))
-    return token
-
-
-def request_token(url: str, form: Mapping[str, str], timeout: float = 30.0) -> tuple[str, float]:
-    """POST a refresh-token grant; (access token, lifetime in seconds)."""
-    request = urllib.request.Request(url, data=urllib.parse.urlencode(form).encode(), method="POST",
-                                     headers={"Content-Type": "application/x-www-form-urlencoded",
-                                              "Accept": "application/json"})
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            body = json.loads(response.read())
-    except urllib.error.HTTPError as exc:
-        try:
-            answer = json.loads(exc.read())
-            why = f"{answer.get('error', exc.code)}: {answer.get('error_description', '')}".rstrip(": ")
-        except ValueError:
-            why = f"HTTP {exc.code}"
-        raise ImapError("login", f"the token endpoint {url} refused the refresh token ({why}); "
-                                 f"issue a new refresh token for this client id") from None
-    except (urllib.error.URLError, OSError, ValueError) as exc:
-        raise ImapError("login", f"cannot get an access token from {url} ({getattr(exc, 'reason', exc)})") from None
-    if not isinstance(body, dict) or not isinstance(body.get("access_token"), str):
-        raise ImapError("login", f"the token endpoint {url} answered without an access_token")
-    return body["access_token"], float(body.get("expires_in") or 3600)
+    """The server refused the access token: the next login buys a new one."""
+    oauth.forget_access_token(settings.token_file or settings.secret)
 
 
 # -- folders -----------------------------------------------------------------------------------
@@ -415,7 +436,7 @@ def choose_folders(roles: Mapping[str, str], wanted: tuple[str, ...]) -> list[tu
 
 
 def is_gmail(client: IMAPClient) -> bool:
-    return b"X-GM-EXT-1" in client.capabilities()
+    return gmail.offered(client.capabilities())
 
 
 def supports_idle(client: IMAPClient) -> bool:
@@ -503,110 +524,89 @@ def new_uids(client: IMAPClient, after_uid: int, since: date | None) -> list[int
 
 def plan_batches(sizes: list[tuple[int, int]], max_message_bytes: int = MAX_MESSAGE_BYTES,
                  batch_bytes: int = BATCH_BYTES, batch: int = FETCH_BATCH) -> list[tuple[bool, list[int]]]:
-    """(whole, UIDs) FETCHes for (UID, RFC822.SIZE) pairs, in UID order.
-
-    A FETCH answer is held whole in memory until its last message is through the pipeline, so a
-    batch of bodies stops at ``batch_bytes`` as well as at ``batch`` messages (a message bigger
-    than that goes alone). Messages over ``max_message_bytes`` go in headers-only batches
-    (whole=False) and never cost more than their headers."""
-    plan: list[tuple[bool, list[int]]] = []
-    used = 0
-    for uid, size in sizes:
-        whole = size <= max_message_bytes
-        cost = size if whole else 0
-        if not plan or plan[-1][0] != whole or len(plan[-1][1]) >= batch or (used and used + cost > batch_bytes):
-            plan.append((whole, []))
-            used = 0
-        plan[-1][1].append(uid)
-        used += cost
-    return plan
-
-
-def describe_structure(structure) -> list[str]:
-    """One line per leaf part of a BODYSTRUCTURE ("application/pdf "offer.pdf" 48.0 MB"), so the
-    note of a message stored without its body says what it carried. A structure this does not
-    understand gives no lines rather than an error: the note is for people, nothing depends on it."""
-    lines: list[str] = []
-
-    def text(value) -> str:
-        return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value or "")
-
-    def pairs(values) -> dict[str, str]:
-        values = values if isinstance(values, tuple) else ()
-        return {text(k).lower(): decode_filename(text(v)) for k, v in zip(values[::2], values[1::2])}
-
-    def walk(part) -> None:
-        if part and isinstance(part[0], list):
-            for child in part[0]:
-                walk(child)
-            return
-        kind = f"{text(part[0])}/{text(part[1])}".lower()
-        name = pairs(part[2]).get("name", "")
-        disposition = next((p for p in part[7:11] if isinstance(p, tuple) and len(p) == 2
-                            and isinstance(p[1], tuple)), None)
-        if disposition is not None:
-            name = pairs(disposition[1]).get("filename", name)
-        size = part[6] if len(part) > 6 and isinstance(part[6], int) else 0
-        lines.append(f'{kind}{f" {name!r}" if name else ""} {megabytes(size)}')
-
-    try:
-        walk(structure)
-    except (IndexError, TypeError, ValueError):
-        return []
-    return lines
-
-
-def decode_filename(value: str) -> str:
-    """RFC 2047 words in a part's name decoded, control characters dropped: it is shown to people."""
-    try:
-        value = str(make_header(decode_header(value)))
-    except (ValueError, LookupError, UnicodeError):
-        pass
-    return "".join(c for c in value if c.isprintable())[:200]
+    """(whole, UIDs) FETCHes for (UID, RFC822.SIZE) pairs, in UID order, without an attachment
+    limit: bounded by ``batch_bytes`` and ``batch`` (see partial_fetch.batches); messages over
+    ``max_message_bytes`` go in headers-only batches (whole=False) and cost only their headers."""
+    plans = ((uid, how_to_fetch(size, None, max_message_bytes)) for uid, size in sizes)
+    return [(items == WHOLE, uids) for items, uids in batches(plans, batch_bytes, batch)]
 
 
 def fetch(client: IMAPClient, folder: FolderInfo, uids: list[int], max_message_bytes: int = MAX_MESSAGE_BYTES,
-          batch_bytes: int = BATCH_BYTES, batch: int = FETCH_BATCH) -> Iterator[ImapMessage]:
+          batch_bytes: int = BATCH_BYTES, batch: int = FETCH_BATCH,
+          max_attachment_bytes: int | None = None,
+          already_stored: Callable[[list[str]], set[str]] | None = None) -> Iterator[ImapMessage]:
     """Messages in UID order: sizes first (RFC822.SIZE), then BODY.PEEK[] in batches bounded by
     bytes and count; a message over ``max_message_bytes`` is read as BODY.PEEK[HEADER] and
-    BODYSTRUCTURE only and comes truncated (``full_size`` set). A message gone meanwhile is skipped."""
-    extra = ["X-GM-MSGID"] if is_gmail(client) else []
+    BODYSTRUCTURE only and comes truncated (``full_size`` set). With ``max_attachment_bytes``,
+    a message over it has its BODYSTRUCTURE read first, and one with a part over it is read
+    without that part and comes truncated too (see partial_fetch). A message gone meanwhile is skipped."""
+    # already_stored: which copy locations the mailbox holds; on Gmail those are not fetched
+    # again (a message read under another label already: see mail.gmail)
+    extra = list(gmail.FETCH_ITEMS) if is_gmail(client) else []
     label = pipeline_folder(folder.name, folder.role)
     for start in range(0, len(uids), SIZE_BATCH):
         window = uids[start:start + SIZE_BATCH]
         with protocol(f"FETCH RFC822.SIZE in {folder.name}"):
-            answer = client.fetch(window, ["RFC822.SIZE"])
+            answer = client.fetch(window, ["RFC822.SIZE", gmail.MESSAGE_ID] if extra else ["RFC822.SIZE"])
         sizes = [(uid, answer[uid][b"RFC822.SIZE"]) for uid in window if b"RFC822.SIZE" in answer.get(uid, {})]
+        if extra and already_stored is not None:
+            sizes = _not_stored(sizes, answer, folder, already_stored)
         del answer
-        for whole, chunk in plan_batches(sizes, max_message_bytes, batch_bytes, batch):
-            items = ["BODY.PEEK[]"] if whole else ["BODY.PEEK[HEADER]", "BODYSTRUCTURE"]
+        structures = _structures(client, folder, [uid for uid, size in sizes if max_attachment_bytes is not None
+                                                  and size > max_attachment_bytes])
+        plans = {uid: how_to_fetch(size, structures.get(uid), max_message_bytes, max_attachment_bytes)
+                 for uid, size in sizes}
+        del structures
+        for items, chunk in batches(((uid, plans[uid]) for uid, _ in sizes), batch_bytes, batch):
             with protocol(f"FETCH in {folder.name}"):
-                found = client.fetch(chunk, items + extra)
-            full = dict(sizes) if not whole else {}
+                found = client.fetch(chunk, list(items) + extra)
             for uid in chunk:
                 # popped, and no name here keeps it: a message through the pipeline is freed at
                 # once, not held while the next FETCH reads the next one
-                message = _message(found.pop(uid, {}), folder, label, uid, full.get(uid), max_message_bytes)
+                message = _message(found.pop(uid, {}), folder, label, uid, plans.pop(uid))
                 if message is not None:
                     yield message
                     del message
             del found
 
 
-def _message(item: dict, folder: FolderInfo, label: str, uid: int, full_size: int | None,
-             max_message_bytes: int) -> ImapMessage | None:
-    """One FETCH answer as a message: whole, or headers only when ``full_size`` is given;
-    None when it was expunged by someone else between SEARCH and FETCH."""
-    data = item.get(b"BODY[]" if full_size is None else b"BODY[HEADER]")
+def _not_stored(sizes: list[tuple[int, int]], answer: dict, folder: FolderInfo,
+                already_stored: Callable[[list[str]], set[str]]) -> list[tuple[int, int]]:
+    """(UID, size) pairs whose copy the mailbox has not stored yet, asked before any body is read."""
+    where = {uid: copy_location(folder.name, folder.uidvalidity, uid, answer[uid].get(b"X-GM-MSGID"))
+             for uid, _ in sizes}
+    stored = already_stored(list(where.values())) if where else set()
+    return [(uid, size) for uid, size in sizes if where[uid] not in stored]
+
+
+def _structures(client: IMAPClient, folder: FolderInfo, uids: list[int]) -> dict[int, object]:
+    """UID -> BODYSTRUCTURE: a few hundred bytes each, asked only of messages that may carry
+    an attachment over the mailbox's limit."""
+    found: dict[int, object] = {}
+    for start in range(0, len(uids), FETCH_BATCH):
+        with protocol(f"FETCH BODYSTRUCTURE in {folder.name}"):
+            answer = client.fetch(uids[start:start + FETCH_BATCH], ["BODYSTRUCTURE"])
+        found.update((uid, data[b"BODYSTRUCTURE"]) for uid, data in answer.items() if b"BODYSTRUCTURE" in data)
+    return found
+
+
+def _message(item: dict, folder: FolderInfo, label: str, uid: int, plan: FetchPlan) -> ImapMessage | None:
+    """One FETCH answer as a message, whole or as ``plan`` rebuilds it; None when it was
+    expunged by someone else between SEARCH and FETCH."""
+    data = stored_bytes(item, plan)
     if data is None:
         return None
     location = copy_location(folder.name, folder.uidvalidity, uid, item.get(b"X-GM-MSGID"))
-    if full_size is None:
-        return ImapMessage(data, location, label, uid=uid)
-    stored = headers_only(data, full_size, max_message_bytes, describe_structure(item.get(b"BODYSTRUCTURE")))
-    event(log, logging.WARNING, "truncated", folder=folder.name, uid=uid, size=full_size,
-          limit=max_message_bytes, action="recorded from its headers; the body stays in the mailbox")
-    return ImapMessage(stored, location, label, full_size=full_size, uid=uid)
+    found_in = gmail.copy_of(item, gmail.folder_label(folder.name, folder.role))
+    if plan.full_size is None:
+        return ImapMessage(data, location, label, uid=uid, gmail=found_in)
+    if plan.root is None:
+        event(log, logging.WARNING, "truncated", folder=folder.name, uid=uid, size=plan.full_size,
+              limit=plan.limit, action="recorded from its headers; the body stays in the mailbox")
+    else:
+        event(log, logging.INFO, "attachments-left", folder=folder.name, uid=uid, size=plan.full_size,
+              stored=len(data), limit=plan.limit, action="attachments over the limit stay in the mailbox")
+    return ImapMessage(data, location, label, full_size=plan.full_size, uid=uid, gmail=found_in)
 
 
 def wait_for_change(client: IMAPClient, folder: str, timeout: float, stop: threading.Event | None = None,

@@ -10,6 +10,13 @@ the message goes out, so the caller can record "sending" first.
 TLS is verified by default. ``security = "plain"`` is only accepted for a relay on this
 machine; ``verify = false`` works but is logged at warning on every connection. Errors name
 host, port and stage (connect, tls, auth, envelope, data) and never carry the password.
+
+``auth = "xoauth2"`` logs in with an OAuth2 access token (``mail.oauth``) after TLS, as Gmail and
+Microsoft 365 want. A refused token may just be stale (revoked early, clock skew): it is
+forgotten and a fresh one tried once. A revoked grant and an unreachable token endpoint both
+become ``SmtpError`` at stage "auth", not a new kind of error, because to the outbox they are what
+a refused login or a server that is down already are: the mail waits and is tried again with
+backoff. Only the revoked grant's message differs: it names the command that mends it.
 """
 from __future__ import annotations
 
@@ -19,6 +26,7 @@ import re
 import smtplib
 import socket
 import ssl
+import urllib.parse
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Self
@@ -26,6 +34,7 @@ from typing import Self
 from inboxcrm.config import SmtpConfig
 from inboxcrm.errors import InboxCRMError, SecretError
 from inboxcrm.logs import event
+from inboxcrm.mail import oauth
 from inboxcrm.mail.tls import client_context, is_loopback
 
 log = logging.getLogger(__name__)
@@ -165,7 +174,10 @@ def connect(cfg: SmtpConfig, environ: Mapping[str, str] = os.environ) -> Connect
                                 '(implicit TLS, usually port 465) or check the port')
             client.starttls(context=context)
             client.ehlo()
-        if cfg.username:
+        if cfg.auth == "xoauth2":
+            stage = "auth"
+            _xoauth2_login(client, cfg, environ, host, port)
+        elif cfg.username:
             stage = "auth"
             if cfg.password is None:
                 raise SmtpError(host, port, "auth", "username is set but no password_env, password_file or "
@@ -185,11 +197,89 @@ def connect(cfg: SmtpConfig, environ: Mapping[str, str] = os.environ) -> Connect
     return Connection(client, host, port)
 
 
+# -- XOAUTH2 -----------------------------------------------------------------------------------
+
+# Microsoft 365 answers this when SMTP AUTH is off for the tenant or the mailbox (the default).
+_SMTP_AUTH_DISABLED = ("5.7.139", "SmtpClientAuthentication is disabled")
+
+
+def oauth_client(cfg: SmtpConfig) -> oauth.OAuthClient:
+    """The OAuth2 client [smtp] names; the token endpoint is the provider's unless given."""
+    provider = oauth.PROVIDERS.get(cfg.oauth_provider or "")
+    return oauth.OAuthClient(token_url=cfg.oauth_token_url or (provider.token_url if provider else ""),
+                             client_id=cfg.oauth_client_id or "", client_secret=cfg.oauth_client_secret,
+                             device_url=provider.device_url if provider else None,
+                             auth_url=provider.auth_url if provider else None,
+                             scopes=provider.smtp_scopes if provider else (), provider=cfg.oauth_provider)
+
+
+def _xoauth2_login(client: smtplib.SMTP, cfg: SmtpConfig, environ: Mapping[str, str], host: str, port: int) -> None:
+    """AUTH XOAUTH2 with a cached access token, and once more with a fresh one if it is refused."""
+    creds = oauth_client(cfg)
+    endpoint = urllib.parse.urlsplit(creds.token_url)
+    if endpoint.scheme != "https" and not is_loopback(endpoint.hostname or ""):
+        raise SmtpError(host, port, "auth", f"the token endpoint {creds.token_url} is not https://; the client "
+                        "secret and the refresh token would cross the network readable (http:// only to this "
+                        "machine)", permanent=True)
+    offered = (client.esmtp_features.get("auth") or "").upper().split()
+    if "XOAUTH2" not in offered:
+        raise SmtpError(host, port, "auth", f"the server does not offer AUTH XOAUTH2 (it offers: "
+                        f"{' '.join(offered) or 'no AUTH at all'}); check host and port, or use auth = \"password\"",
+                        permanent=True)
+    user = cfg.login or ""
+    refused = ""
+    for _attempt in range(2):
+        token = _access_token(creds, cfg, environ, host, port)
+        refused = _sasl_xoauth2(client, user, token)
+        if refused is None:
+            return
+        if any(sign in refused for sign in _SMTP_AUTH_DISABLED):  # no token will do: say what will
+            raise SmtpError(host, port, "auth", f"{refused}; SMTP AUTH is disabled for this Microsoft 365 mailbox "
+                            f"or tenant: enable Authenticated SMTP for {user} (Microsoft 365 admin center > Active "
+                            f"users > Mail > Manage email apps, or Set-CASMailbox -Identity {user} "
+                            f"-SmtpClientAuthenticationDisabled $false)", permanent=True)
+        oauth.forget_access_token(cfg.token_file or "")
+    raise SmtpError(host, port, "auth", f"the server refused the OAuth2 access token for {user}, also a fresh "
+                    f"one ({refused}); check that the grant in {cfg.token_file} is for {user} and includes "
+                    f"sending mail", permanent=True)
+
+
+def _access_token(creds: oauth.OAuthClient, cfg: SmtpConfig, environ: Mapping[str, str], host: str,
+                  port: int) -> str:
+    """oauth's errors as SmtpErrors: a revoked grant permanent and loud, an outage temporary."""
+    try:
+        return oauth.access_token(creds, cfg.token_file or "", environ, what="[smtp]")
+    except oauth.GrantRevoked as exc:
+        event(log, logging.ERROR, "smtp-grant-revoked", host=host, file=cfg.token_file, error=exc)
+        raise SmtpError(host, port, "auth", str(exc), permanent=True) from None
+    except oauth.TokenEndpointUnavailable as exc:
+        raise SmtpError(host, port, "auth", str(exc)) from None
+    except (oauth.OAuthError, SecretError) as exc:
+        raise SmtpError(host, port, "auth", str(exc), permanent=True) from None
+
+
+def _sasl_xoauth2(client: smtplib.SMTP, user: str, token: str) -> str | None:
+    """None when logged in, else the refusal: the reply and the RFC 7628 error the server sent."""
+    errors: list[str] = []
+
+    def respond(challenge: bytes | None = None) -> str:
+        if challenge is None:
+            return f"user={user}\x01auth=Bearer {token}\x01\x01"
+        errors.append(challenge.decode("utf-8", "replace"))
+        return "\x01"  # RFC 7628 3.2.3: acknowledge the error; the server then says 535
+
+    try:
+        client.auth("XOAUTH2", respond, initial_response_ok=True)
+        return None
+    except smtplib.SMTPAuthenticationError as exc:
+        return _reply(exc) + (f", {' '.join(errors[-1].split())}" if errors else "")
+
+
 def check(cfg: SmtpConfig, environ: Mapping[str, str] = os.environ) -> str:
     """Connect, secure, log in and quit: what ``outbox test`` reports."""
     with connect(cfg, environ):
         pass
-    login = f", logged in as {cfg.username}" if cfg.username else ""
+    login = f", logged in as {cfg.login}{' with XOAUTH2' if cfg.auth == 'xoauth2' else ''}" if cfg.login else ""
     verified = "" if cfg.security == "plain" else (", certificate verified" if cfg.verify
                                                     else ", certificate NOT verified")
     return f"SMTP {cfg.host}:{cfg.effective_port}: connected with {cfg.security}{verified}{login}"

@@ -14,8 +14,11 @@ from inboxcrm.core.views import megabytes
 
 _BOUNDARY = re.compile(rb'^content-type:[^\r\n]*(?:\r?\n[ \t][^\r\n]*)*?[ \t;]boundary="?([^"\r\n;]+)"?',
                        re.I | re.M)
-def headers_only(headers: bytes, full_size: int, limit: int, parts: list[str] | None = None) -> bytes:
+def headers_only(headers: bytes, full_size: int, limit: int, parts: list[str] | None = None,
+                 setting: str = "[sync] max_message_bytes") -> bytes:
     """The bytes stored for a message over the limit: its own headers, then a note in place of the body.
+    ``setting`` names the limit in the note (an IMAP mailbox's max_attachment_bytes sends here a
+    message that is one large attachment and nothing else, see mail.partial_fetch).
 
     In a multipart message the note is a text/plain part within the message's own boundary,
     so the message's headers stay exactly as received and the note still reads as its text."""
@@ -24,7 +27,7 @@ def headers_only(headers: bytes, full_size: int, limit: int, parts: list[str] | 
     headers = block + eol + eol  # the header lines as received, then the blank line that ends them
     listed = "\n".join(f"  {part}" for part in parts) if parts else "  (not read)"
     note = (f"[inboxcrm] This message was not stored whole: it is {megabytes(full_size)}, over "
-            f"[sync] max_message_bytes ({megabytes(limit)}). Only its headers were read; the full "
+            f"{setting} ({megabytes(limit)}). Only its headers were read; the full "
             f"message is still in the mailbox.\nParts:\n{listed}\n").replace("\n", "\r\n").encode()
     boundary = _BOUNDARY.search(headers)
     if boundary is None:

@@ -262,16 +262,24 @@ class MessageRaw(Base):
 
 
 class MessageCopy(Base):
-    """Where a message was seen: one row per mailbox and location."""
+    """Where a message was seen: one row per mailbox and location.
+
+    A copy read from Gmail also keeps Gmail's thread id and labels: they belong to that account's
+    copy, not to the message (another mailbox's copy has its own), and are not in the bytes."""
 
     __tablename__ = "message_copies"
-    __table_args__ = (UniqueConstraint("mailbox_id", "location"),)
+    __table_args__ = (UniqueConstraint("mailbox_id", "location"),
+                      # match: the other messages of a copy's Gmail thread, in the same account
+                      Index("ix_message_copies_gmail_thread", "mailbox_id", "gmail_thread_id"))
     id: Mapped[int] = mapped_column(primary_key=True)
     message_id: Mapped[int] = mapped_column(ForeignKey("messages.id", ondelete="CASCADE"), index=True)
     mailbox_id: Mapped[int] = mapped_column(ForeignKey("mailboxes.id"))
     folder: Mapped[str] = mapped_column(String(500), default="")
     location: Mapped[str] = mapped_column(String(1500))
     seen_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # X-GM-THRID as decimal text (an unsigned 64-bit id); None where the server is not Gmail
+    gmail_thread_id: Mapped[str | None] = mapped_column(String(20))
+    gmail_labels: Mapped[list | None] = mapped_column(JSON)  # X-GM-LABELS when fetched, e.g. ["\\Inbox", "Clients"]
     message: Mapped[Message] = relationship(back_populates="copies")
     mailbox: Mapped[Mailbox] = relationship()
 
@@ -341,7 +349,7 @@ class OutboxMessage(Base):
     __table_args__ = (Index("ix_outbox_due", "status", "next_attempt_at"),)
     id: Mapped[int] = mapped_column(primary_key=True)
     key: Mapped[str] = mapped_column(String(200), unique=True)
-    kind: Mapped[str] = mapped_column(String(20))  # digest | nudge | reply
+    kind: Mapped[str] = mapped_column(String(20))  # digest | nudge | reply | alert
     rep_id: Mapped[int | None] = mapped_column(ForeignKey("reps.id", ondelete="SET NULL"), index=True)
     deal_id: Mapped[int | None] = mapped_column(ForeignKey("deals.id", ondelete="SET NULL"), index=True)
     to_address: Mapped[str] = mapped_column(String(320))

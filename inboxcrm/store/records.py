@@ -15,7 +15,7 @@ from typing import Sequence
 from sqlalchemy import bindparam, func, insert, or_, select, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import InterfaceError, OperationalError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 
 from inboxcrm.core import sales
 from inboxcrm.core.decide import Context, Decision, MailboxInfo
@@ -103,6 +103,21 @@ _MESSAGE_BY_ID = select(Message.id, Message.status, Message.deal_id, Message.rea
     Message.message_id == bindparam("mid"))
 _COPY = select(MessageCopy.id).where(MessageCopy.mailbox_id == bindparam("mailbox_id"),
                                      MessageCopy.location == bindparam("location"))
+_STORED_LOCATIONS = select(MessageCopy.location).where(
+    MessageCopy.mailbox_id == bindparam("mailbox_id"), MessageCopy.location.in_(bindparam("locations", expanding=True)))
+# The deal of another message Gmail put in the same thread as a copy of this one, in the same
+# account (thread ids are per account), the most recent first.
+_THIS, _OTHER, _OTHER_COPY = aliased(Message), aliased(Message), aliased(MessageCopy)
+_GMAIL_THREAD_DEAL = (
+    select(_OTHER.deal_id)
+    .select_from(_THIS)
+    .join(MessageCopy, (MessageCopy.message_id == _THIS.id) & MessageCopy.gmail_thread_id.is_not(None))
+    .join(_OTHER_COPY, (_OTHER_COPY.mailbox_id == MessageCopy.mailbox_id)
+          & (_OTHER_COPY.gmail_thread_id == MessageCopy.gmail_thread_id))
+    .join(_OTHER, _OTHER.id == _OTHER_COPY.message_id)
+    .where(_THIS.message_id == bindparam("mid"), _OTHER.id != _THIS.id, _OTHER.deal_id.is_not(None))
+    .order_by(_OTHER.sent_at.desc(), _OTHER.id.desc())
+    .limit(1))
 _DEAL = select(
     Deal.id, Deal.contact_id, Deal.stage_id, Deal.owner_rep_id, Deal.fit_score, Deal.inbound_count,
     Deal.outbound_count, Deal.created_at, Deal.last_activity_at, Deal.last_inbound_at,
@@ -124,6 +139,14 @@ _INSERT_RAW = insert(MessageRaw.__table__)
 _BLOB_HANDLE_BYTES = 1024 * 1024  # below this the driver's copy is not worth a second statement
 _INSERTS: dict[type, object] = {}
 _UPDATES: dict[type, object] = {}
+
+
+def stored_locations(session: Session, mailbox_id: int, locations: Sequence[str]) -> set[str]:
+    """Which of these copy locations the mailbox has stored already: the sync does not fetch
+    them again (on Gmail, a message seen under another label; see ``mail.gmail``)."""
+    if not locations:
+        return set()
+    return set(session.execute(_STORED_LOCATIONS, {"mailbox_id": mailbox_id, "locations": list(locations)}).scalars())
 
 
 @dataclass(frozen=True)
@@ -155,6 +178,11 @@ class Store:
     def deal_for_thread(self, message_ids: Sequence[str]) -> int | None:
         rows = dict(self.conn.execute(_THREAD_DEALS, {"ids": list(message_ids)}).all())
         return next((rows[m] for m in message_ids if m in rows), None)
+
+    def deal_for_gmail_thread(self, message_id: str) -> int | None:
+        """Asked after save_raw, so the copy being decided has its thread id stored already;
+        a re-run (quarantine retry, rule explain) finds the same copy."""
+        return self.conn.scalar(_GMAIL_THREAD_DEAL, {"mid": message_id})
 
     def contact_for_address(self, address: str) -> ContactInfo | None:
         row = self.conn.execute(_CONTACT_BY_ADDRESS, {"address": address}).first()
@@ -211,8 +239,11 @@ class Store:
         known = not is_new and self.conn.scalar(
             _COPY, {"mailbox_id": mailbox_id, "location": raw.location}) is not None
         if not known:
+            gmail = raw.gmail
             self._insert(MessageCopy, message_id=stored.id, mailbox_id=mailbox_id, folder=raw.folder,
-                         location=raw.location, seen_at=self.now)
+                         location=raw.location, seen_at=self.now,
+                         gmail_thread_id=gmail.thread_id if gmail else None,
+                         gmail_labels=list(gmail.labels) if gmail else None)
         return stored, is_new
 
     def _insert_raw(self, pk: int, data: bytes) -> None:
