@@ -55,7 +55,7 @@ def test_rep_digest_refuses_bad_values_saying_what_would_do(team):
 def test_digest_preview_renders_without_queueing(mailing, tmp_path):
     page = tmp_path / "alice.html"
     out = mailing("digest", "preview", "alice", "--date", "2026-11-23", "--html", str(page)).stdout
-    assert out.startswith("Subject: inboxcrm: 1 overdue")
+    assert out.startswith("Subject: inboxcrm: 1 deal: 1 overdue")
     assert "D-1" in out and "Send the proposal" in out and "Jane <b>Doe</b>" in out
     assert f"HTML version: {page.resolve()}" in out
     html = page.read_text()

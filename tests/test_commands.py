@@ -278,7 +278,8 @@ def _digest_text() -> tuple[str, str]:
     """A real digest (subject, text) as the template writes it, with won:/lost: quick actions."""
     now = datetime(2026, 11, 24, 7, 0, tzinfo=timezone.utc)
     rows = (_row(42, title="Acme pilot", next_step="send the quote", next_step_due=date(2026, 11, 20)),
-            _row(43, title="Harbor renewal", last_inbound_at=now - timedelta(hours=5)))
+            _row(43, title="Harbor renewal", last_inbound_at=now - timedelta(hours=5)),
+            _row(44, title="Old lead"))  # only stalled: its item carries the won:/lost: actions
     data = DigestData(RepInfo(1, "alice", "alice@team.example", "Europe/Berlin"), rows, (),
                       (StageTotal("New", 4, Decimal(1000)),), now - timedelta(hours=24))
     digest = build_digest(data, now, ZoneInfo("Europe/Berlin"), lambda stage: 14, 30, "crm@team.example")

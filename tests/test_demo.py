@@ -86,7 +86,7 @@ def test_demo_writes_alices_digest_as_a_page_to_open(run, tmp_path):
     (path,) = re.findall(r"open it in a browser: (\S+)", out)
     assert path == str((tmp_path / "demo" / "digest-alice.html").resolve())
     html = Path(path).read_text(encoding="utf-8")
-    assert subject.startswith("inboxcrm: 1 overdue") and f"<title>{subject}</title>" in html
+    assert subject.startswith("inboxcrm: 6 deals: 1 overdue") and f"<title>{subject}</title>" in html
     assert "Tom Becker" in html and "Send the support contract draft" in html  # the overdue step
     # quick actions to the command address, with Alice's reply token
     assert re.search(r"mailto:crm%2B[a-z2-7]{10}@brightpath\.example\?subject=%5BD-", html)

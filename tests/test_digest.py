@@ -1,5 +1,5 @@
 """The digest's content on both backends: each section holds exactly its deals, for the right rep,
-on the rep's local date. Deals are made with the real admin and deal functions (and held mail
+on the rep's local date, and each deal once (under its most urgent reason, the others as badges). Deals are made with the real admin and deal functions (and held mail
 with the pipeline); the clock is passed in, so the same team is looked at on different days."""
 from __future__ import annotations
 
@@ -90,6 +90,13 @@ def refs(section) -> list[str]:
     return [item.ref for item in section.items]
 
 
+def listed(digest) -> dict[str, tuple[str, tuple[str, ...]]]:
+    """Every deal the digest lists: ref -> (its section, its badges); fails on a deal listed twice."""
+    found = [(i.ref, (s.key, i.also)) for s in digest.sections if s.unit == "deal" for i in s.items]
+    assert len({ref for ref, _ in found}) == len(found), found
+    return dict(found)
+
+
 @dataclass
 class Built:
     team: Team
@@ -143,11 +150,14 @@ def test_a_step_with_no_owner_belongs_to_the_deals_owner(factory):
 
 def test_no_next_step_lists_open_owned_deals_without_one(crm):
     t, r = crm.team, crm.refs
-    bare = t.lead("alice")
+    bare = t.lead("alice", last_outbound_at=NOW - timedelta(days=2))
+    dull = t.lead("alice")  # no email since T0 either: quiet comes first, "no next step" is its badge
     t.lead("bob")
     t.close(t.lead("alice"))
-    assert refs(t.digest("alice").no_next_step) == [bare]
-    assert r["alice deal, bob's step"] not in refs(t.digest("alice").no_next_step)
+    digest = t.digest("alice")
+    assert refs(digest.no_next_step) == [bare]
+    assert listed(digest)[dull] == ("quiet", ("no next step",))
+    assert listed(digest)[r["alice deal, bob's step"]] == ("quiet", ())  # it has a step, held by bob
 
 
 def test_awaiting_reply_oldest_first_with_how_long(factory):
@@ -209,12 +219,13 @@ def test_a_snooze_silences_quiet_stalled_and_no_next_step_but_not_work_or_the_pi
             deals.set_snooze(s, T0, "alice", ref, date(2026, 12, 7), today=T0.date())
     awake = t.lead("alice", **dull)
     digest = t.digest("alice")
-    assert refs(digest.quiet) == refs(digest.stalled) == [awake]
-    assert refs(digest.no_next_step) == [awake]
-    assert refs(digest.overdue) == [overdue] and refs(digest.awaiting_reply) == [owed]  # real work still shows
+    assert listed(digest) == {  # real work still shows, without the snoozed reasons as badges
+        overdue: ("overdue", ()), owed: ("awaiting_reply", ()),
+        awake: ("stalled", ("quiet 20 days", "no next step"))}
     assert digest.pipeline.deals == 4 and digest.pipeline.team_deals == 4
     back = t.digest("alice", now=datetime(2026, 12, 6, 23, 0, tzinfo=UTC))  # 00:00 on the 7th in Berlin
-    assert refs(back.no_next_step) == [snoozed, owed, awake] and snoozed in refs(back.quiet)
+    assert listed(back)[snoozed] == ("stalled", ("quiet 32 days", "no next step"))
+    assert listed(back)[owed][1] == ("stalled 52 days", "quiet 32 days", "no next step")
 
 
 def test_a_snooze_ends_on_the_reps_local_date(factory):
@@ -224,7 +235,7 @@ def test_a_snooze_ends_on_the_reps_local_date(factory):
     berlin, angeles = t.lead("alice", **quiet), t.lead("bob", **quiet)
     assert refs(t.digest("alice").quiet) == [berlin]
     assert t.digest("bob").quiet.items == () and t.digest("bob").is_empty  # asleep until LA's midnight
-    assert refs(t.digest("bob", now=NOW + timedelta(hours=1)).quiet) == [angeles]
+    assert listed(t.digest("bob", now=NOW + timedelta(hours=1)))[angeles][1] == ("quiet 30 days", "no next step")
 
 
 def test_held_for_review_in_the_reps_own_mailboxes(factory):
@@ -281,7 +292,10 @@ def test_empty_digest_and_its_subject(factory):
     assert digest.is_empty and digest.pipeline.deals == 1  # the summary alone is no reason to mail
     assert digest.subject == "inboxcrm: nothing needs you today - Tue 24 Nov"
     busy = t.digest("alice", now=datetime(2026, 12, 21, 7, 0, tzinfo=UTC))
-    assert not busy.is_empty and busy.subject == "inboxcrm: 1 overdue, 1 quiet - Mon 21 Dec"
+    # one deal, overdue and quiet: counted once, in the subject and in the sections
+    assert not busy.is_empty and busy.subject == "inboxcrm: 1 deal: 1 overdue - Mon 21 Dec"
+    assert busy.overdue.counted == "1 deal" and busy.overdue.items[0].also == ("quiet 28 days",)
+    assert busy.quiet.total == 0 and busy.deals == 1
 
 
 def test_subject_counts_whole_sections_even_when_items_are_cut(factory):
@@ -290,7 +304,32 @@ def test_subject_counts_whole_sections_even_when_items_are_cut(factory):
         t.lead("alice", step="call", due=date(2026, 11, 20))
     digest = t.digest("alice")
     assert digest.overdue.total == 30 and len(digest.overdue.items) == 25 and digest.overdue.hidden == 5
-    assert digest.subject.startswith("inboxcrm: 30 overdue, 30 quiet - ")
+    assert digest.subject.startswith("inboxcrm: 30 deals: 30 overdue - ")  # quiet too, but counted once
+    assert digest.shortened(3).overdue.hidden == 27 and digest.shortened(3).deals == 30
+
+
+def test_a_deal_with_every_reason_is_listed_once_under_the_most_urgent(factory):
+    """Overdue beats awaiting reply, which beats stalled, quiet and no next step; the subject
+    counts deals, so the busy deal counts once however many reasons it has."""
+    t = Team(factory)
+    days = lambda n: NOW - timedelta(days=n)  # noqa: E731
+    drifting = dict(last_inbound_at=days(20), last_outbound_at=days(21), last_stage_change_at=days(40))
+    busy = t.lead("alice", step="send terms", due=date(2026, 11, 20), **drifting)  # overdue, owed, stalled, quiet
+    owed = t.lead("alice", **drifting)  # awaiting reply, stalled, quiet, no next step
+    stuck = t.lead("alice", step="wait", last_outbound_at=days(2), last_stage_change_at=days(40))  # stalled only
+    fresh = t.lead("alice", created=NOW - timedelta(hours=2))  # new lead without a next step
+    digest = t.digest("alice")
+    assert listed(digest) == {
+        busy: ("overdue", ("awaiting reply 20 days", "stalled 40 days", "quiet 20 days")),
+        owed: ("awaiting_reply", ("stalled 40 days", "quiet 20 days", "no next step")),
+        stuck: ("stalled", ()),
+        fresh: ("new_leads", ("no next step",)),
+    }
+    reply, *commands = digest.awaiting_reply.items[0].actions  # the section's quick actions stay
+    assert reply.label == "reply" and [a.label for a in commands] == ["set next step", "move stage"]
+    assert [s.total for s in digest.sections] == [1, 0, 1, 1, 1, 0, 0, 0]
+    assert digest.deals == 4 and digest.subject == (
+        "inboxcrm: 4 deals: 1 overdue, 1 awaiting reply, 1 new leads, 1 more - Tue 24 Nov")
 
 
 def test_quick_actions_decode_to_the_intended_command(crm):

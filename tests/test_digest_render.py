@@ -50,7 +50,8 @@ def row(i: int, **kw) -> DealRow:
 
 
 def full_digest(command_address: str | None = "crm@acme.example"):
-    """Every section filled, with hostile and very long text from strangers."""
+    """Every section filled, with hostile and very long text from strangers. Deals 1 to 3 have
+    other reasons too (stalled and quiet for 40 days, no next step), shown as badges."""
     deals = (
         row(1, title=HOSTILE_TITLE, contact=HOSTILE_NAME, next_step="call " + LONG_URL, next_step_due=date(2026, 11, 20)),
         row(2, title=LONG_WORD, company=LONG_WORD, next_step="send the contract", next_step_due=date(2026, 11, 24)),
@@ -59,6 +60,9 @@ def full_digest(command_address: str | None = "crm@acme.example"):
             last_stage_change_at=NOW - timedelta(hours=2)),
         row(5, stage="Proposal", title="Quiet one", last_outbound_at=NOW - timedelta(days=9),
             next_step="wait", last_stage_change_at=NOW - timedelta(days=9)),
+        row(6, title="Stuck one", next_step="wait", last_outbound_at=NOW - timedelta(days=2)),
+        row(7, title="Unplanned one", last_outbound_at=NOW - timedelta(days=2),
+            last_stage_change_at=NOW - timedelta(days=2)),
     )
     held = (HeldRow(77, "stranger@" + "x" * 90 + ".example", HOSTILE_TITLE + " " + LONG_URL, NOW - timedelta(hours=3),
                     "alice-inbox"),)
@@ -90,15 +94,43 @@ def elements(markup: str) -> list[tuple[str, dict]]:
 def test_every_section_is_in_both_versions():
     digest = full_digest()
     mail = render_digest(digest, template_env())
-    assert mail.subject == digest.subject == "inboxcrm: 1 overdue, 1 due today, 1 awaiting reply, more - Tue 24 Nov"
+    assert mail.subject == digest.subject == ("inboxcrm: 7 deals: 1 overdue, 1 due today, 1 awaiting reply, "
+                                              "4 more; 1 held for review - Tue 24 Nov")
     page = html.unescape(re.sub(r"<[^>]+>", " ", mail.html))
     for section in digest.sections:
         assert section.total, section.key
         for text in (section.title, *(i.detail for i in section.items)):
             assert text in mail.text and text in page, text
+    for section in digest.sections:
+        assert f"{section.title} ({section.counted})" in mail.text and section.counted in page
     for text in ("D-4", "Fresh lead & co", "web-form, score 55", "12,000.50", "inboxcrm review accept 77",
                  "inboxcrm rep digest alice --time", "--off"):
         assert text in mail.text and text in page, text
+
+
+def test_each_deal_is_shown_once_with_its_other_reasons_as_badges_in_both_versions():
+    """Deal 3 is awaiting a reply, stalled and without a next step: one item, two badges."""
+    digest = full_digest()
+    mail = render_digest(digest, template_env())
+    page = html.unescape(re.sub(r"<[^>]+>", " ", mail.html))
+    assert "\n  also: stalled 40 days, no next step\n" in mail.text
+    waiting = mail.text.split("Awaiting your reply (1 deal)")[1].split("\n\n")[0]
+    assert "D-3 Waiting one" in waiting and "also: stalled 40 days, no next step" in waiting
+    assert re.search(r"also:\s+stalled 40 days\s+no next step", page)
+    for ref in (f"D-{i} " for i in range(1, 8)):  # D-1 is in the text once, not in four sections
+        assert len(re.findall(rf"^- {ref}", mail.text, re.M)) == 1, ref
+    badges = [t for t, attrs in elements(mail.html) if "badge" in attrs.get("class", "")]
+    assert len(badges) == sum(len(i.also) for s in digest.sections if s.unit == "deal" for i in s.items) == 7
+
+
+def test_a_one_deal_digest_counts_one_deal():
+    data = DigestData(RepInfo(1, "bob", None, "UTC"), (row(1, owner_rep_id=1, next_step="call",
+                                                          next_step_due=date(2026, 11, 20)),), (), (), NOW)
+    digest = build_digest(data, NOW, ZoneInfo("UTC"), lambda s: 14, 30, None)
+    mail = render_digest(digest, template_env())
+    assert mail.subject == "inboxcrm: 1 deal: 1 overdue - Tue 24 Nov"
+    assert "Overdue next steps (1 deal)" in mail.text and "also: stalled 40 days, quiet 40 days" in mail.text
+    assert "Stalled deals" not in mail.text and "Quiet deals" not in mail.text
 
 
 def test_hostile_content_is_text_in_html_and_verbatim_in_text():
@@ -219,9 +251,14 @@ def test_the_html_digest_fits_360_and_1200_px_without_horizontal_scrolling(tmp_p
 
 
 def test_a_busy_reps_digest_stays_under_gmails_clipping_size_and_counts_what_it_leaves_out():
-    """Gmail hides everything after 102 KB of HTML behind a link; 200 awaiting prospects would
-    make a digest of several hundred KB. Fewer items are shown; the counts stay whole."""
-    deals = tuple(row(i, title=f"Enquiry number {i}", last_inbound_at=NOW - timedelta(hours=i + 1))
+    """Gmail hides everything after 102 KB of HTML behind a link; 200 deals, 50 each overdue,
+    awaiting a reply, due today and stalled, make a digest well over that. Fewer items are shown;
+    the counts stay whole."""
+    kinds = (dict(next_step="call", next_step_due=date(2026, 11, 20)),
+             dict(next_step="call", next_step_due=date(2026, 11, 24)),
+             dict(next_step="wait", last_outbound_at=NOW - timedelta(days=2)))
+    deals = tuple(row(i, title=f"Enquiry number {i}", **(kinds[i % 4 - 1] if i % 4 else
+                                                        dict(last_inbound_at=NOW - timedelta(hours=i))))
                   for i in range(1, 201))
     data = DigestData(RepInfo(1, "alice", "alice@acme.example", "Europe/Berlin"), deals, (), (),
                       NOW - timedelta(hours=24))
@@ -231,6 +268,7 @@ def test_a_busy_reps_digest_stays_under_gmails_clipping_size_and_counts_what_it_
 
     mail = render_digest(digest, template_env())
     assert len(mail.html.encode()) <= 95_000
-    assert "Awaiting your reply" in mail.html and "(200)" in mail.html  # the whole count
-    assert any(f"and {200 - shown} more" in mail.html for shown in SHORTER_LIMITS)
+    assert digest.subject.startswith("inboxcrm: 200 deals: 50 overdue, 50 due today, 50 awaiting reply, 50 more")
+    assert "Awaiting your reply" in mail.html and "(50 deals)" in mail.html  # the whole count
+    assert any(f"and {50 - shown} more" in mail.html for shown in SHORTER_LIMITS)
     assert "Enquiry number 200" in mail.html  # the longest wait comes first and is kept

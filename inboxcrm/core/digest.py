@@ -1,10 +1,13 @@
 """What a rep needs to see today, decided from plain rows and a clock: the digest's content.
 
-Pure: the rows come from ``digest_store``, the clock and the rep's time zone are arguments, and
+Pure: the rows come from ``store.digest_queries``, the clock and the rep's time zone are arguments, and
 the result is a frozen ``Digest`` that the templates only lay out. Keeping every decision here
 (which deal belongs in which section, how long someone has waited, what a quick action says)
 means the HTML and the plain-text versions cannot disagree, and the rules are tested without a
-database. Dates that a rep reads ("due today", "overdue") are the rep's local dates; durations
+database. A busy deal can be overdue, awaiting a reply, quiet and without a next step at once;
+listing it four times made a busy rep's digest long and repetitive, so each deal is shown once,
+under its most urgent reason (``URGENCY``), and its other reasons ride along as short badges.
+Dates that a rep reads ("due today", "overdue") are the rep's local dates; durations
 ("waiting 5 hours", "quiet for 15 days") are real elapsed time, so a DST change does not bend them.
 """
 from __future__ import annotations
@@ -113,6 +116,7 @@ class DealItem:
     detail: str  # one line saying why the deal is in this section
     actions: tuple[Action, ...] = ()
     link: str | None = None  # a mail to the command address about this deal ("[D-42] ")
+    also: tuple[str, ...] = ()  # its less urgent reasons, as badges ("quiet 12 days", "no next step")
 
     @property
     def who(self) -> str:
@@ -138,10 +142,16 @@ class Section:
     items: tuple  # DealItem or HeldItem, at most the limit
     total: int  # all that belong here; more than len(items) when cut
     more: str  # the command that lists them all
+    unit: str = "deal"  # what total counts: deals (each in one section only), or held messages
 
     @property
     def hidden(self) -> int:
         return self.total - len(self.items)
+
+    @property
+    def counted(self) -> str:
+        """"3 deals": the heading says what its number counts."""
+        return plural(self.total, self.unit)
 
 
 @dataclass(frozen=True)
@@ -175,24 +185,22 @@ class Digest:
     due_today: Section
     awaiting_reply: Section
     new_leads: Section
-    no_next_step: Section
-    quiet: Section
     stalled: Section
+    quiet: Section
+    no_next_step: Section
     held: Section
     pipeline: Pipeline
     command_address: str | None = None
 
     @property
     def sections(self) -> tuple[Section, ...]:
-        return (self.overdue, self.due_today, self.awaiting_reply, self.new_leads, self.no_next_step,
-                self.quiet, self.stalled, self.held)
+        """Deal sections in ``URGENCY`` order, so a deal sits in the first one it belongs to."""
+        return tuple(getattr(self, name) for name in (*URGENCY, "held"))
 
     def shortened(self, limit: int) -> Digest:
         """The same digest showing at most ``limit`` items per section; the rest stay counted,
         with the command that lists them."""
-        names = ("overdue", "due_today", "awaiting_reply", "new_leads", "no_next_step", "quiet", "stalled", "held")
-        return replace(self, **{name: replace(getattr(self, name), items=getattr(self, name).items[:limit])
-                                for name in names})
+        return replace(self, **{s.key: replace(s, items=s.items[:limit]) for s in self.sections})
 
     @property
     def is_empty(self) -> bool:
@@ -204,17 +212,34 @@ class Digest:
         return day_label(self.local_date)
 
     @property
+    def deals(self) -> int:
+        """Distinct deals listed: each is in one section only, so the sections add up."""
+        return sum(s.total for s in self.sections if s.unit == "deal")
+
+    @property
     def summary(self) -> str:
-        """"3 overdue, 2 awaiting reply": the first three sections with items, counted whole."""
-        parts = [f"{s.total} {SUBJECT_WORDS[s.key]}" for s in self.sections if s.total]
-        if len(parts) > 3:
-            parts = parts[:3] + ["more"]
-        return ", ".join(parts) or "nothing needs you today"
+        """"5 deals: 3 overdue, 2 awaiting reply": deals, not reasons, so a deal that is overdue
+        and quiet counts once; the first three sections by name, the rest as "N more", and held
+        mail (messages, not deals) apart."""
+        counts = [(s.total, SUBJECT_WORDS[s.key]) for s in self.sections if s.total and s.unit == "deal"]
+        parts = [f"{n} {word}" for n, word in counts[:3]]
+        if len(counts) > 3:
+            parts.append(f"{sum(n for n, _ in counts[3:])} more")
+        said = [f"{plural(self.deals, 'deal')}: {', '.join(parts)}"] if parts else []
+        if self.held.total:
+            said.append(f"{self.held.total} {SUBJECT_WORDS['held']}")
+        return "; ".join(said) or "nothing needs you today"
 
     @property
     def subject(self) -> str:
         return f"inboxcrm: {self.summary} - {self.day}"
 
+
+# Which reason wins when a deal has several: work that is due or owed before the signs that a deal
+# is drifting, and among those the longest neglect first (no stage change for a month says more
+# than no email for two weeks, which says more than no plan yet). The sections are shown in this
+# order too, so a deal is listed in the first section it belongs to.
+URGENCY = ("overdue", "due_today", "awaiting_reply", "new_leads", "stalled", "quiet", "no_next_step")
 
 SUBJECT_WORDS = {"overdue": "overdue", "due_today": "due today", "awaiting_reply": "awaiting reply",
                  "new_leads": "new leads", "no_next_step": "without next step", "quiet": "quiet",
@@ -253,28 +278,15 @@ def build_digest(data: DigestData, now: datetime, tz: ZoneInfo, quiet_days_for: 
     today = now.astimezone(tz).date()
     open_deals = [d for d in data.deals if d.closed_at is None]
     owned = [d for d in open_deals if d.owner_rep_id == rep.id]
-    # a snooze silences the "nothing is happening" sections (4 and 5), never what needs doing
-    # (steps due, replies owed, new leads) nor the pipeline's counts
+    # a snooze silences the "nothing is happening" reasons (stalled, quiet, no next step), never
+    # what needs doing (steps due, replies owed, new leads) nor the pipeline's counts
     awake = [d for d in owned if d.snoozed_until is None or d.snoozed_until <= today]
+    reasons: dict[str, list[Reason]] = {}  # per section, in that section's own order
 
-    def act(deal: DealRow, *kinds: str) -> tuple[Action, ...]:
-        if not command_address:
-            return ()
-        return tuple(Action(label, subject, mailto(command_address, subject))
-                     for label, subject in (ACTIONS[k](f"D-{deal.id}") for k in kinds))
+    def ago(moment: datetime) -> str:
+        return span((now - moment).total_seconds())
 
-    def item(deal: DealRow, detail: str, *kinds: str) -> DealItem:
-        ref = f"D-{deal.id}"
-        return DealItem(ref, deal.title, deal.contact or deal.address or "", deal.address, deal.company,
-                        deal.stage, deal.value, detail, act(deal, *kinds),
-                        mailto(command_address, f"[{ref}] ") if command_address else None)
-
-    def section(key: str, title: str, hint: str, items: list, more: str) -> Section:
-        return Section(key, title, hint, tuple(items[:limit]), len(items), more)
-
-    mine = f"--owner {rep.name}"
-
-    # 1. next steps the rep holds: their own, or unassigned steps on their deals
+    # next steps the rep holds: their own, or unassigned steps on their deals
     steps = sorted((d for d in open_deals if d.next_step and d.next_step_due is not None and (
         d.next_step_owner_id == rep.id or (d.next_step_owner_id is None and d.owner_rep_id == rep.id))),
         key=lambda d: (d.next_step_due, d.id))
@@ -285,71 +297,120 @@ def build_digest(data: DigestData, now: datetime, tz: ZoneInfo, quiet_days_for: 
         other = f" (deal owned by {d.owner or 'nobody'})" if d.owner_rep_id != rep.id else ""
         return f"{d.next_step} - {when}{other}"
 
-    overdue = [item(d, step(d), "next", "stage", "won") for d in steps if d.next_step_due < today]
-    due_today = [item(d, step(d), "next", "stage", "won") for d in steps if d.next_step_due == today]
+    reasons["overdue"] = [Reason(d, step(d), "step overdue") for d in steps if d.next_step_due < today]
+    reasons["due_today"] = [Reason(d, step(d), "step due today") for d in steps if d.next_step_due == today]
 
-    # 2. the prospect wrote last: oldest wait first
+    # the prospect wrote last: oldest wait first
     waiting = sorted((d for d in owned if d.last_inbound_at is not None
                       and (d.last_outbound_at is None or d.last_inbound_at > d.last_outbound_at)),
                      key=lambda d: (d.last_inbound_at, d.id))
-    awaiting = []
-    for d in waiting:
-        found = item(d, f"waiting {span((now - d.last_inbound_at).total_seconds())} for your reply", "next", "stage")
-        if d.address:  # answering is the action: a plain reply to the prospect
-            found = replace(found, actions=(
-                Action("reply", f"Re: {d.title}", mailto(d.address, f"Re: {d.title}")), *found.actions))
-        awaiting.append(found)
+    reasons["awaiting_reply"] = [Reason(d, f"waiting {ago(d.last_inbound_at)} for your reply",
+                                        f"awaiting reply {ago(d.last_inbound_at)}") for d in waiting]
 
-    # 3. leads since the last digest, best first
+    # leads since the last digest, best first
     leads = sorted((d for d in owned if d.created_at > data.since), key=lambda d: (-d.score, d.created_at, d.id))
-    new_leads = [item(d, f"from {d.source or 'unknown source'}, score {d.score}", "next", "stage") for d in leads]
+    reasons["new_leads"] = [Reason(d, f"from {d.source or 'unknown source'}, score {d.score}", "new lead")
+                            for d in leads]
 
-    # 4. open deals nobody has planned anything for
+    # stalled (no stage change), quiet (no email) and open deals nobody has planned anything for
     def last_email(d: DealRow) -> datetime:
         return max(filter(None, (d.last_inbound_at, d.last_outbound_at)), default=d.created_at)
 
-    unplanned = sorted((d for d in awake if not d.next_step), key=lambda d: (last_email(d), d.id))
-    no_next = [item(d, f"{d.stage}, last email {span((now - last_email(d)).total_seconds())} ago", "next", "lost")
-               for d in unplanned]
-
-    # 5. quiet (no email) and stalled (no stage change)
-    quiet_rows = sorted(((d, quiet_days_for(d.stage)) for d in awake), key=lambda p: (last_email(p[0]), p[0].id))
-    quiet = [item(d, f"no email for {span((now - last_email(d)).total_seconds())} "
-                     f"({d.stage} counts as quiet after {plural(days, 'day')})", "next", "stage", "lost")
-             for d, days in quiet_rows if last_email(d) < now - timedelta(days=days)]
     stalled_rows = sorted((d for d in awake if d.last_stage_change_at < now - timedelta(days=stalled_days)),
                           key=lambda d: (d.last_stage_change_at, d.id))
-    stalled = [item(d, f"in {d.stage} for {span((now - d.last_stage_change_at).total_seconds())}",
-                    "stage", "next", "lost") for d in stalled_rows]
+    reasons["stalled"] = [Reason(d, f"in {d.stage} for {ago(d.last_stage_change_at)}",
+                                 f"stalled {ago(d.last_stage_change_at)}") for d in stalled_rows]
+    quiet_rows = sorted(((d, quiet_days_for(d.stage)) for d in awake), key=lambda p: (last_email(p[0]), p[0].id))
+    reasons["quiet"] = [Reason(d, f"no email for {ago(last_email(d))} ({d.stage} counts as quiet after "
+                                  f"{plural(days, 'day')})", f"quiet {ago(last_email(d))}")
+                        for d, days in quiet_rows if last_email(d) < now - timedelta(days=days)]
+    unplanned = sorted((d for d in awake if not d.next_step), key=lambda d: (last_email(d), d.id))
+    reasons["no_next_step"] = [Reason(d, f"{d.stage}, last email {ago(last_email(d))} ago", "no next step")
+                               for d in unplanned]
 
-    # 6. new senders waiting for a yes or no
-    held = [HeldItem(m.id, m.sender, m.subject, m.mailbox, f"held {span((now - m.received_at).total_seconds())} "
+    def act(deal: DealRow, *kinds: str) -> tuple[Action, ...]:
+        if not command_address:
+            return ()
+        return tuple(Action(label, subject, mailto(command_address, subject))
+                     for label, subject in (ACTIONS[k](f"D-{deal.id}") for k in kinds))
+
+    def item(key: str, reason: Reason, also: tuple[str, ...]) -> DealItem:
+        deal, ref = reason.deal, f"D-{reason.deal.id}"
+        actions = act(deal, *SECTION_ACTIONS[key])
+        if key == "awaiting_reply" and deal.address:  # answering is the action: a plain reply to the prospect
+            actions = (Action("reply", f"Re: {deal.title}", mailto(deal.address, f"Re: {deal.title}")), *actions)
+        return DealItem(ref, deal.title, deal.contact or deal.address or "", deal.address, deal.company,
+                        deal.stage, deal.value, reason.detail, actions,
+                        mailto(command_address, f"[{ref}] ") if command_address else None, also)
+
+    placed = place(reasons)
+
+    def section(key: str, title: str, hint: str, more: str, items: list | None = None, unit: str = "deal") -> Section:
+        """A deal section's items are the deals ``place`` put there; held mail brings its own."""
+        if items is None:
+            items = [item(key, reason, also) for reason, also in placed[key]]
+        return Section(key, title, hint, tuple(items[:limit]), len(items), more, unit)
+
+    mine = f"--owner {rep.name}"
+
+    # new senders waiting for a yes or no: messages, not deals
+    held = [HeldItem(m.id, m.sender, m.subject, m.mailbox, f"held {ago(m.received_at)} "
                      f"in {m.mailbox}", f"inboxcrm review accept {m.id}", f"inboxcrm review reject {m.id}")
             for m in sorted(data.held, key=lambda m: (m.received_at, m.id))]
 
     return Digest(
         rep_name=rep.name, rep_address=rep.address, local_date=today, generated_at=now, timezone=tz.key,
         since=data.since, command_address=command_address,
-        overdue=section("overdue", "Overdue next steps", "Past their due date in your time zone.", overdue,
+        overdue=section("overdue", "Overdue next steps", "Past their due date in your time zone.",
                         f"inboxcrm deals list {mine}"),
-        due_today=section("due_today", "Due today", "Next steps due today.", due_today,
-                          f"inboxcrm deals list {mine}"),
-        awaiting_reply=section("awaiting_reply", "Awaiting your reply",
-                               "The prospect wrote last; longest wait first.", awaiting,
+        due_today=section("due_today", "Due today", "Next steps due today.", f"inboxcrm deals list {mine}"),
+        awaiting_reply=section("awaiting_reply", "Awaiting your reply", "The prospect wrote last; longest wait first.",
                                f"inboxcrm deals list {mine}"),
         new_leads=section("new_leads", "New leads", f"Since {day_label(data.since.astimezone(tz).date())} "
-                          f"{data.since.astimezone(tz):%H:%M}.", new_leads, f"inboxcrm deals list {mine}"),
-        no_next_step=section("no_next_step", "No next step", "Open deals with nothing planned.", no_next,
-                             f"inboxcrm deals list {mine}"),
-        quiet=section("quiet", "Quiet deals", "No email in or out for a while.", quiet,
-                      f"inboxcrm deals list {mine} --quiet DAYS"),
-        stalled=section("stalled", "Stalled deals", f"No stage change for {plural(stalled_days, 'day')}.", stalled,
+                          f"{data.since.astimezone(tz):%H:%M}.", f"inboxcrm deals list {mine}"),
+        stalled=section("stalled", "Stalled deals", f"No stage change for {plural(stalled_days, 'day')}.",
                         f"inboxcrm deals list {mine} --stalled {stalled_days}"),
-        held=section("held", "Held for review", "New senders in your inbox wait for a yes or no.", held,
-                     "inboxcrm review list"),
+        quiet=section("quiet", "Quiet deals", "No email in or out for a while.",
+                      f"inboxcrm deals list {mine} --quiet DAYS"),
+        no_next_step=section("no_next_step", "No next step", "Open deals with nothing planned.",
+                             f"inboxcrm deals list {mine}"),
+        held=section("held", "Held for review", "New senders in your inbox wait for a yes or no.",
+                     "inboxcrm review list", held, unit="message"),
         pipeline=pipeline(owned, data.team),
     )
 
+
+@dataclass(frozen=True)
+class Reason:
+    """Why ``deal`` is in one section: ``detail`` is its line there, ``badge`` its short name on
+    the item when a more urgent section lists the deal instead."""
+
+    deal: DealRow
+    detail: str
+    badge: str
+
+
+def place(reasons: dict[str, list[Reason]]) -> dict[str, list[tuple[Reason, tuple[str, ...]]]]:
+    """Each deal once: in the first section of ``URGENCY`` that has a reason for it, in that
+    section's order, with the badges of its other reasons (most urgent first). One deal, one
+    line, so the section totals add up to the deals the digest lists."""
+    home: dict[int, str] = {}
+    badges: dict[int, list[str]] = {}
+    for key in URGENCY:
+        for reason in reasons.get(key, ()):
+            if reason.deal.id in home:
+                badges[reason.deal.id].append(reason.badge)
+            else:
+                home[reason.deal.id], badges[reason.deal.id] = key, []
+    return {key: [(r, tuple(badges[r.deal.id])) for r in reasons.get(key, ()) if home[r.deal.id] == key]
+            for key in URGENCY}
+
+
+# What each section offers to do about its deals, in the order the buttons appear.
+SECTION_ACTIONS = {"overdue": ("next", "stage", "won"), "due_today": ("next", "stage", "won"),
+                   "awaiting_reply": ("next", "stage"), "new_leads": ("next", "stage"),
+                   "stalled": ("stage", "next", "lost"), "quiet": ("next", "stage", "lost"),
+                   "no_next_step": ("next", "lost")}
 
 # The digest's quick actions: (label, subject) of a mailto: link per verb, from the verb table.
 ACTIONS: dict[str, Callable[[str], tuple[str, str]]] = {
