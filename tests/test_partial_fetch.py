@@ -174,3 +174,21 @@ def test_the_limit_is_a_mailbox_setting_given_at_mailbox_add(team, dovecot, engi
 def test_a_bad_limit_names_what_is_valid(value):
     with pytest.raises(Invalid, match="expected a whole number of bytes, 0 or more"):
         partial_fetch.attachment_limit(value)
+
+
+def test_a_hostile_structure_is_read_as_one_not_understood():
+    """The sender writes the structure: thousands of parts or a deep nesting would make a FETCH
+    of thousands of items or recurse out of stack; such a message is read as without the limit."""
+    pdf = (b"application", b"pdf", (b"name", b"a.pdf"), None, None, b"base64", 2 * MB, None,
+           (b"attachment", (b"filename", b"a.pdf")), None, None)
+    text = (b"text", b"plain", (b"charset", b"utf-8"), None, None, b"7bit", 10, 1, None, None, None, None)
+    many = ([pdf] + [text] * partial_fetch.MAX_PARTS, b"mixed", (b"boundary", b"b"), None, None, None)
+    assert partial_fetch.how_to_fetch(3 * MB, many, 25 * MB, MB).items == partial_fetch.WHOLE
+    deep = ([pdf, text], b"mixed", (b"boundary", b"b"), None, None, None)
+    for _ in range(5000):
+        deep = ([deep], b"mixed", (b"boundary", b"b"), None, None, None)
+    assert partial_fetch.how_to_fetch(3 * MB, deep, 25 * MB, MB).items == partial_fetch.WHOLE
+    assert partial_fetch.how_to_fetch(30 * MB, deep, 25 * MB, MB).items == partial_fetch.HEADERS_ONLY
+    # within the bounds the same message is read without its attachment
+    fine = ([pdf] + [text] * 10, b"mixed", (b"boundary", b"b"), None, None, None)
+    assert "BODY.PEEK[1]" not in partial_fetch.how_to_fetch(3 * MB, fine, 25 * MB, MB).items

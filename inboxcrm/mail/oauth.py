@@ -45,6 +45,7 @@ DEVICE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
 DEFAULT_INTERVAL = 5  # RFC 8628: seconds between polls when the server names none
 MIN_INTERVAL = 0.2  # never poll in a tight loop, whatever a server says
 TIMEOUT = 30.0
+ANSWER_BYTES = 65536  # an endpoint's JSON answer is a few hundred bytes; never hold more than this
 
 Echo = Callable[[str], None]
 
@@ -228,7 +229,7 @@ class Refreshed:
     scope: str | None
 
 
-_cache: dict[tuple, tuple[str, float]] = {}  # key -> (access token, expires at, clock time)
+_cache: dict[tuple, tuple[str, float]] = {}  # key -> (access token, when it expires by the clock)
 _locks: dict[tuple, threading.Lock] = {}
 _locks_guard = threading.Lock()
 
@@ -244,6 +245,12 @@ def _lock(key: tuple) -> threading.Lock:
         return _locks.setdefault(key, threading.Lock())
 
 
+def _fresh(key: tuple, clock: Callable[[], float]) -> str | None:
+    """The cached access token while more than TOKEN_SLACK seconds of it remain (call under the key's lock)."""
+    cached = _cache.get(key)
+    return cached[0] if cached is not None and cached[1] - TOKEN_SLACK > clock() else None
+
+
 def forget_access_token(source: Path | str | SecretRef) -> None:
     """Drop the cached access token (after a server refused it), so the next login buys one."""
     key = ("secret", source) if isinstance(source, SecretRef) else _file_key(source)
@@ -257,9 +264,9 @@ def access_token(client: OAuthClient, token_file: Path | str, environ: Mapping[s
     remains, else a new one; a rotated refresh token is on disk before this returns."""
     key = _file_key(token_file)
     with _lock(key):
-        cached = _cache.get(key)
-        if cached is not None and cached[1] - TOKEN_SLACK > clock():
-            return cached[0]
+        cached = _fresh(key, clock)
+        if cached is not None:
+            return cached
         stored = read_token_file(token_file, what)
         if stored.client_id and stored.client_id != client.client_id:
             raise OAuthError(f"token file {token_file} holds a grant for client id {stored.client_id}, but "
@@ -280,9 +287,9 @@ def access_token_from_secret(client: OAuthClient, refresh_token: SecretRef, envi
     rotate (Microsoft) then need ``mailbox authorize``, which moves the grant to a token file."""
     key = ("secret", refresh_token)
     with _lock(key):
-        cached = _cache.get(key)
-        if cached is not None and cached[1] - TOKEN_SLACK > clock():
-            return cached[0]
+        cached = _fresh(key, clock)
+        if cached is not None:
+            return cached
         refreshed = refresh(client, refresh_token.resolve(environ), environ, what)
         _cache[key] = (refreshed.access_token, clock() + refreshed.expires_in)
         return refreshed.access_token
@@ -326,9 +333,9 @@ def post_form(url: str, form: Mapping[str, str], timeout: float = TIMEOUT) -> tu
                                               "Accept": "application/json"})
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
-            status, raw = response.status, response.read()
+            status, raw = response.status, response.read(ANSWER_BYTES + 1)
     except urllib.error.HTTPError as exc:
-        status, raw = exc.code, exc.read()
+        status, raw = exc.code, exc.read(ANSWER_BYTES + 1)
         if status >= 500 or status == 429:
             raise TokenEndpointUnavailable(f"the OAuth2 endpoint {url} answered HTTP {status}; "
                                            f"trying again later") from None
@@ -337,6 +344,8 @@ def post_form(url: str, form: Mapping[str, str], timeout: float = TIMEOUT) -> tu
         raise TokenEndpointUnavailable(f"cannot reach the OAuth2 endpoint {url} ({reason}); "
                                        f"trying again later") from None
     try:
+        if len(raw) > ANSWER_BYTES:
+            raise ValueError("too long")
         body = json.loads(raw)
     except ValueError:
         raise TokenEndpointUnavailable(f"the OAuth2 endpoint {url} answered HTTP {status} with something "

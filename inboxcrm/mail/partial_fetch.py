@@ -40,6 +40,12 @@ TEXT_BODIES = ("text/plain", "text/html")
 MESSAGE_LIMIT = "[sync] max_message_bytes"
 ATTACHMENT_LIMIT = "the mailbox's max_attachment_bytes"
 _HEADER_PARSER = BytesHeaderParser(policy=policy.default)
+# A structure is written by the sender: nesting and part counts past these are read as a structure
+# this does not understand (the message is then fetched whole or headers only, as without the
+# attachment limit), so hostile mail can neither recurse us out of stack nor make a FETCH of
+# thousands of items (a FETCH line of 500 parts stays far under Dovecot's 64 kB line limit).
+MAX_DEPTH = 20
+MAX_PARTS = 500
 
 
 @dataclass(frozen=True)
@@ -153,12 +159,15 @@ def _disposition(part) -> tuple[str, dict[str, str]]:
     return ("", {}) if found is None else (_text(found[0]).lower(), _pairs(found[1]))
 
 
-def _node(part, section: str, limit: int | None) -> Part:
+def _node(part, section: str, limit: int | None, seen: list[int]) -> Part:
+    seen[0] += 1
+    if seen[0] > MAX_PARTS or section.count(".") >= MAX_DEPTH:
+        raise ValueError(f"more than {MAX_PARTS} parts or {MAX_DEPTH} levels")
     if part and isinstance(part[0], list):  # a multipart: its parts, then its subtype and parameters
         if not part[0]:
             raise ValueError("a multipart without parts")
         prefix = f"{section}." if section else ""
-        children = tuple(_node(child, f"{prefix}{n}", limit) for n, child in enumerate(part[0], 1))
+        children = tuple(_node(child, f"{prefix}{n}", limit, seen) for n, child in enumerate(part[0], 1))
         boundary = _pairs(part[2] if len(part) > 2 else None).get("boundary", "")
         if not boundary:
             raise ValueError("a multipart without a boundary")
@@ -176,7 +185,7 @@ def read_structure(structure, limit: int | None = None) -> Part | None:
     """The tree of a BODYSTRUCTURE, each leaf over ``limit`` (text bodies aside) marked not
     kept; None for a structure this does not understand."""
     try:
-        return _node(structure, "", limit)
+        return _node(structure, "", limit, [0])
     except (IndexError, TypeError, ValueError, UnicodeError):
         return None
 
