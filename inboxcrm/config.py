@@ -133,6 +133,26 @@ class DigestConfig:
     nudges_per_day: int = 30
 
 
+@dataclass(frozen=True)
+class ReportsConfig:
+    """What the manager's reports measure against. See docs/reports.md."""
+
+    # A first answer within this many minutes of business time ([digest] business_hours) is "on target".
+    response_target_minutes: int = 5
+    # Below this many deals, a rate, median or average is "too few to say", not a misleading figure.
+    min_sample: int = 5
+
+
+@dataclass(frozen=True)
+class ReviewConfig:
+    """The weekly pipeline review email to each manager (reps marked --manager, plus ``managers``)."""
+
+    day: str = "mon"  # one weekday; each manager's local day (rep's time zone, else [team] timezone)
+    time: str = "08:00"  # the manager's local time
+    managers: tuple[str, ...] = ()  # addresses that get the review besides reps marked --manager
+    enabled: bool = True
+
+
 # What a command email must prove besides coming from a rep's address (see [commands] proof).
 PROOFS = ("auth-or-token", "auth", "token", "auth-and-token", "address-only")
 
@@ -197,6 +217,8 @@ class Config:
     smtp: SmtpConfig = SmtpConfig()
     digest: DigestConfig = DigestConfig()
     commands: CommandsConfig = CommandsConfig()
+    reports: ReportsConfig = ReportsConfig()
+    review: ReviewConfig = ReviewConfig()
     # Settings read under an old name: "<file>: [digest] command_address is deprecated; ...", one line each,
     # printed by the CLI and logged by the daemon so the admin moves them before the old name goes.
     deprecations: tuple[str, ...] = ()
@@ -370,6 +392,29 @@ def parse_weekdays(value: str) -> frozenset[int]:
     return frozenset(days)
 
 
+_DAY_NAMES = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+
+
+def _weekday(value: Any) -> str:
+    """One day, as "mon" or "monday" in any case; kept as its three letters."""
+    text = value.strip().lower() if isinstance(value, str) else ""
+    if text not in WEEKDAYS and text not in _DAY_NAMES:
+        raise _Bad('one weekday such as "mon" or "friday"')
+    return text[:3]
+
+
+def _addresses(value: Any) -> tuple[str, ...]:
+    if not isinstance(value, list):
+        raise _Bad('a list of email addresses such as ["boss@example.com"]')
+    found = []
+    for item in value:
+        address = normalize(item) if isinstance(item, str) else None
+        if address is None:
+            raise _Bad('an email address such as "boss@example.com"', item)
+        found.append(address)
+    return tuple(dict.fromkeys(found))
+
+
 def _weekdays(value: Any) -> str:
     try:
         parse_weekdays(value if isinstance(value, str) else "")
@@ -428,6 +473,8 @@ _VALIDATORS: dict[str, dict[str, Callable[[Any], Any]]] = {
     "commands": {"address": _address, "trusted_authserv_ids": _hostnames, "proof": _choice(*PROOFS), "require_authentication": _flag,
                  "burst_limit": _count(1, "emails"), "burst_minutes": _count(1, "minutes"),
                  "answers_per_hour": _count(1, "answers"), "token_key_file": _text},
+    "reports": {"response_target_minutes": _count(1, "minutes"), "min_sample": _count(1, "deals")},
+    "review": {"day": _weekday, "time": _clock, "managers": _addresses, "enabled": _flag},
 }
 _WITH_PASSWORD = ("database", "smtp")
 # [smtp]'s OAuth2 client secret, from the same three kinds of source as a password (read by _client_secret).
@@ -492,6 +539,8 @@ def build_config(data: Mapping[str, Any], path: Path | None, environ: Environ = 
         smtp=_smtp(values["smtp"], data.get("smtp", {}), name, path, environ),
         digest=_digest(values["digest"], path),
         commands=_commands(values["commands"], path, environ),
+        reports=ReportsConfig(**values["reports"]),
+        review=ReviewConfig(**values["review"]),
         deprecations=deprecations,
     )
 

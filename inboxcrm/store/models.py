@@ -73,6 +73,8 @@ class Rep(Base):
     digest_enabled: Mapped[bool] = mapped_column(Boolean, default=True)
     # Bumped by "rep token --rotate": the reply token is derived from it, so old tokens stop working.
     command_token_generation: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # Gets the weekly pipeline review ("rep add/edit --manager").
+    manager: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     addresses: Mapped[list[RepAddress]] = relationship(
         back_populates="rep", cascade="all, delete-orphan", order_by="RepAddress.id"
     )
@@ -160,6 +162,11 @@ class Stage(Base):
     name: Mapped[str] = mapped_column(String(60), unique=True)
     position: Mapped[int] = mapped_column(Integer)
     kind: Mapped[str] = mapped_column(String(10), default="open")  # open | won | lost
+    # Chance, in percent, that a deal in this stage is won ("stage probability"); None: the default
+    # for its place in the pipeline (core.metrics.default_probability).
+    probability: Mapped[int | None] = mapped_column(Integer)
+    # Reaching this stage (or a later open one, or won) makes a lead an opportunity ("stage qualifying").
+    qualifying: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
 
 class Deal(Base):
@@ -170,6 +177,9 @@ class Deal(Base):
         Index("ix_deals_owner_open", "owner_rep_id", "closed_at"),
         Index("ix_deals_next_step_owner_open", "next_step_owner_id", "closed_at"),
         Index("ix_deals_open_stage", "closed_at", "stage_id", "value"),
+        # reports: leads created in a period; the forecast: open deals by expected close date
+        Index("ix_deals_created_at", "created_at"),
+        Index("ix_deals_open_close", "closed_at", "expected_close"),
     )
     id: Mapped[int] = mapped_column(primary_key=True)  # the number in its reference D-<id>
     title: Mapped[str] = mapped_column(String(300), default="")
@@ -196,6 +206,10 @@ class Deal(Base):
     first_response_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     first_response_seconds: Mapped[int | None] = mapped_column(Integer)
     closed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # When the rep expects to close it ("deal close D-42 2026-12-15", "[D-42] close: dec 15").
+    expected_close: Mapped[date | None] = mapped_column(Date)
+    # How many times the expected close date was moved later after it had passed.
+    close_slips: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     lost_reason: Mapped[str | None] = mapped_column(String(500))
     contact: Mapped[Contact] = relationship()
     company: Mapped[Company | None] = relationship()
@@ -290,9 +304,36 @@ class StageChange(Base):
     deal_id: Mapped[int] = mapped_column(ForeignKey("deals.id", ondelete="CASCADE"), index=True)
     from_stage: Mapped[str | None] = mapped_column(String(60))
     to_stage: Mapped[str] = mapped_column(String(60))
-    at: Mapped[datetime] = mapped_column(UTCDateTime)
+    at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)  # reports: the moves of a period
     actor: Mapped[str] = mapped_column(String(200))
     reason: Mapped[str] = mapped_column(String(500), default="")
+
+
+class CloseDateChange(Base):
+    """Every expected close date a deal had, so the forecast of a past month can be rebuilt as it
+    stood then and compared with what was won."""
+
+    __tablename__ = "close_date_history"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    deal_id: Mapped[int] = mapped_column(ForeignKey("deals.id", ondelete="CASCADE"), index=True)
+    close_date: Mapped[date | None] = mapped_column(Date)  # None: the date was cleared
+    at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    actor: Mapped[str] = mapped_column(String(200))
+    slipped: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+
+
+class SourceCost(Base):
+    """What a lead source costs per month, from ``month`` on, until a later row for the same
+    source ("source cost NAME AMOUNT [--from YYYY-MM]")."""
+
+    __tablename__ = "source_costs"
+    __table_args__ = (UniqueConstraint("source", "month"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    source: Mapped[str] = mapped_column(String(100))
+    month: Mapped[date] = mapped_column(Date)  # the first day of the month it applies from
+    amount: Mapped[float] = mapped_column(Numeric(14, 2))
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
+    actor: Mapped[str] = mapped_column(String(200))
 
 
 class RoutingRule(Base):
