@@ -162,3 +162,17 @@ class Explanation:
 MAILBOX_ROLES = ("capture", "rep", "commands")
 MAILBOX_POLICIES = ("create", "review", "ignore")
 STAGE_KINDS = ("open", "won", "lost")
+
+# The manager's reports and the breakdowns each allows, the first being the one shown without --by:
+# the command line lists them in --help without loading the store.
+REPORT_NAMES = ("pipeline", "funnel", "velocity", "wins", "sources", "response", "activity", "forecast")
+BY_CHOICES: dict[str, tuple[str, ...]] = {
+    "pipeline": ("stage", "rep", "source"),
+    "funnel": (),
+    "velocity": (),
+    "wins": (),
+    "sources": (),
+    "response": ("rep", "source"),
+    "activity": ("source", "rep"),
+    "forecast": (),
+}

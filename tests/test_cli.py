@@ -19,11 +19,11 @@ from .test_admin import add_message
 
 def test_reps_add_list_remove(team):
     out = team("rep", "list").stdout.splitlines()
-    assert out[0].split() == ["NAME", "EMAILS", "TIMEZONE", "ACTIVE", "OPEN", "DEALS"]
-    assert out[2].split() == ["bob", "bob@acme.example", "Europe/Berlin", "yes", "0"]
+    assert out[0].split() == ["NAME", "EMAILS", "TIMEZONE", "ACTIVE", "OPEN", "DEALS", "MANAGER"]
+    assert out[2].split() == ["bob", "bob@acme.example", "Europe/Berlin", "yes", "0", "no"]
     listed = json.loads(team("rep", "list", "--json").stdout)
     assert listed[0] == {"name": "alice", "emails": ["alice@acme.example"], "timezone": "UTC", "active": True,
-                         "open_deals": 0}
+                         "open_deals": 0, "manager": False}
     assert team("rep", "remove", "bob").stdout == "removed rep bob\n"
     assert "deactivated rep alice (not deleted: still named on 1 mailbox)" in team("rep", "remove", "alice").stdout
 
@@ -41,7 +41,7 @@ def test_mailboxes_add_list_remove(team):
 def test_stages_add_move_remove(cli):
     assert cli("stage", "add", "Demo", "--after", "qual").stdout == "added open stage Demo at position 4\n"
     moved = cli("stage", "move", "demo", "--before", "new").stdout.splitlines()
-    assert moved[1].split() == ["1", "Demo", "open", "0"]
+    assert moved[1].split() == ["1", "Demo", "open", "0", "10%", "(default)"]
     rows = json.loads(cli("stage", "list", "--json").stdout)
     assert [r["name"] for r in rows] == ["Demo", "New", "Contacted", "Qualified", "Proposal", "Negotiation", "Won",
                                          "Lost"]
@@ -213,8 +213,8 @@ def test_review_and_quarantine_listings(team, factory):
     for status, mid in (("held", "held@x.example"), ("quarantined", "broken@x.example")):
         add_message(factory, status, message_id=mid, raw=b"Subject: x\r\n\r\nbody", subject="x",
                     from_address="new@northwind.example", reason="why-" + status, detail="detail")
-    assert json.loads(team("review", "list", "--json").stdout)[0]["mailboxes"] == ["sales"]
-    assert "why-held" in team("review", "list").stdout
+    assert json.loads(team("held", "list", "--json").stdout)[0]["mailboxes"] == ["sales"]
+    assert "why-held" in team("held", "list").stdout
     assert "why-quarantined" in team("quarantine", "list").stdout
     shown = team("quarantine", "show", "2").stdout
     assert shown.replace("\r\n", "\n").endswith("reason: why-quarantined\ndetail: detail\n\nSubject: x\n\nbody\n")
@@ -294,9 +294,9 @@ def test_review_accept_reject_and_quarantine_retry(team, factory):
                         from_address="spam@y.example")
     broken = add_message(factory, "quarantined", message_id="quote-40b@northwind.example",
                          raw=prospect.replace(b"quote-40@", b"quote-40b@"), reason="internal-error")
-    assert team("review", "accept", str(held)).stdout.startswith(f"message {held}: processed (")
-    assert team("review", "reject", str(other)).stdout == f"message {other}: rejected (review-rejected)\n"
-    assert json.loads(team("review", "list", "--json").stdout) == []
+    assert team("held", "accept", str(held)).stdout.startswith(f"message {held}: processed (")
+    assert team("held", "reject", str(other)).stdout == f"message {other}: rejected (review-rejected)\n"
+    assert json.loads(team("held", "list", "--json").stdout) == []
     assert team("quarantine", "retry", "--all").stdout.startswith(f"message {broken}: ")
     assert "give a message ID or --all" in refused(team, "quarantine", "retry")
     assert f"no message {held} with status quarantined" in refused(team, "quarantine", "retry", str(held))

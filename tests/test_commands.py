@@ -186,7 +186,7 @@ def test_calendar_months_end_on_the_last_day_of_a_shorter_month():
     ("[D-42] lost:   ", '"lost" needs a reason: [D-42] lost: chose a competitor'),
     ("[D-42] won the deal", 'write a colon after "won": [D-42] won'),
     ("[D-42] promote: x",
-     'unknown command "promote"; commands are stage, won, lost, next, owner, value, note, snooze, '
+     'unknown command "promote"; commands are stage, won, lost, next, owner, value, note, snooze, close, '
      "as in [D-42] next: send the quote by friday"),
     ("[D-42] 2 weeks", 'unknown command "2"'),
     ("[D-42]", "[D-42] says which deal but not what to do; commands are stage, won, lost"),
@@ -367,7 +367,7 @@ def test_one_bad_command_stops_them_all_and_every_problem_is_listed_in_order():
     body = "[D-42] stage: prop\n[D-43] stage: x\n[D-44] owner: carol\n[D-45] note: fine"
     assert problems("[D-41] promote: now", body) == [
         ("subject", 'unknown command "promote"; commands are stage, won, lost, next, owner, value, note, snooze, '
-                    "as in [D-41] next: send the quote by friday"),
+                    "close, as in [D-41] next: send the quote by friday"),
         ("line 2", 'unknown stage "x"; stages are: New, Contacted, Qualified, Proposal, Negotiation, Won, Lost'),
         ("line 3", 'unknown rep "carol"; reps are: alice, alan, bob (a name, the start of one, or a rep\'s address)'),
     ]

@@ -245,7 +245,7 @@ def test_held_for_review_in_the_reps_own_mailboxes(factory):
     held = t.digest("alice").held
     assert [(i.id, i.subject, i.sender) for i in held.items] == [(mine, "Hello from a stranger",
                                                                   "sam1@contoso-dental.example")]
-    assert held.items[0].accept == f"inboxcrm review accept {mine}"
+    assert held.items[0].accept == f"inboxcrm held accept {mine}"
 
 
 def test_rep_timezones_around_midnight_utc(factory):

@@ -103,7 +103,7 @@ def test_every_section_is_in_both_versions():
             assert text in mail.text and text in page, text
     for section in digest.sections:
         assert f"{section.title} ({section.counted})" in mail.text and section.counted in page
-    for text in ("D-4", "Fresh lead & co", "web-form, score 55", "12,000.50", "inboxcrm review accept 77",
+    for text in ("D-4", "Fresh lead & co", "web-form, score 55", "12,000.50", "inboxcrm held accept 77",
                  "inboxcrm rep digest alice --time", "--off"):
         assert text in mail.text and text in page, text
 
@@ -222,18 +222,24 @@ window.addEventListener('load', function () {{
 </script></body></html>"""
 
 
-def measure(pages: dict[str, tuple[str, int]], tmp_path: Path) -> dict[str, tuple[int, int]]:
-    """scrollWidth and clientWidth of each page laid out at its width. Headless Chromium will not
-    make a window narrower than 500 px, so each page sits in an iframe of the wanted width."""
+def chromium_dom(pages: dict[str, tuple[str, int]], tmp_path: Path, probe_page: str, height: int):
+    """Lays each page out at its width in headless Chromium and returns the run, whose stdout is the
+    probe page's DOM after its script measured the frames. Headless Chromium will not make a window
+    narrower than 500 px, so each page sits in an iframe of the wanted width."""
     if not os.access(CHROMIUM, os.X_OK):
         server_missing("Chromium", f"{CHROMIUM} is missing (Debian package chromium)")
-    frames = "".join(f'<iframe id="{name}" style="width:{width}px;height:4000px;border:0;display:block" '
+    frames = "".join(f'<iframe id="{name}" style="width:{width}px;height:{height}px;border:0;display:block" '
                      f'srcdoc="{html.escape(markup, quote=True)}"></iframe>' for name, (markup, width) in pages.items())
     probe = tmp_path / "probe.html"
-    probe.write_text(PROBE.format(frames=frames), encoding="utf-8")
-    out = subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--window-size=1400,3000",
-                          "--virtual-time-budget=10000", "--dump-dom", probe.as_uri()],
-                         capture_output=True, text=True, timeout=120)
+    probe.write_text(probe_page.format(frames=frames), encoding="utf-8")
+    return subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--window-size=1400,3000",
+                           "--virtual-time-budget=10000", "--dump-dom", probe.as_uri()],
+                          capture_output=True, text=True, timeout=120)
+
+
+def measure(pages: dict[str, tuple[str, int]], tmp_path: Path) -> dict[str, tuple[int, int]]:
+    """scrollWidth and clientWidth of each page laid out at its width."""
+    out = chromium_dom(pages, tmp_path, PROBE, 4000)
     found = dict(re.findall(r'data-(\w+)="(\d+ \d+)"', out.stdout))
     assert set(found) == set(pages), f"chromium gave no measurement: {out.stderr[-2000:]}"
     return {name: tuple(map(int, value.split())) for name, value in found.items()}

@@ -150,3 +150,14 @@ def test_the_readme_keeps_the_two_setup_commands():
     assert "```sh\nmake demo\nmake test\n```" in text
     makefile = (ROOT / "Makefile").read_text(encoding="utf-8")
     assert re.search(r"^demo:", makefile, re.M) and re.search(r"^test:", makefile, re.M)
+
+
+def test_every_figure_is_defined_in_the_readme_and_the_reports_page_as_the_code_computes_it():
+    """The definitions are written once, in core.metrics; a figure whose meaning changes in the code
+    must change its sentence, and the README and docs/reports.md must then say the same."""
+    from inboxcrm.core.metrics import DEFINITIONS
+
+    for page in (README, DOCS / "reports.md"):
+        text = " ".join(page.read_text(encoding="utf-8").split())
+        missing = [key for key, sentence in DEFINITIONS.items() if f"- {sentence}" not in text]
+        assert not missing, f"{page.name} lacks the definitions of {missing}"

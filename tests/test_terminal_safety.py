@@ -72,7 +72,7 @@ def hostile(team, tmp_path):
 
 LISTINGS = [
     ("deals", "list"), ("deals", "list", "--all"), ("deal", "show", "D-1"), ("contacts", "list"),
-    ("companies", "list"), ("pipeline",), ("quarantine", "list"), ("quarantine", "show", "2"), ("review", "list"),
+    ("companies", "list"), ("pipeline",), ("quarantine", "list"), ("quarantine", "show", "2"), ("held", "list"),
     ("rule", "explain", "evil-1@northwind.example"),
 ]
 

@@ -466,8 +466,12 @@ class Daemon:
     def _notify_job(self) -> None:
         def run() -> None:
             from inboxcrm.app.notify import enqueue_due
+            from inboxcrm.app.review import enqueue_due_reviews
 
-            if enqueue_due(self.factory, self.config, utcnow(), stop=self.stop):
+            now = utcnow()
+            queued = enqueue_due(self.factory, self.config, now, stop=self.stop)
+            queued += enqueue_due_reviews(self.factory, self.config, now, stop=self.stop)  # managers' weekly review
+            if queued:
                 self._run_now("outbox")
 
         self._guarded("notify", run)

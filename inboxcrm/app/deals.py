@@ -19,7 +19,7 @@ from inboxcrm.app.team import (
     normalize_address,
     short_text,
 )
-from inboxcrm.core import scoring
+from inboxcrm.core import forecast, scoring
 from inboxcrm.core.addresses import company_name, normalize_domains
 from inboxcrm.core.inputs import (  # noqa: F401 - the CLI's names
     CENTS,
@@ -33,9 +33,10 @@ from inboxcrm.core.inputs import (  # noqa: F401 - the CLI's names
 from inboxcrm.core.match import company_domain
 from inboxcrm.errors import Invalid, NotFound
 from inboxcrm.store import deal_queries as queries
+from inboxcrm.store import forecast_queries
 from inboxcrm.store.db import Session
 from inboxcrm.store.leads import NewLead, create_lead
-from inboxcrm.store.models import Deal, Note, Rep, Stage
+from inboxcrm.store.models import CloseDateChange, Deal, Note, Rep, Stage
 from inboxcrm.values import Address
 
 # -- parsing what a person typed ------------------------------------------------------------
@@ -187,6 +188,28 @@ def set_snooze(session: Session, now: datetime, actor: str, ref: str, until: dat
     return _changed(session, now, actor, deal, "snooze", old, until, reason)
 
 
+def set_close(session: Session, now: datetime, actor: str, ref: str, when: date | None, reason: str = "", *,
+              today: date) -> DealChange:
+    """When the deal is expected to close (``None`` clears it), for the forecast. Moving a date
+    that has passed to a later one is a slip: counted on the deal and marked in its close date
+    history, which also keeps every date so past forecasts can be rebuilt. The date it is moved
+    from is the last one the deal had, so clearing a passed date before setting a new one still
+    counts. ``today`` is the actor's local date (the team's on the command line, the rep's by
+    email); ``reason`` goes to the audit log (a command email's Message-ID)."""
+    deal = get_deal(session, ref)
+    _refuse_closed(deal)
+    if when is not None and when < today:
+        raise Invalid(f"the close date {when.isoformat()} of {deal.ref} has passed; expected today "
+                      f"({today.isoformat()}) or later, such as {(today + timedelta(weeks=3)).isoformat()}")
+    old = deal.expected_close
+    previous = old if old is not None else forecast_queries.last_close_date(session, deal.id)
+    slip = forecast.slipped(previous, when, today)
+    deal.expected_close = when
+    deal.close_slips = (deal.close_slips or 0) + slip
+    session.add(CloseDateChange(deal_id=deal.id, close_date=when, at=now, actor=actor, slipped=slip))
+    return _changed(session, now, actor, deal, "close-date", old, when, reason)
+
+
 def set_owner(session: Session, now: datetime, actor: str, ref: str, rep: str) -> DealChange:
     deal = get_deal(session, ref)
     new = find_rep(session, rep)
@@ -224,6 +247,7 @@ class DealRow:
     next_step: str | None
     next_step_due: date | None
     last_activity_at: datetime
+    expected_close: date | None = None
 
 
 def list_deals(session: Session, now: datetime, stage: str | None = None, owner: str | None = None,
@@ -308,6 +332,8 @@ class DealDetail:
     next_step_due: date | None
     next_step_owner: str | None
     snoozed_until: date | None  # as stored: a date on or before today means awake again
+    expected_close: date | None
+    close_slips: int  # times the close date was moved later after it had passed
     first_response_seconds: int | None
     created_at: datetime
     last_activity_at: datetime
@@ -336,6 +362,7 @@ def show_deal(session: Session, ref: str) -> DealDetail:
         engagement=scoring.engagement_points(deal.inbound_count, deal.outbound_count),
         value=deal.value, next_step=deal.next_step, next_step_due=deal.next_step_due,
         next_step_owner=name(deal.next_step_owner), snoozed_until=deal.snoozed_until,
+        expected_close=deal.expected_close, close_slips=deal.close_slips or 0,
         first_response_seconds=deal.first_response_seconds,
         created_at=deal.created_at, last_activity_at=deal.last_activity_at,
         last_stage_change_at=deal.last_stage_change_at, closed_at=deal.closed_at, lost_reason=deal.lost_reason,

@@ -162,7 +162,7 @@ def run_demo(data_dir: Path | None, echo: Callable[[str], None]) -> Path:
     echo("Explore the demo CRM:")
     echo(f"  {cmd} deal show D-1        the contact, stage history and message timeline")
     echo(f"  {cmd} deals list --quiet   deals with no activity for 14 days")
-    echo(f"  {cmd} review list          accept or reject held senders")
+    echo(f"  {cmd} held list            accept or reject held senders")
     echo(f"  {cmd} rule explain <Message-ID>   why a message went where it went")
     echo(f"  {cmd} digest preview bob   the digest another rep would get")
     echo("Set up your own: inboxcrm init, then rep add, mailbox add and import (see README.md).")

@@ -120,7 +120,7 @@ def _decide_again(factory: sessionmaker[Session], config, pk: int, statuses: tup
         if force_create and row.reason == "form-without-prospect":
             raise Invalid(f"message {pk} is a web-form notification that names no prospect, so there is no "
                           f'lead to accept; add it by hand with "inboxcrm lead add --email ADDRESS", then '
-                          f'"inboxcrm review reject {pk}"')
+                          f'"inboxcrm held reject {pk}"')
         ctx = context_for(session, config)
         msg = StoredMessage(row.id, row.message_id, row.status, row.deal_id, row.reason)
         mailbox, folder = _where_first_seen(session, row)

@@ -41,7 +41,7 @@ from inboxcrm.store.models import OutboxMessage
 
 log = logging.getLogger(__name__)
 
-KINDS = ("digest", "nudge", "reply", "alert")
+KINDS = ("digest", "nudge", "reply", "alert", "review")
 STATUSES = ("pending", "sending", "sent", "failed", "skipped", "unknown")
 RETRYABLE = ("failed", "unknown")
 OWN_HEADER = "X-InboxCRM"  # classify.Own drops mail carrying it: ours never re-enters the pipeline

@@ -1,4 +1,4 @@
-"""The admin's side of the records: reps, mailboxes, stages, routing rules, review, quarantine.
+"""The admin's side of the records: reps, mailboxes, stages, lead source costs, routing rules, review, quarantine.
 
 Every function takes a Session and plain values and returns frozen rows, so the CLI, the demo
 and the tests drive the same code. The primitives the deal operations share (audit entries,
@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
+from decimal import Decimal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from inboxcrm.core import addresses, rules
-from inboxcrm.core.inputs import matching_names
+from inboxcrm.core.inputs import matching_names, parse_value
+from inboxcrm.core.metrics import probability
 from inboxcrm.core.views import clip, plural
 from inboxcrm.errors import Invalid, NotFound
 from inboxcrm.values import MAILBOX_POLICIES, MAILBOX_ROLES, STAGE_KINDS
@@ -27,6 +29,7 @@ from inboxcrm.store.models import (
     Rep,
     RepAddress,
     RoutingRule,
+    SourceCost,
     Stage,
     StageChange,
 )
@@ -161,10 +164,11 @@ class RepRow:
     timezone: str
     active: bool
     open_deals: int
+    manager: bool = False  # gets the weekly pipeline review
 
 
 def add_rep(session: Session, now: datetime, actor: str, name: str, emails: list[str],
-            timezone: str = "UTC") -> RepRow:
+            timezone: str = "UTC", manager: bool = False) -> RepRow:
     check_name("rep", name)
     if not emails:
         raise Invalid(f'rep "{name}" needs at least one address: --email {name}@example.com')
@@ -179,17 +183,30 @@ def add_rep(session: Session, now: datetime, actor: str, name: str, emails: list
     taken = queries.address_owner(session, addresses)
     if taken is not None:
         raise Invalid(f"address {taken[0]} already belongs to rep {taken[1]}")
-    rep = Rep(name=name, timezone=timezone, active=True, created_at=now,
+    rep = Rep(name=name, timezone=timezone, active=True, created_at=now, manager=manager,
               addresses=[RepAddress(address=a) for a in addresses])
     session.add(rep)
     session.flush()
-    audit(session, now, actor, "create", "rep", rep.id, name=name, emails=addresses, timezone=timezone)
-    return RepRow(name, tuple(addresses), timezone, True, 0)
+    audit(session, now, actor, "create", "rep", rep.id, name=name, emails=addresses, timezone=timezone,
+          manager=manager)
+    return RepRow(name, tuple(addresses), timezone, True, 0, manager)
 
 
 def list_reps(session: Session) -> list[RepRow]:
     rows = queries.reps_with_open_deals(session)
-    return [RepRow(r.name, tuple(a.address for a in r.addresses), r.timezone, r.active, n) for r, n in rows]
+    return [RepRow(r.name, tuple(a.address for a in r.addresses), r.timezone, r.active, n, r.manager)
+            for r, n in rows]
+
+
+def set_manager(session: Session, now: datetime, actor: str, name: str, manager: bool) -> RepRow:
+    """A manager gets the weekly pipeline review by email; any active rep can be one."""
+    rep = find_rep(session, name)
+    if rep.manager == manager:
+        raise Invalid(f'rep {rep.name} is already {"a manager" if manager else "not a manager"}')
+    rep.manager = manager
+    audit(session, now, actor, "manager", "rep", rep.id, name=rep.name, old=not manager, new=manager)
+    session.flush()
+    return next(r for r in list_reps(session) if r.name == rep.name)
 
 
 def remove_rep(session: Session, now: datetime, actor: str, name: str) -> Removed:
@@ -326,11 +343,21 @@ class StageRow:
     name: str
     kind: str
     deals: int  # deals now in the stage: for an open stage, its open deals
+    probability: int = 0  # percent: the chance a deal in it is won, as the pipeline report weighs it
+    probability_set: bool = False  # False: the default for its kind and place (core.metrics.probability)
+    qualifying: bool = False  # reaching it makes a lead an opportunity
 
 
 def list_stages(session: Session) -> list[StageRow]:
     rows = queries.stages_with_deals(session)
-    return [StageRow(s.position, s.name, s.kind, n) for s, n in rows]
+    open_ids = [s.id for s, _ in rows if s.kind == "open"]
+
+    def chance(stage: Stage) -> int:
+        index = open_ids.index(stage.id) if stage.kind == "open" else 0
+        return probability(stage.kind, stage.probability, index, len(open_ids))
+
+    return [StageRow(s.position, s.name, s.kind, n, chance(s), s.probability is not None, s.qualifying)
+            for s, n in rows]
 
 
 def _renumber(ordered: list[Stage]) -> None:
@@ -383,14 +410,28 @@ def remove_stage(session: Session, now: datetime, actor: str, name: str, move_to
     target = find_stage(session, move_to, (stage.kind,)) if move_to is not None else None
     if target is not None and target.id == stage.id:
         raise Invalid(f'--move-to must be another {stage.kind} stage: {", ".join(others)}')
+    heir = _qualifying_heir(ordered, stage) if stage.qualifying else None
+    if heir is not None:
+        stage.qualifying, heir.qualifying = False, True
     for deal in deals:
         change_stage(session, now, actor, deal, target, f"stage {stage.name} removed")
     session.flush()
     audit(session, now, actor, "delete", "stage", stage.id, name=stage.name, kind=stage.kind,
-          moved=len(deals), move_to=target and target.name)
+          moved=len(deals), move_to=target and target.name, qualifying_to=heir and heir.name)
     session.delete(stage)
     _renumber([s for s in ordered if s.id != stage.id])
-    return Removed("stage", stage.name, note=f"moved {plural(len(deals), 'deal')} to {target.name}" if deals else "")
+    moved = [f"moved {plural(len(deals), 'deal')} to {target.name}"] if deals else []
+    marked = [f"{heir.name} is now the qualifying stage"] if heir is not None else []
+    return Removed("stage", stage.name, note="; ".join(moved + marked))
+
+
+def _qualifying_heir(ordered: list[Stage], leaving: Stage) -> Stage:
+    """Where the qualifying mark goes when its stage is removed: the next open stage, which keeps
+    "reached it or a later stage" closest to what it meant, else the open stage before it (there is
+    always another open one: the last cannot be removed)."""
+    opened = [s for s in ordered if s.kind == "open"]
+    at = opened.index(leaving)
+    return opened[at + 1] if at + 1 < len(opened) else opened[at - 1]
 
 
 def move_stage(session: Session, now: datetime, actor: str, name: str, after: str | None = None,
@@ -408,6 +449,114 @@ def move_stage(session: Session, now: datetime, actor: str, name: str, after: st
     audit(session, now, actor, "move", "stage", stage.id, name=stage.name, old=old, new=stage.position)
     session.flush()
     return list_stages(session)
+
+
+PERCENT_FORMS = 'a whole percent from 0 to 100 such as 40, or "default" for the default of its place in the pipeline'
+
+
+def _percent(text: str) -> int | None:
+    word = (text or "").strip().lower().removesuffix("%").strip()
+    if word == "default":
+        return None
+    if not word.isdigit() or int(word) > 100:  # isdigit: no sign, no fraction
+        raise Invalid(f'invalid probability "{clip(text or "", 20)}"; expected {PERCENT_FORMS}')
+    return int(word)
+
+
+def set_probability(session: Session, now: datetime, actor: str, name: str, percent: str) -> StageRow:
+    """The chance, in percent, that a deal in the open stage ``name`` is won: what the pipeline
+    report weighs its value with. Won and lost stages are certain (100 and 0), so they take none."""
+    stage = find_stage(session, name)
+    if stage.kind != "open":
+        opened = ", ".join(s.name for s in stages(session) if s.kind == "open")
+        raise Invalid(f"{stage.name} is a {stage.kind} stage, whose deals count {100 if stage.kind == 'won' else 0}%; "
+                      f"only open stages take a probability: {opened}")
+    new = _percent(percent)
+    old, stage.probability = stage.probability, new
+    audit(session, now, actor, "probability", "stage", stage.id, name=stage.name, old=old, new=new)
+    return _row(session, stage)
+
+
+def set_qualifying(session: Session, now: datetime, actor: str, name: str) -> tuple[StageRow, str | None]:
+    """Marks the open stage ``name`` as the one whose reaching makes a lead an opportunity (the
+    funnel's lead-to-opportunity rate); the mark moves, so exactly one stage carries it.
+    Returns the stage and the name of the one that had the mark."""
+    stage = find_stage(session, name)
+    ordered = stages(session)
+    if stage.kind != "open":
+        opened = ", ".join(s.name for s in ordered if s.kind == "open")
+        raise Invalid(f"{stage.name} is a {stage.kind} stage; the qualifying stage is an open one: {opened}")
+    if stage.qualifying:
+        raise Invalid(f"{stage.name} is already the qualifying stage")
+    previous = [s for s in ordered if s.qualifying]
+    for other in previous:
+        other.qualifying = False
+    stage.qualifying = True
+    was = previous[0].name if previous else None
+    audit(session, now, actor, "qualifying", "stage", stage.id, name=stage.name, old=was)
+    return _row(session, stage), was
+
+
+# -- lead sources and what they cost ----------------------------------------------------------
+
+@dataclass(frozen=True)
+class SourceRow:
+    source: str
+    deals: int
+    open_deals: int
+    monthly_cost: Decimal | None  # what it costs in the month of today; None: no cost given
+    cost_from: date | None  # the month that cost applies from
+
+
+@dataclass(frozen=True)
+class CostChange:
+    source: str
+    month: date  # the first day of the month the cost applies from
+    amount: Decimal
+    old: Decimal | None  # what that month's cost was before; None: none was given
+    deals: int  # deals recorded with the source so far (0: perhaps a typo, or a source yet to bring leads)
+
+
+def _current_costs(session: Session, month: date) -> dict[str, SourceCost]:
+    """Each source's cost row for ``month``: the latest one from that month or before."""
+    current: dict[str, SourceCost] = {}
+    for row in queries.source_costs(session):  # by source, then month
+        if row.month <= month:
+            current[row.source] = row
+    return current
+
+
+def list_sources(session: Session, today: date) -> list[SourceRow]:
+    """The sources deals were recorded with, and those given a cost, with this month's cost."""
+    counts = {source: (deals, open_deals) for source, deals, open_deals in queries.sources_on_deals(session)
+              if source}
+    costs = _current_costs(session, today.replace(day=1))
+    names = sorted({*counts, *(row.source for row in queries.source_costs(session))}, key=str.lower)
+    return [SourceRow(name, *counts.get(name, (0, 0)), Decimal(costs[name].amount) if name in costs else None,
+                      costs[name].month if name in costs else None) for name in names]
+
+
+def set_source_cost(session: Session, now: datetime, actor: str, source: str, amount: str, month: date | None,
+                    today: date) -> CostChange:
+    """What ``source`` costs per month from ``month`` (default: this one) on, until a later
+    month's cost: the sources report sets it against what the source won. A source is matched
+    regardless of case, so a cost never lands beside the spelling the deals carry."""
+    typed = short_text("source", source, 100, "website")
+    on_deals = {name: deals for name, deals, _ in queries.sources_on_deals(session) if name}
+    known = [*on_deals, *(row.source for row in queries.source_costs(session))]
+    name = next((k for k in known if k.lower() == typed.lower()), typed)
+    value = parse_value(amount)
+    first = (month or today).replace(day=1)
+    row = queries.source_cost(session, name, first)
+    old = None if row is None else Decimal(row.amount)
+    if row is None:
+        row = SourceCost(source=name, month=first)
+        session.add(row)
+    row.amount, row.at, row.actor = value, now, actor
+    session.flush()
+    audit(session, now, actor, "cost", "source", row.id, source=name, month=first.isoformat(),
+          old=None if old is None else str(old), new=str(value))
+    return CostChange(name, first, value, old, on_deals.get(name, 0))
 
 
 # -- routing rules --------------------------------------------------------------------------

@@ -28,6 +28,8 @@ COMMANDS = {
     "demo": Lazy("inboxcrm.cli.setup:demo", "Run a self-contained demo: sample mail through the whole "
                                             "pipeline, then the pipeline view."),
     "digest": Lazy("inboxcrm.cli.mail:digest", "Each rep's daily digest: what needs doing today."),
+    "held": Lazy("inboxcrm.cli.intake:held", "New senders held for a rep to accept or reject (mailboxes "
+                                             "with --policy review)."),
     "import": Lazy("inboxcrm.cli.intake:import_", "Import an mbox file, a Maildir, or a folder of .eml files "
                                                   "through the pipeline."),
     "init": Lazy("inboxcrm.cli.setup:init", "Set up inboxcrm: write a configuration file if there is none, "
@@ -43,12 +45,14 @@ COMMANDS = {
     "quarantine": Lazy("inboxcrm.cli.intake:quarantine", "Messages that could not be processed, kept with "
                                                          "their raw bytes and reason."),
     "rep": Lazy("inboxcrm.cli.team:rep", "The team's sales reps: who owns deals and whose addresses are ours."),
-    "review": Lazy("inboxcrm.cli.intake:review", "New senders held for a rep to accept or reject (mailboxes "
-                                                 "with --policy review)."),
+    "report": Lazy("inboxcrm.cli.reports:report", "The manager's figures over a period, as a table, JSON or CSV."),
+    "review": Lazy("inboxcrm.cli.review:review", "The weekly pipeline review email to managers: preview, send, "
+                                                 "and the deals it asks to decide on."),
     "rule": Lazy("inboxcrm.cli.team:rule", "Routing rules: when all conditions hold, the actions set "
                                            "source, owner, stage, score..."),
     "run": Lazy("inboxcrm.cli.sync:run", "The daemon: keep every IMAP mailbox synced, send digests and "
                                          "notifications."),
+    "source": Lazy("inboxcrm.cli.reports:source", "Lead sources and what each costs per month."),
     "stage": Lazy("inboxcrm.cli.team:stage", "Pipeline stages, in order; each is open, won or lost."),
     "status": Lazy("inboxcrm.cli.sync:status", "Each mailbox's sync health: folders, positions, backlog, "
                                                "last success, last error; the outbox; what commands by "

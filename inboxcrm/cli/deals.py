@@ -18,6 +18,7 @@ from inboxcrm.cli.common import (
     pass_app,
 )
 from inboxcrm.core import verbs, views
+from inboxcrm.core.forecast import CLOSE_FORMS, read_close
 from inboxcrm.core.inputs import DUE_FORMS, parse_due
 
 if TYPE_CHECKING:
@@ -118,6 +119,19 @@ def deal_snooze(app: App, ref: str, when: tuple[str, ...]) -> None:
 
     today = app.local_now().date()
     _change(app, deals.set_snooze, ref, verbs.snooze_until(" ".join(when), today), today=today)
+
+
+@deal.command("close", help="When the deal is expected to close, for the forecast (inboxcrm report forecast); "
+                             "moving a date that has passed to a later one counts as a slip.\n\n"
+                             f"WHEN: {CLOSE_FORMS}.")
+@click.argument("ref")
+@click.argument("when", nargs=-1, required=True, metavar="WHEN")
+@pass_app
+def deal_close(app: App, ref: str, when: tuple[str, ...]) -> None:
+    from inboxcrm.app import deals
+
+    today = app.local_now().date()
+    _change(app, deals.set_close, ref, read_close(" ".join(when), today), today=today)
 
 
 def _deal_edit(name: str, change: str, metavar: str, help: str) -> None:

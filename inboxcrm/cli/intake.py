@@ -1,4 +1,4 @@
-"""Mail coming in by hand: ``import``, the ``review`` of new senders, and ``quarantine``."""
+"""Mail coming in by hand: ``import``, the ``held`` new senders to accept or reject, and ``quarantine``."""
 from __future__ import annotations
 
 import sys
@@ -50,7 +50,7 @@ def import_(app: App, path: Path, mailbox: str, since: datetime | None) -> None:
             echo(f"  {name}: {why}", err=True)
 
 
-# -- review and quarantine ------------------------------------------------------------------
+# -- held senders and quarantine -----------------------------------------------------------
 
 def _outcome(pk: int, outcome) -> str:
     deal = f" -> {outcome.deal_ref}" if outcome.deal_ref else ""
@@ -58,14 +58,14 @@ def _outcome(pk: int, outcome) -> str:
 
 
 @click.group()
-def review() -> None:
+def held() -> None:
     """New senders held for a rep to accept or reject (mailboxes with --policy review)."""
 
 
-list_command(review, "inboxcrm.app.team:list_review", views.REVIEW, "List held messages.")
+list_command(held, "inboxcrm.app.team:list_review", views.REVIEW, "List held messages.")
 
 
-@review.command("accept")
+@held.command("accept")
 @click.argument("message_id", metavar="ID", type=int)
 @pass_app
 def review_accept(app: App, message_id: int) -> None:
@@ -75,7 +75,7 @@ def review_accept(app: App, message_id: int) -> None:
     echo(_outcome(message_id, intake.accept_review(app.factory(), app.config, message_id, app.actor)))
 
 
-@review.command("reject")
+@held.command("reject")
 @click.argument("message_id", metavar="ID", type=int)
 @pass_app
 def review_reject(app: App, message_id: int) -> None:

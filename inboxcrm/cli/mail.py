@@ -43,7 +43,7 @@ OUTBOX = Listing((
     "the outbox is empty; digests and nudges are queued by the daemon (inboxcrm run) or \"inboxcrm digest send\"")
 
 
-def _send_due(app: App) -> str:
+def send_due_now(app: App) -> str:
     from inboxcrm.app.outbox import send_due
 
     if not app.config.smtp.host:
@@ -124,7 +124,7 @@ def digest_send(app: App, name: str | None, day: datetime | None) -> None:
             state = "already sent" if queued.status == "sent" else f"already decided ({queued.status})"
             echo(f"{state}: {what} is outbox {queued.outbox_id}, status {queued.status}; "
                  f"a digest goes out once per rep and day")
-    echo(_send_due(app))
+    echo(send_due_now(app))
 
 
 # -- outbox ---------------------------------------------------------------------------------
@@ -199,14 +199,14 @@ def outbox_retry(app: App, outbox_id: int | None, retry_all: bool) -> None:
     if not rows:
         echo("no failed messages to retry")
         return
-    echo(_send_due(app))
+    echo(send_due_now(app))
 
 
 @outbox_group.command("send")
 @pass_app
 def outbox_send(app: App) -> None:
     """Send the mail that is due now (the daemon does this every 30 seconds)."""
-    echo(_send_due(app))
+    echo(send_due_now(app))
 
 
 @outbox_group.command("test")

@@ -54,13 +54,34 @@ def rep() -> None:
 @click.option("--email", "emails", multiple=True, required=True, metavar="ADDR",
               help="An address of the rep; repeat for several.")
 @click.option("--timezone", metavar="TZ", help="IANA time zone for the rep's digest (default: [team] timezone).")
+@click.option("--manager", is_flag=True, help="The rep gets the weekly pipeline review by email.")
 @pass_app
-def rep_add(app: App, name: str, emails: tuple[str, ...], timezone: str | None) -> None:
+def rep_add(app: App, name: str, emails: tuple[str, ...], timezone: str | None, manager: bool) -> None:
     """Add a rep with one or more addresses; NAME may use letters, digits, ".", "_" and "-"."""
     from inboxcrm.app import team
 
-    row = app.write(team.add_rep, name, list(emails), timezone or app.config.team.timezone)
-    echo(f"added rep {row.name} ({', '.join(row.emails)}), timezone {row.timezone}")
+    row = app.write(team.add_rep, name, list(emails), timezone or app.config.team.timezone, manager)
+    echo(f"added rep {row.name} ({', '.join(row.emails)}), timezone {row.timezone}"
+         + (", manager (gets the weekly review)" if row.manager else ""))
+
+
+@rep.command("edit")
+@click.argument("name")
+@click.option("--manager/--no-manager", default=None,
+              help="Whether the rep gets the weekly pipeline review by email.")
+@pass_app
+def rep_edit(app: App, name: str, manager: bool | None) -> None:
+    """Change a rep: --manager makes NAME one of the managers who get the weekly pipeline review.
+
+    The digest schedule is changed with "inboxcrm rep digest", the reply token with "inboxcrm rep token".
+    """
+    from inboxcrm.app import team
+
+    if manager is None:
+        raise Failure("say what to change: --manager or --no-manager")
+    row = app.write(team.set_manager, name, manager)
+    echo(f"rep {row.name} is {'now a manager: gets' if row.manager else 'no longer a manager: does not get'} "
+         f"the weekly pipeline review")
 
 
 list_command(rep, "inboxcrm.app.team:list_reps", views.REPS, "List reps with their addresses and open deals.")
@@ -270,7 +291,40 @@ def stage() -> None:
 
 
 list_command(stage, "inboxcrm.app.team:list_stages", views.STAGES,
-             "List stages in pipeline order with the deals in each.")
+             "List stages in pipeline order with the deals in each, each one's win probability (marked "
+             "(default) until one is set) and the qualifying stage.")
+
+
+# ignore_unknown_options: "-5" is a PERCENT to refuse with what is valid, not an unknown option
+@stage.command("probability", context_settings={"ignore_unknown_options": True})
+@click.argument("name")
+@click.argument("percent", metavar="PERCENT|default")
+@pass_app
+def stage_probability(app: App, name: str, percent: str) -> None:
+    """Set the chance (0 to 100 percent) that a deal in the open stage NAME is won, or "default".
+
+    The pipeline report weighs each open deal's value with it. Without one set, won counts 100,
+    lost 0, and the open stages run evenly from 10 (the first) to 80 (the last open one).
+    """
+    from inboxcrm.app import team
+
+    row = app.write(team.set_probability, name, percent)
+    echo(f"stage {row.name}: probability {row.probability}%" + ("" if row.probability_set else " (the default)"))
+
+
+@stage.command("qualifying")
+@click.argument("name")
+@pass_app
+def stage_qualifying(app: App, name: str) -> None:
+    """Mark the open stage NAME as the qualifying one: a lead that reaches it (or a later stage) is an opportunity.
+
+    Exactly one stage carries the mark, so marking one moves it. The funnel report's
+    lead-to-opportunity rate and the sources report's opportunities count from it.
+    """
+    from inboxcrm.app import team
+
+    row, was = app.write(team.set_qualifying, name)
+    echo(f"{row.name} is now the qualifying stage" + (f" (was {was})" if was else ""))
 
 
 @stage.command("add")

@@ -355,7 +355,7 @@ def build_digest(data: DigestData, now: datetime, tz: ZoneInfo, quiet_days_for: 
 
     # new senders waiting for a yes or no: messages, not deals
     held = [HeldItem(m.id, m.sender, m.subject, m.mailbox, f"held {ago(m.received_at)} "
-                     f"in {m.mailbox}", f"inboxcrm review accept {m.id}", f"inboxcrm review reject {m.id}")
+                     f"in {m.mailbox}", f"inboxcrm held accept {m.id}", f"inboxcrm held reject {m.id}")
             for m in sorted(data.held, key=lambda m: (m.received_at, m.id))]
 
     return Digest(
@@ -375,7 +375,7 @@ def build_digest(data: DigestData, now: datetime, tz: ZoneInfo, quiet_days_for: 
         no_next_step=section("no_next_step", "No next step", "Open deals with nothing planned.",
                              f"inboxcrm deals list {mine}"),
         held=section("held", "Held for review", "New senders in your inbox wait for a yes or no.",
-                     "inboxcrm review list", held, unit="message"),
+                     "inboxcrm held list", held, unit="message"),
         pipeline=pipeline(owned, data.team),
     )
 
@@ -390,31 +390,33 @@ class Reason:
     badge: str
 
 
-def place(reasons: dict[str, list[Reason]]) -> dict[str, list[tuple[Reason, tuple[str, ...]]]]:
-    """Each deal once: in the first section of ``URGENCY`` that has a reason for it, in that
-    section's order, with the badges of its other reasons (most urgent first). One deal, one
-    line, so the section totals add up to the deals the digest lists."""
+def place(reasons: dict[str, list[Reason]], order: tuple[str, ...] = URGENCY
+          ) -> dict[str, list[tuple[Reason, tuple[str, ...]]]]:
+    """Each deal once: in the first section of ``order`` (the digest's ``URGENCY``, or the weekly
+    review's) that has a reason for it, in that section's order, with the badges of its other
+    reasons (most urgent first). One deal, one line, so the section totals add up to the deals
+    listed."""
     home: dict[int, str] = {}
     badges: dict[int, list[str]] = {}
-    for key in URGENCY:
+    for key in order:
         for reason in reasons.get(key, ()):
             if reason.deal.id in home:
                 badges[reason.deal.id].append(reason.badge)
             else:
                 home[reason.deal.id], badges[reason.deal.id] = key, []
     return {key: [(r, tuple(badges[r.deal.id])) for r in reasons.get(key, ()) if home[r.deal.id] == key]
-            for key in URGENCY}
+            for key in order}
 
 
 # What each section offers to do about its deals, in the order the buttons appear.
 SECTION_ACTIONS = {"overdue": ("next", "stage", "won"), "due_today": ("next", "stage", "won"),
                    "awaiting_reply": ("next", "stage"), "new_leads": ("next", "stage"),
-                   "stalled": ("stage", "next", "lost"), "quiet": ("next", "stage", "lost"),
+                   "stalled": ("stage", "next", "close", "lost"), "quiet": ("next", "stage", "close", "lost"),
                    "no_next_step": ("next", "lost")}
 
 # The digest's quick actions: (label, subject) of a mailto: link per verb, from the verb table.
 ACTIONS: dict[str, Callable[[str], tuple[str, str]]] = {
-    verb: functools.partial(verbs.quick_action, verb) for verb in ("next", "stage", "won", "lost")}
+    verb: functools.partial(verbs.quick_action, verb) for verb in ("next", "stage", "won", "lost", "close")}
 
 
 def pipeline(owned: list[DealRow], team: tuple[StageTotal, ...]) -> Pipeline:

@@ -20,6 +20,7 @@ from datetime import date
 from decimal import Decimal
 from typing import Callable, Mapping, Sequence
 
+from inboxcrm.core.forecast import read_close
 from inboxcrm.core.inputs import (
     CENTS,
     SNOOZE_FORMS,  # noqa: F401 - the CLI's name
@@ -96,12 +97,12 @@ class Change:
     """One resolved command, ready for the database (won and lost become stage moves)."""
 
     deal: int
-    verb: str  # stage | next | owner | value | note | snooze
+    verb: str  # stage | next | owner | value | note | snooze | close
     where: str
     text: str  # the rep's line
     stage: str | None = None  # the exact stage name, for "stage"
     reason: str | None = None  # lost reason, optional won note, note text, next-step text
-    due: date | None = None  # next-step due date, or snooze-until date (None with "snooze": off)
+    due: date | None = None  # next-step due date, snooze-until or close date (None with "snooze"/"close": off)
     rep: str | None = None  # the exact rep name, for "owner"
     value: Decimal | None = None  # for "value", quantized to CENTS
 
@@ -260,6 +261,12 @@ TABLE: tuple[Verb, ...] = (
          describe=lambda c: f"{_ref(c)}: snoozed until {_day(c.due)}" if c.due is not None
          else f"{_ref(c)}: snooze ended, the deal is back in the digest",
          once="snoozes"),
+    Verb("close", "close: dec 15", "when you expect to close it, for the forecast (none clears it)", "a date",
+         read=lambda c, n: dict(due=read_close(c.arg, n.today)),
+         applies="set_close", arguments=lambda c, today: dict(when=c.due, today=today),
+         describe=lambda c: f"{_ref(c)}: expected to close {_day(c.due)}" if c.due is not None
+         else f"{_ref(c)}: close date cleared",
+         once="close dates", action="set close date"),
 )
 VERB = {v.name: v for v in TABLE}
 VERBS = tuple(VERB)
@@ -521,6 +528,7 @@ def _forms_line(verb: Verb) -> str:
 FORMS = "\n".join(_forms_line(v) for v in TABLE) + """
 
 A colon follows the command word. Dates: today, tomorrow, a weekday (friday or fri), in 3 days,
-in 2 weeks, in 1 month, or 2026-12-01. Snooze also takes 3 days, 2 weeks, 1 month, until friday.
+in 2 weeks, in 1 month, or 2026-12-01. Snooze also takes 3 days, 2 weeks, 1 month, until friday;
+close also takes dec 15, end of month, and none.
 Without [D-42] a line is for the deal tagged in the subject. Commands go in the subject or on
 the first lines of the body, several at once, one per line; the first other line ends them."""

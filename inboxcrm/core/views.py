@@ -152,13 +152,20 @@ def conditions(rule) -> str:
 
 
 REPS = Listing((col("NAME", "name"), col("EMAILS", "emails", 60), col("TIMEZONE", "timezone"),
-                col("ACTIVE", "active"), col("OPEN DEALS", "open_deals", right=True)),
+                col("ACTIVE", "active"), col("OPEN DEALS", "open_deals", right=True), col("MANAGER", "manager")),
                'no reps yet; add one with "inboxcrm rep add NAME --email ADDRESS"')
 MAILBOXES = Listing((col("NAME", "name"), col("ROLE", "role"), col("OWNER", "owner"), col("SOURCE", "source"),
                      col("POLICY", "policy"), col("COPIES", "copies", right=True), col("IMAP", "imap")),
                     'no mailboxes yet; add one with "inboxcrm mailbox add NAME --role capture --owner REP"')
 STAGES = Listing((col("#", "position", right=True), col("NAME", "name"), col("KIND", "kind"),
-                  col("DEALS", "deals", right=True)), "no stages")
+                  col("DEALS", "deals", right=True),
+                  Column("PROBABILITY", lambda s: f"{s.probability}%" + ("" if s.probability_set else " (default)")),
+                  Column("QUALIFYING", lambda s: "yes" if s.qualifying else "")), "no stages")
+SOURCES = Listing((col("SOURCE", "source"), col("DEALS", "deals", right=True), col("OPEN", "open_deals", right=True),
+                   col("MONTHLY COST", "monthly_cost", right=True),
+                   Column("SINCE", lambda r: r.cost_from.strftime("%Y-%m") if r.cost_from else "")),
+                  'no sources yet: deals get theirs from the mailbox or a rule (source=NAME); give one a cost '
+                  'with "inboxcrm source cost NAME AMOUNT"')
 RULES = Listing((col("#", "position", right=True), col("NAME", "name"),
                  Column("WHEN", lambda rule: conditions(rule), 60),
                  col("THEN", "actions", 60)),
@@ -192,6 +199,7 @@ def deals_listing(now: datetime) -> Listing:
         (col("DEAL", "ref"), col("CONTACT", "contact", 24), col("ADDRESS", "address"), col("COMPANY", "company", 24),
          col("STAGE", "stage"), col("OWNER", "owner"), col("VALUE", "value", right=True),
          col("NEXT STEP", "next_step"), Column("DUE", lambda row: due(row.next_step_due, now)),
+         Column("CLOSE", lambda row: due(row.expected_close, now)),
          Column("ACTIVITY", lambda row: ago(row.last_activity_at, now))),
         'no deals match; see all with "inboxcrm deals list --all"')
 
@@ -222,6 +230,15 @@ def _section(title: str, lines: list[str]) -> list[str]:
     return ["", title, *(f"  {line}" for line in lines)] if lines else []
 
 
+def _expected_close(d, now: datetime) -> str:
+    """The close date, "passed" while the deal is open after it, and how often it slipped."""
+    if d.expected_close is None:
+        return f'none: set one with "inboxcrm deal close {d.ref} DATE"' if d.stage_kind == "open" else ""
+    passed = " (passed)" if d.stage_kind == "open" and d.expected_close < now.date() else ""
+    slips = f", slipped {plural(d.close_slips, 'time')}" if d.close_slips else ""
+    return f"{d.expected_close.isoformat()}{passed}{slips}"
+
+
 def render_deal(d, now: datetime) -> str:
     """``d`` is a deals.DealDetail; times are shown in the time zone of ``now`` (the team's)."""
     def when(t: datetime | None) -> str:
@@ -242,6 +259,7 @@ def render_deal(d, now: datetime) -> str:
         ("Value", money(d.value)),
         ("Score", f"{d.score} (fit {d.fit}, engagement {d.engagement})"),
         ("Next step", next_step),
+        ("Close date", _expected_close(d, now)),
         ("First reply", d.first_response_seconds is not None and f"after {duration(d.first_response_seconds)}"),
         ("Created", when(d.created_at)),
         ("Last activity", f"{when(d.last_activity_at)} ({ago(d.last_activity_at, now)})"),

@@ -29,6 +29,7 @@ from jinja2 import (
 )
 
 from inboxcrm.core.digest import Digest, day_label
+from inboxcrm.core.review import Review
 from inboxcrm.core.views import money
 from inboxcrm.errors import InboxCRMError
 
@@ -115,11 +116,21 @@ HTML_BUDGET = 95_000
 SHORTER_LIMITS = (10, 5, 3, 1)
 
 
-def render_digest(digest: Digest, env: Environment) -> RenderedMail:
-    text, html = render_pair(env, "digest", {"digest": digest, "subject": digest.subject})
+def _within_budget(env: Environment, name: str, content: Digest | Review) -> RenderedMail:
+    """``name``.txt.j2 and .html.j2 with ``content`` as ``name``, shortened (``content.shortened``)
+    until the HTML fits the budget; the subject keeps the whole counts."""
+    text, html = render_pair(env, name, {name: content, "subject": content.subject})
     for limit in SHORTER_LIMITS:
         if len(html.encode()) <= HTML_BUDGET:
             break
-        shorter = digest.shortened(limit)
-        text, html = render_pair(env, "digest", {"digest": shorter, "subject": digest.subject})
-    return RenderedMail(digest.subject, text, html)
+        text, html = render_pair(env, name, {name: content.shortened(limit), "subject": content.subject})
+    return RenderedMail(content.subject, text, html)
+
+
+def render_digest(digest: Digest, env: Environment) -> RenderedMail:
+    return _within_budget(env, "digest", digest)
+
+
+def render_review(review: Review, env: Environment) -> RenderedMail:
+    """The weekly review; its charts are table bars, which Gmail and Outlook draw as sent."""
+    return _within_budget(env, "review", review)

@@ -102,12 +102,12 @@ def _first_address():
 def deal_rows(session: Session, stage_id: int | None = None, owner_id: int | None = None,
               quiet_before: datetime | None = None, stalled_before: datetime | None = None,
               awake_on: date | None = None, include_closed: bool = False) -> list[tuple]:
-    """(id, contact, first address, company, stage, owner, value, next step, due, last activity)
-    in pipeline order, most recently active first. ``quiet_before``/``stalled_before`` keep deals
+    """(id, contact, first address, company, stage, owner, value, next step, due, last activity,
+    expected close) in pipeline order, most recently active first. ``quiet_before``/``stalled_before`` keep deals
     with no activity / no stage change since then; ``awake_on`` leaves out deals snoozed past it."""
     owner_rep = aliased(Rep)
     query = (select(Deal.id, Contact.name, _first_address(), Company.name, Stage.name, owner_rep.name, Deal.value,
-                    Deal.next_step, Deal.next_step_due, Deal.last_activity_at)
+                    Deal.next_step, Deal.next_step_due, Deal.last_activity_at, Deal.expected_close)
              .join(Contact, Contact.id == Deal.contact_id).join(Stage, Stage.id == Deal.stage_id)
              .outerjoin(Company, Company.id == Deal.company_id).outerjoin(owner_rep, owner_rep.id == Deal.owner_rep_id)
              .order_by(Stage.position, Deal.last_activity_at.desc(), Deal.id))

@@ -23,6 +23,7 @@ from sqlalchemy import (
     TypeDecorator,
     UniqueConstraint,
     false,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -180,6 +181,9 @@ class Deal(Base):
         # reports: leads created in a period; the forecast: open deals by expected close date
         Index("ix_deals_created_at", "created_at"),
         Index("ix_deals_open_close", "closed_at", "expected_close"),
+        # the weekly review: the open deals in id order, without reading the closed ones
+        Index("ix_deals_open_id", "id", postgresql_where=text("closed_at IS NULL"),
+              sqlite_where=text("closed_at IS NULL")),
     )
     id: Mapped[int] = mapped_column(primary_key=True)  # the number in its reference D-<id>
     title: Mapped[str] = mapped_column(String(300), default="")
@@ -314,8 +318,15 @@ class CloseDateChange(Base):
     stood then and compared with what was won."""
 
     __tablename__ = "close_date_history"
+    __table_args__ = (
+        # a deal's dates in order (its latest, the one in force at a month start); leads with deal_id
+        # for the foreign key's cascade
+        Index("ix_close_date_history_deal_at", "deal_id", "at", "id"),
+        # past forecasts: the dates set for the months looked back on, before those months began
+        Index("ix_close_date_history_close_at", "close_date", "at"),
+    )
     id: Mapped[int] = mapped_column(primary_key=True)
-    deal_id: Mapped[int] = mapped_column(ForeignKey("deals.id", ondelete="CASCADE"), index=True)
+    deal_id: Mapped[int] = mapped_column(ForeignKey("deals.id", ondelete="CASCADE"))
     close_date: Mapped[date | None] = mapped_column(Date)  # None: the date was cleared
     at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
     actor: Mapped[str] = mapped_column(String(200))
@@ -390,7 +401,7 @@ class OutboxMessage(Base):
     __table_args__ = (Index("ix_outbox_due", "status", "next_attempt_at"),)
     id: Mapped[int] = mapped_column(primary_key=True)
     key: Mapped[str] = mapped_column(String(200), unique=True)
-    kind: Mapped[str] = mapped_column(String(20))  # digest | nudge | reply | alert
+    kind: Mapped[str] = mapped_column(String(20))  # digest | nudge | reply | alert | review
     rep_id: Mapped[int | None] = mapped_column(ForeignKey("reps.id", ondelete="SET NULL"), index=True)
     deal_id: Mapped[int | None] = mapped_column(ForeignKey("deals.id", ondelete="SET NULL"), index=True)
     to_address: Mapped[str] = mapped_column(String(320))

@@ -1,11 +1,13 @@
-"""What ``app.team`` asks of the reps, mailboxes, stages, rules and held messages, by name.
+"""What ``app.team`` asks of the reps, mailboxes, stages, rules, held messages and lead sources, by name.
 
 Each function runs in the session it is given and never commits: the admin's command owns the
 transaction. Objects come back as the ORM rows the caller reads and changes; counts as numbers.
 """
 from __future__ import annotations
 
-from sqlalchemy import delete, func, or_, select
+from datetime import date
+
+from sqlalchemy import case, delete, func, or_, select
 from sqlalchemy.orm import Session, selectinload
 
 from inboxcrm.core.rules import Action, Condition, RuleSpec
@@ -19,6 +21,7 @@ from inboxcrm.store.models import (
     Rep,
     RepAddress,
     RoutingRule,
+    SourceCost,
     Stage,
 )
 
@@ -154,3 +157,21 @@ def messages_with_status(session: Session, status: str) -> list[Message]:
 
 def message_by_message_id(session: Session, message_id: str) -> Message | None:
     return session.scalar(select(Message).where(Message.message_id == message_id))
+
+
+# -- lead sources -----------------------------------------------------------------------------
+
+def sources_on_deals(session: Session) -> list[tuple[str, int, int]]:
+    """(source, deals, open deals) for every source deals were recorded with."""
+    open_deals = func.sum(case((Deal.closed_at.is_(None), 1), else_=0))
+    return [(source, deals, int(open_ or 0)) for source, deals, open_ in session.execute(
+        select(Deal.source, func.count(Deal.id), open_deals).group_by(Deal.source).order_by(Deal.source))]
+
+
+def source_costs(session: Session) -> list[SourceCost]:
+    """Every cost given, by source, then the month it applies from."""
+    return list(session.scalars(select(SourceCost).order_by(SourceCost.source, SourceCost.month)))
+
+
+def source_cost(session: Session, source: str, month: date) -> SourceCost | None:
+    return session.scalar(select(SourceCost).where(SourceCost.source == source, SourceCost.month == month))

@@ -45,8 +45,11 @@ def upgrade() -> None:
     sa.PrimaryKeyConstraint('id', name=op.f('pk_close_date_history'))
     )
     with op.batch_alter_table('close_date_history', schema=None) as batch_op:
-        batch_op.create_index(batch_op.f('ix_close_date_history_deal_id'), ['deal_id'], unique=False)
         batch_op.create_index(batch_op.f('ix_close_date_history_at'), ['at'], unique=False)
+    op.create_index('ix_close_date_history_deal_at', 'close_date_history', ['deal_id', 'at', 'id'], unique=False)
+    op.create_index('ix_close_date_history_close_at', 'close_date_history', ['close_date', 'at'], unique=False)
+    op.create_index('ix_deals_open_id', 'deals', ['id'], unique=False,
+                    postgresql_where=sa.text('closed_at IS NULL'), sqlite_where=sa.text('closed_at IS NULL'))
     op.create_table('source_costs',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('source', sa.String(length=100), nullable=False),
@@ -66,9 +69,11 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table('source_costs')
+    op.drop_index('ix_deals_open_id', table_name='deals')
+    op.drop_index('ix_close_date_history_close_at', table_name='close_date_history')
+    op.drop_index('ix_close_date_history_deal_at', table_name='close_date_history')
     with op.batch_alter_table('close_date_history', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_close_date_history_at'))
-        batch_op.drop_index(batch_op.f('ix_close_date_history_deal_id'))
     op.drop_table('close_date_history')
     op.drop_index('ix_stage_history_at', table_name='stage_history')
     op.drop_index('ix_deals_open_close', table_name='deals')
