@@ -64,6 +64,9 @@ class PipelineConfig:
     store_raw: bool = True
     # Stage name (lower case) -> quiet days for deals in that stage, overriding quiet_days.
     quiet_days_by_stage: tuple[tuple[str, int], ...] = ()
+    # Open deals with no activity for this many days belong in Nurture: "deals archive" without a
+    # number, and the manager's quarterly reminder.
+    inactive_days: int = 90
 
     def quiet_days_for(self, stage: str) -> int:
         return dict(self.quiet_days_by_stage).get(stage.lower(), self.quiet_days)
@@ -143,6 +146,17 @@ class ReportsConfig:
     min_sample: int = 5
 
 
+FORGOTTEN_MAIL = ("ignore", "new-lead")
+
+
+@dataclass(frozen=True)
+class RetentionConfig:
+    """How long personal data is kept, and what becomes of mail from a forgotten person."""
+
+    raw_days: int | None = None  # drop the raw bytes of messages older than this; None: keep them
+    forgotten_mail: str = "ignore"  # later mail from a forgotten address: "ignore" it, or a "new-lead"
+
+
 @dataclass(frozen=True)
 class ReviewConfig:
     """The weekly pipeline review email to each manager (reps marked --manager, plus ``managers``)."""
@@ -219,6 +233,7 @@ class Config:
     commands: CommandsConfig = CommandsConfig()
     reports: ReportsConfig = ReportsConfig()
     review: ReviewConfig = ReviewConfig()
+    retention: RetentionConfig = RetentionConfig()
     # Settings read under an old name: "<file>: [digest] command_address is deprecated; ...", one line each,
     # printed by the CLI and logged by the daemon so the admin moves them before the old name goes.
     deprecations: tuple[str, ...] = ()
@@ -460,7 +475,7 @@ _VALIDATORS: dict[str, dict[str, Callable[[Any], Any]]] = {
     "database": {"url": _url},
     "team": {"domains": _domains, "timezone": _timezone, "freemail_domains": _domains, "admin_address": _address},
     "pipeline": {"quiet_days": _days, "stalled_days": _days, "store_raw": _flag,
-                 "quiet_days_by_stage": _stage_days},
+                 "quiet_days_by_stage": _stage_days, "inactive_days": _days},
     "sync": {"poll_interval": _seconds(5), "since_days": _days, "idle": _flag, "max_backoff": _seconds(1),
              "max_message_bytes": _count(65536, "bytes"), "fetch_batch_bytes": _count(1048576, "bytes")},
     "smtp": {"host": _text, "port": _port, "security": _choice("starttls", "tls", "plain"), "verify": _flag,
@@ -475,6 +490,7 @@ _VALIDATORS: dict[str, dict[str, Callable[[Any], Any]]] = {
                  "answers_per_hour": _count(1, "answers"), "token_key_file": _text},
     "reports": {"response_target_minutes": _count(1, "minutes"), "min_sample": _count(1, "deals")},
     "review": {"day": _weekday, "time": _clock, "managers": _addresses, "enabled": _flag},
+    "retention": {"raw_days": _days, "forgotten_mail": _choice(*FORGOTTEN_MAIL)},
 }
 _WITH_PASSWORD = ("database", "smtp")
 # [smtp]'s OAuth2 client secret, from the same three kinds of source as a password (read by _client_secret).
@@ -541,6 +557,7 @@ def build_config(data: Mapping[str, Any], path: Path | None, environ: Environ = 
         commands=_commands(values["commands"], path, environ),
         reports=ReportsConfig(**values["reports"]),
         review=ReviewConfig(**values["review"]),
+        retention=RetentionConfig(**values["retention"]),
         deprecations=deprecations,
     )
 

@@ -154,6 +154,10 @@ class ContactAddress(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     contact_id: Mapped[int] = mapped_column(ForeignKey("contacts.id", ondelete="CASCADE"), index=True)
     address: Mapped[str] = mapped_column(String(320), unique=True)
+    # A delivery failure (DSN) for this address was captured: when, and what the server said.
+    # Cleared when mail from the address arrives again.
+    bounced_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    bounce_reason: Mapped[str | None] = mapped_column(String(500))
     contact: Mapped[Contact] = relationship(back_populates="addresses")
 
 
@@ -201,6 +205,9 @@ class Deal(Base):
     next_step_due: Mapped[date | None] = mapped_column(Date)
     # "snooze: 2 weeks": quiet, stalled and no-next-step leave the digest until then; new mail wakes it.
     snoozed_until: Mapped[date | None] = mapped_column(Date)
+    # Moved to Nurture ("deals archive --inactive 90"): out of the pipeline, neither open nor lost,
+    # until the contact writes again. None: not in Nurture.
+    nurtured_at: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)
     next_step_owner_id: Mapped[int | None] = mapped_column(ForeignKey("reps.id"))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     last_activity_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
@@ -345,6 +352,33 @@ class SourceCost(Base):
     amount: Mapped[float] = mapped_column(Numeric(14, 2))
     at: Mapped[datetime] = mapped_column(UTCDateTime)
     actor: Mapped[str] = mapped_column(String(200))
+
+
+class Merge(Base):
+    """A merge of two contacts or companies, with what ``merge undo`` needs to put every row back
+    as it was: the rows moved (table, id, column, old value) and the rows removed (their values)."""
+
+    __tablename__ = "merges"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    kind: Mapped[str] = mapped_column(String(20))  # contact | company
+    kept_id: Mapped[int] = mapped_column(Integer)
+    merged_id: Mapped[int] = mapped_column(Integer)
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
+    actor: Mapped[str] = mapped_column(String(200))
+    undo: Mapped[dict] = mapped_column(JSON, default=dict)
+    undone_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    undone_by: Mapped[str | None] = mapped_column(String(200))
+
+
+class ForgottenAddress(Base):
+    """An address erased by ``contact forget``, kept only as a keyed hash, so later mail from it
+    can be recognised and handled as the admin chose without the address being stored."""
+
+    __tablename__ = "forgotten_addresses"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    address_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    then: Mapped[str] = mapped_column(String(10))  # ignore | new-lead: what later mail from it does
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
 class RoutingRule(Base):
