@@ -15,6 +15,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from inboxcrm.core.digest import (
+    BounceRow,
     DealRow,
     DigestData,
     HeldRow,
@@ -63,13 +64,16 @@ def full_digest(command_address: str | None = "crm@acme.example"):
         row(6, title="Stuck one", next_step="wait", last_outbound_at=NOW - timedelta(days=2)),
         row(7, title="Unplanned one", last_outbound_at=NOW - timedelta(days=2),
             last_stage_change_at=NOW - timedelta(days=2)),
+        row(8, title="Bouncing one", next_step="wait", last_outbound_at=NOW - timedelta(days=1),
+            last_stage_change_at=NOW - timedelta(days=1)),
     )
+    bounces = (BounceRow(8, "p8@prospect.example", NOW - timedelta(days=1), "5.1.1 " + HOSTILE_TITLE + LONG_URL),)
     held = (HeldRow(77, "stranger@" + "x" * 90 + ".example", HOSTILE_TITLE + " " + LONG_URL, NOW - timedelta(hours=3),
                     "alice-inbox"),)
     team = (StageTotal("New", 40, Decimal(120000)), StageTotal("Proposal", 3, Decimal(9000)),
             StageTotal("Negotiation", 0, Decimal(0)))
     data = DigestData(RepInfo(1, "alice", "alice@acme.example", "Europe/Berlin"), deals, held, team,
-                      NOW - timedelta(hours=24))
+                      NOW - timedelta(hours=24), bounces)
     return build_digest(data, NOW, ZoneInfo("Europe/Berlin"), lambda stage: 5 if stage == "Proposal" else 14, 30,
                         command_address)
 
@@ -94,8 +98,8 @@ def elements(markup: str) -> list[tuple[str, dict]]:
 def test_every_section_is_in_both_versions():
     digest = full_digest()
     mail = render_digest(digest, template_env())
-    assert mail.subject == digest.subject == ("inboxcrm: 7 deals: 1 overdue, 1 due today, 1 awaiting reply, "
-                                              "4 more; 1 held for review - Tue 24 Nov")
+    assert mail.subject == digest.subject == ("inboxcrm: 8 deals: 1 bouncing, 1 overdue, 1 due today, "
+                                              "5 more; 1 held for review - Tue 24 Nov")
     page = html.unescape(re.sub(r"<[^>]+>", " ", mail.html))
     for section in digest.sections:
         assert section.total, section.key

@@ -35,6 +35,7 @@ ONLY_IN = {
     "alembic": ("store",),
     "click": ("cli",),
     "mailparser": ("inboxcrm.core.parse",),
+    "rapidfuzz": ("inboxcrm.core.duplicates",),
     "imapclient": ("mail",),
     "smtplib": ("mail",),
     "jinja2": ("mail",),

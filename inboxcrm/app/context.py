@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
+from inboxcrm.app.forget import forgotten_for
 from inboxcrm.app.outbox import sender_address
 from inboxcrm.app.team import audit, find_rep
 from inboxcrm.config import Config
@@ -29,7 +30,7 @@ def context_for(session: Session, config: Config) -> Context:
     team = TeamContext(team_domains=frozenset(config.team.domains), rep_addresses=frozenset(rep_by_address))
     ctx = Context(team=team, rep_by_address=rep_by_address, rules=team_queries.load_rule_specs(session),
                   freemail=frozenset(config.team.freemail_domains), rep_ids=records.rep_ids(session),
-                  stages=records.stage_rows(session))
+                  stages=records.stage_rows(session), forgotten=forgotten_for(session, config))
     return replace(ctx, commands=_command_settings(session, config, ctx))
 
 

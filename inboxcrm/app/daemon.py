@@ -54,6 +54,7 @@ BACKOFF_BASE = 10.0  # seconds before the first retry (up to half of it less, fo
 MAIL_JOBS_INTERVAL = 30  # seconds between runs of the notification and outbox jobs
 IDLE_TIMEOUT = 60.0  # seconds per wait_for_change call (servers drop an IDLE after 30 min)
 JOIN_TIMEOUT = 10.0  # seconds to wait for a watcher thread to leave at shutdown
+RETENTION_INTERVAL_HOURS = 24  # the [retention] sweep: daily, and once at start
 DEFAULT_TICK = 30.0  # seconds between housekeeping rounds of the main thread without a watchdog
 
 
@@ -185,6 +186,8 @@ class Daemon:
         for name, job in (("notify", self._notify_job), ("outbox", self._outbox_job)):
             self.scheduler.add_job(job, IntervalTrigger(seconds=MAIL_JOBS_INTERVAL), id=name, name=name,
                                    next_run_time=utcnow())
+        self.scheduler.add_job(self._retention_job, IntervalTrigger(hours=RETENTION_INTERVAL_HOURS), id="retention",
+                               name="retention", next_run_time=utcnow())
         self._apply_mailboxes()
         event(log, logging.INFO, "started", mailboxes=len(self.boxes), poll_interval=self.config.sync.poll_interval,
               idle=self.config.sync.idle)
@@ -483,6 +486,16 @@ class Daemon:
             send_due(self.factory, self.config, utcnow(), environ=self.environ)
 
         self._guarded("outbox", run)
+
+    def _retention_job(self) -> None:
+        def run() -> None:
+            from inboxcrm.app.forget import run_retention
+
+            dropped = run_retention(self.factory, self.config, utcnow())  # what "retention run" does
+            if dropped:
+                event(log, logging.INFO, "retention", dropped_raw=dropped)
+
+        self._guarded("retention", run)
 
     def _guarded(self, job: str, fn: Callable[[], Any]) -> None:
         try:

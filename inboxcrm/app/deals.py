@@ -152,6 +152,9 @@ def _next_text(text: str | None, due: date | None, owner: str | None) -> str | N
 
 
 def _refuse_closed(deal: Deal) -> None:
+    if deal.nurtured_at is not None:
+        raise Invalid(f"{deal.ref} is in Nurture (since {deal.nurtured_at.date()}); bring it back first: "
+                      f"inboxcrm deal revive {deal.ref}")
     if deal.closed_at is not None:
         raise Invalid(f"{deal.ref} is closed ({deal.stage.name}); reopen it first: "
                       f"inboxcrm deal stage {deal.ref} STAGE")
@@ -344,6 +347,7 @@ class DealDetail:
     notes: tuple[NoteRow, ...]
     history: tuple[HistoryRow, ...]
     messages: tuple[TimelineRow, ...]
+    nurtured_at: datetime | None = None  # in Nurture since (closed_at is the same instant)
 
 
 def show_deal(session: Session, ref: str) -> DealDetail:
@@ -373,6 +377,7 @@ def show_deal(session: Session, ref: str) -> DealDetail:
         messages=tuple(TimelineRow(m.sent_at or m.received_at, m.direction, m.from_address, m.subject, m.message_id,
                                    tuple(dict.fromkeys(c.mailbox.name for c in m.copies)),
                                    m.size if m.truncated else None) for m in messages),
+        nurtured_at=deal.nurtured_at,
     )
 
 

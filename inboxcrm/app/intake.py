@@ -10,8 +10,10 @@ import logging
 from dataclasses import dataclass
 from datetime import datetime
 
+from inboxcrm.app import bounces
 from inboxcrm.app.commands import run_commands
 from inboxcrm.app.context import context_for
+from inboxcrm.app.forget import forgotten_mail
 from inboxcrm.clock import Clock, utcnow
 from inboxcrm.core.decide import Context, Decision, MailboxInfo, decide, second_look
 from inboxcrm.core.parse import content_hash, identify, parse
@@ -66,7 +68,11 @@ def decide_and_record(store: Store, msg: StoredMessage, data: bytes, mailbox: Ma
                 raise parsed
             email = parsed if parsed is not None else parse(data, msg.message_id)
             decision = decide(email, mailbox, ctx, store, force_create=force_create, folder=folder)
+            if ctx.forgotten is not None and (kept := forgotten_mail(
+                    store.conn, store.now, msg.id, msg.message_id, email, decision, ctx.forgotten)) is not None:
+                return Outcome(*kept)  # a forgotten person's mail: only the fact that it came is kept
             deal_id = store.apply(msg, email, decision, mailbox, ctx)
+            bounces.after_message(store, msg, email, data, decision, ctx)  # a bounce marks, a person's mail clears
             if decision.verdict is not None:
                 return _run_commands(store, msg, email, decision, ctx, mailbox)
     except ParseError as exc:

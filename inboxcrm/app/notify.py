@@ -26,7 +26,7 @@ from datetime import date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 from inboxcrm import config as config_mod
-from inboxcrm.app import outbox
+from inboxcrm.app import nurture, outbox
 from inboxcrm.app.context import rep_reply_address
 from inboxcrm.app.outbox import sender_address
 from inboxcrm.app.team import audit, find_rep
@@ -210,6 +210,7 @@ def enqueue_due(factory: sessionmaker, config: Config, now: datetime, stop: thre
                   action="retried on the next pass")
     with transaction(factory) as session:
         queued += enqueue_nudges(session, config, now, env, stop)
+        queued += nurture.enqueue_revival_notices(session, config, now, env)  # deals back from Nurture
     return queued
 
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from inboxcrm.app import outbox
+from inboxcrm.app import nurture, outbox
 from inboxcrm.app.context import rep_reply_address
 from inboxcrm.app.notify import Queued
 from inboxcrm.app.outbox import sender_address
@@ -31,6 +31,7 @@ from inboxcrm.app.reports import headline_figures, run_report
 from inboxcrm.config import Config, parse_weekdays
 from inboxcrm.core.addresses import normalize
 from inboxcrm.core.business_time import at_wall, digest_due_date, parse_clock, rep_timezone
+from inboxcrm.core.nurture import first_review_of_quarter, quarterly_reminder
 from inboxcrm.core.review import (
     WEEK,
     Manager,
@@ -171,7 +172,16 @@ def build(session: Session, config: Config, recipient: Recipient, at: datetime) 
     data = review_queries.load_review_data(session, at - WEEK, at)
     return build_review(data, at, manager_of(session, config, recipient), current, previous,
                         config.pipeline.quiet_days_for, config.pipeline.stalled_days,
-                        has_command_address=bool(config.commands.address))
+                        has_command_address=bool(config.commands.address),
+                        nurture_reminder=_nurture_reminder(session, config, recipient, at))
+
+
+def _nurture_reminder(session: Session, config: Config, recipient: Recipient, at: datetime) -> str:
+    """The quarter's first review names the open deals gone cold; the others do not count them."""
+    day, days = at.astimezone(recipient.zone).date(), config.pipeline.inactive_days
+    if not first_review_of_quarter(day):
+        return ""
+    return quarterly_reminder(day, nurture.cold_count(session, at, days), days)
 
 
 def deals_to_decide(session: Session, config: Config, now: datetime) -> tuple[Section, ...]:

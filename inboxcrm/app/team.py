@@ -119,6 +119,8 @@ def change_stage(session: Session, now: datetime, actor: str, deal: Deal, stage:
     lost_reason = (reason or deal.lost_reason or "") if stage.kind == "lost" else None
     if stage.kind == "lost" and not lost_reason:
         raise Invalid(f'a lost deal needs a reason: inboxcrm deal lost {deal.ref} "REASON"')
+    if deal.nurtured_at is not None:  # moved by hand: out of Nurture, its close date was the archive's
+        deal.nurtured_at = deal.closed_at = None
     deal.stage, deal.last_stage_change_at, deal.lost_reason = stage, now, lost_reason
     deal.closed_at = None if stage.kind == "open" else (deal.closed_at or now)
     session.add(StageChange(deal_id=deal.id, from_stage=old.name, to_stage=stage.name, at=now, actor=actor,

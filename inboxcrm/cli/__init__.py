@@ -21,6 +21,9 @@ from inboxcrm.cli.lazy import Lazy, LazyGroup
 
 COMMANDS = {
     "companies": Lazy("inboxcrm.cli.deals:companies", "Companies, one per business email domain."),
+    "company": Lazy("inboxcrm.cli.people:company", "One company: merge a duplicate into it."),
+    "contact": Lazy("inboxcrm.cli.people:contact", "One contact: merge a duplicate into it, or erase a person "
+                                                   "on request."),
     "contacts": Lazy("inboxcrm.cli.deals:contacts", "The people deals are with."),
     "db": Lazy("inboxcrm.cli.setup:database", "The database schema."),
     "deal": Lazy("inboxcrm.cli.deals:deal", "One deal, by its reference such as D-42 (or just 42)."),
@@ -34,9 +37,12 @@ COMMANDS = {
                                                   "through the pipeline."),
     "init": Lazy("inboxcrm.cli.setup:init", "Set up inboxcrm: write a configuration file if there is none, "
                                             "then create the database."),
+    "import-csv": Lazy("inboxcrm.cli.csv_import:import_csv", "Import leads and deals from a spreadsheet "
+                                                              "saved as CSV."),
     "lead": Lazy("inboxcrm.cli.deals:lead", "Leads added by hand."),
     "mailbox": Lazy("inboxcrm.cli.team:mailbox", "Mailboxes mail is read from: a capture mailbox (sales@) "
                                                  "or a rep's own inbox."),
+    "merge": Lazy("inboxcrm.cli.people:merge", "Merges of contacts and companies: list them, undo one."),
     "outbox": Lazy("inboxcrm.cli.mail:outbox_group", "Mail inboxcrm sends (digests, nudges), queued first, "
                                                      "then sent with retries."),
     "pipeline": Lazy("inboxcrm.cli.deals:pipeline_cmd", "The pipeline at a glance: deals and value per stage."),
@@ -46,6 +52,7 @@ COMMANDS = {
                                                          "their raw bytes and reason."),
     "rep": Lazy("inboxcrm.cli.team:rep", "The team's sales reps: who owns deals and whose addresses are ours."),
     "report": Lazy("inboxcrm.cli.reports:report", "The manager's figures over a period, as a table, JSON or CSV."),
+    "retention": Lazy("inboxcrm.cli.forget:retention", "Personal data kept no longer than the configuration says ([retention])."),
     "review": Lazy("inboxcrm.cli.review:review", "The weekly pipeline review email to managers: preview, send, "
                                                  "and the deals it asks to decide on."),
     "rule": Lazy("inboxcrm.cli.team:rule", "Routing rules: when all conditions hold, the actions set "

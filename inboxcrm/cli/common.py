@@ -34,6 +34,30 @@ def echo(message: str = "", err: bool = False, nl: bool = True, redraw: bool = F
     click.echo(("\r" if redraw else "") + views.printable(message), err=err, nl=nl)
 
 
+def csv_out(text: str, bom: bool = False) -> None:
+    """CSV goes out as UTF-8 bytes whatever the terminal's locale says, because a spreadsheet reads
+    the bytes (``echo`` writes text in the locale's encoding); control characters are made visible
+    first, as ``echo`` does with everything else printed. ``bom``: a byte order mark first, the
+    one sign by which Excel reads a CSV file as UTF-8."""
+    text = ("\ufeff" if bom else "") + text
+    buffer = getattr(sys.stdout, "buffer", None)
+    if buffer is None:  # a text-only stdout (an embedding's): it has its own encoding
+        echo(text, nl=False)
+        return
+    sys.stdout.flush()
+    buffer.write(views.printable(text).encode("utf-8"))
+    buffer.flush()
+
+
+def csv_option(fn):
+    """``--csv`` and ``--bom``, for a listing a spreadsheet should open."""
+    fn = click.option("--bom", is_flag=True, help="With --csv: start with a byte order mark, so that Excel reads "
+                                                  "UTF-8.")(fn)
+    return click.option("--csv", "as_csv", is_flag=True,
+                        help="Print CSV in UTF-8 for a spreadsheet: dates as YYYY-MM-DD, money as plain decimals, "
+                             "cells that would start a formula (= + - @) prefixed with an apostrophe.")(fn)
+
+
 class Failure(click.ClickException):
     """Shown as ``error: <message>`` with exit status 2, the same for every refusal."""
 

@@ -10,13 +10,16 @@ import click
 
 from inboxcrm.cli.common import (
     App,
+    Failure,
+    csv_option,
+    csv_out,
     echo,
     emit,
     json_option,
-    list_command,
     load,
     pass_app,
 )
+from inboxcrm.cli.lazy import Lazy, LazyGroup
 from inboxcrm.core import verbs, views
 from inboxcrm.core.forecast import CLOSE_FORMS, read_close
 from inboxcrm.core.inputs import DUE_FORMS, parse_due
@@ -24,6 +27,7 @@ from inboxcrm.core.inputs import DUE_FORMS, parse_due
 if TYPE_CHECKING:
     from inboxcrm.app.deals import DealDetail
 
+DUPLICATES = "List contacts and companies that are likely duplicates, with why and a similarity score."
 STAGE_HELP = "Stage name; any case, or a unique prefix such as prop for Proposal."
 
 @click.group("deals")
@@ -40,23 +44,114 @@ def deals_group() -> None:
 @click.option("--stalled", type=int, is_flag=False, flag_value=-1, metavar="[DAYS]",
               help="Only open deals whose stage has not changed for DAYS days (alone: [pipeline] stalled_days).")
 @click.option("--all", "include_closed", is_flag=True, help="Include won and lost deals.")
+@click.option("--nurture", is_flag=True, help="Only the deals in Nurture (moved there by deals archive), with "
+                                                "when and from which stage; alone, or with --json.")
 @json_option
+@csv_option
 @pass_app
 def deals_list(app: App, stage: str | None, owner: str | None, quiet: int | None, stalled: int | None,
-               include_closed: bool, as_json: bool) -> None:
-    """List open deals by stage, most recently active first."""
+               include_closed: bool, nurture: bool, as_json: bool, as_csv: bool, bom: bool) -> None:
+    """List open deals by stage, most recently active first.
+
+    With --csv the columns are import-csv's (Name, Email, Company, Stage, Owner, Value, Next step,
+    Due date, Source, Notes), so the file can be imported into another inboxcrm.
+    """
     from inboxcrm.app import deals
 
+    _csv_flags(as_json, as_csv, bom)
+    if nurture:
+        _list_nurture(app, as_json, stage=stage, owner=owner, quiet=quiet, stalled=stalled, all=include_closed,
+                      csv=as_csv)
+        return
     quiet = app.config.pipeline.quiet_days if quiet == -1 else quiet
     stalled = app.config.pipeline.stalled_days if stalled == -1 else stalled
     now = app.now()
+    if as_csv:
+        from inboxcrm.app import csv_import
+
+        csv_out(app.read(lambda s: csv_import.export_deals(
+            s, deals.list_deals(s, now, stage, owner, quiet, include_closed, stalled))), bom)
+        return
     rows = app.read(deals.list_deals, now, stage, owner, quiet, include_closed, stalled)
     emit(rows, views.deals_listing(app.local_now()), as_json)
+
+
+def _list_nurture(app: App, as_json: bool, **others) -> None:
+    given = [f"--{name}" for name, value in others.items() if value not in (None, False)]
+    if given:
+        raise Failure(f"--nurture lists every deal in Nurture and takes no {', '.join(given)}; "
+                      f"give --nurture alone, or with --json")
+    from inboxcrm.app import nurture
+
+    emit(app.read(nurture.list_nurtured), views.NURTURE, as_json)
+
+
+@deals_group.command("archive")
+@click.option("--inactive", "days", type=int, metavar="DAYS",
+              help="Move the open deals with no activity (email either way, a rep's update) for DAYS days "
+                   "(default: [pipeline] inactive_days, 90). A deal snoozed to a later date stays.")
+@click.option("--dry-run", is_flag=True, help="List the deals that would move, and change nothing.")
+@json_option
+@pass_app
+def deals_archive(app: App, days: int | None, dry_run: bool, as_json: bool) -> None:
+    """Move open deals gone cold to Nurture: out of the pipeline, not deleted, neither open nor lost.
+
+    Each keeps its stage; deals list --nurture lists them, and new mail on one (from the contact,
+    or a rep writing to them) brings it back to its stage and tells its owner.
+    """
+    from inboxcrm.app import nurture
+
+    days = app.config.pipeline.inactive_days if days is None else days
+    done = (app.read(nurture.archive, app.now(), app.actor, days, dry_run=True) if dry_run
+            else app.write(nurture.archive, days))
+    emit(done, None, as_json, lambda d: "\n".join(filter(None, (views.table(d.deals, views.COLD) if d.deals else "",
+                                                                 d.summary))))
+
+
+def _csv_flags(as_json: bool, as_csv: bool, bom: bool) -> None:
+    if as_json and as_csv:
+        raise Failure("give --json or --csv, not both")
+    if bom and not as_csv:
+        raise Failure("--bom goes with --csv")
+
+
+def _people_list(group: click.Group, query: str, export: str, listing: views.Listing, help: str,
+                 bouncing: bool = False) -> None:
+    """``GROUP list [--json | --csv [--bom]]``; ``export``: the ``"module:function"`` writing the CSV;
+    ``bouncing``: a ``--bouncing`` flag lists the addresses that bounced instead."""
+    @group.command("list", help=help)
+    @json_option
+    @csv_option
+    @pass_app
+    def command(app: App, as_json: bool, as_csv: bool, bom: bool, bouncing: bool = False) -> None:
+        _csv_flags(as_json, as_csv, bom)
+        reader, writer, shown = (("inboxcrm.app.bounces:list_bouncing", "inboxcrm.app.bounces:export_bouncing",
+                                  views.BOUNCING) if bouncing else (query, export, listing))
+        rows = app.read(load(reader))
+        if as_csv:
+            csv_out(load(writer)(rows), bom)
+        else:
+            emit(rows, shown, as_json)
+
+    if bouncing:
+        click.option("--bouncing", is_flag=True, help="Only the addresses that bounced: when, what the receiving "
+                     "server said, the contact and its owner, most recent first.")(command)
 
 
 @click.group("deal")
 def deal() -> None:
     """One deal, by its reference such as D-42 (or just 42)."""
+
+
+@deal.command("revive")
+@click.argument("ref")
+@pass_app
+def deal_revive(app: App, ref: str) -> None:
+    """Bring a deal back from Nurture into its stage, open again; its owner is told."""
+    from inboxcrm.app import nurture
+
+    back = app.write(nurture.revive, ref)
+    echo(f"{back.ref}: back from Nurture (there since {back.nurtured_at.date().isoformat()}), in {back.stage}")
 
 
 @deal.command("show")
@@ -197,13 +292,14 @@ def lead_add(app: App, email: str, name: str, company: str | None, owner: str | 
         echo(f"note: this contact also has open deals {', '.join(added.other_open_deals)}", err=True)
 
 
-@click.group()
+@click.group(cls=LazyGroup, lazy={"duplicates": Lazy("inboxcrm.cli.merge:contacts_duplicates", DUPLICATES)})
 def contacts() -> None:
     """The people deals are with."""
 
 
-list_command(contacts, "inboxcrm.app.deals:list_contacts", views.CONTACTS,
-             "List contacts with their addresses, company, owner and deal counts.")
+_people_list(contacts, "inboxcrm.app.deals:list_contacts", "inboxcrm.app.csv_import:export_contacts",
+             views.CONTACTS,
+             "List contacts with their addresses, company, owner and deal counts.", bouncing=True)
 
 
 @click.group()
@@ -211,7 +307,8 @@ def companies() -> None:
     """Companies, one per business email domain."""
 
 
-list_command(companies, "inboxcrm.app.deals:list_companies", views.COMPANIES,
+_people_list(companies, "inboxcrm.app.deals:list_companies", "inboxcrm.app.csv_import:export_companies",
+             views.COMPANIES,
              "List companies with their contacts and deal counts.")
 
 

@@ -6,26 +6,11 @@ choices load no store; importing this module, like every command module, loads c
 """
 from __future__ import annotations
 
-import sys
-
 import click
 
-from inboxcrm.cli.common import App, Failure, echo, emit, json_option, pass_app
+from inboxcrm.cli.common import App, Failure, csv_out, echo, emit, json_option, pass_app
 from inboxcrm.core import views
 from inboxcrm.values import BY_CHOICES, REPORT_NAMES
-
-
-def _csv_out(text: str) -> None:
-    """CSV goes out as UTF-8 bytes whatever the terminal's locale says, because a spreadsheet reads
-    the bytes (``echo`` writes text in the locale's encoding); control characters are made visible
-    first, as ``echo`` does with everything else printed."""
-    buffer = getattr(sys.stdout, "buffer", None)
-    if buffer is None:  # a text-only stdout (an embedding's): it has its own encoding
-        echo(text, nl=False)
-        return
-    sys.stdout.flush()
-    buffer.write(views.printable(text).encode("utf-8"))
-    buffer.flush()
 
 
 DAY = click.DateTime(["%Y-%m-%d"])
@@ -71,7 +56,7 @@ def report(app: App, name: str, since, until, weeks: int | None, by: str | None,
     period = reports.period_for(now, zone, since and since.date(), until and until.date(), weeks)
     result = app.read(reports.run_report, app.config, name, period, by, now)
     if as_csv:
-        _csv_out(("\ufeff" if bom else "") + report_format.report_csv(result, table_key))
+        csv_out(report_format.report_csv(result, table_key), bom)
     elif as_json:
         echo(views.to_json(report_format.report_json(result, zone)))
     else:

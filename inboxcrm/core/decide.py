@@ -12,6 +12,7 @@ from typing import Callable, Protocol, Sequence
 
 from inboxcrm.core import classify as classify_mod
 from inboxcrm.core import sender_gate
+from inboxcrm.core.forget import FORGOTTEN_DETAIL, FORGOTTEN_REASON, Forgotten
 from inboxcrm.core.forms import form_prospect
 from inboxcrm.core.match import Lookup, Match, match
 from inboxcrm.core.rules import Routing, RuleSpec, evaluate
@@ -53,6 +54,7 @@ class Context:
     rep_ids: dict[str, int] = field(default_factory=dict, hash=False)
     stages: tuple[tuple[int, str, str], ...] = ()  # (id, name, kind) in pipeline order
     commands: CommandSettings | None = None  # None: commands by email are off, a tag is just text
+    forgotten: Forgotten | None = None  # addresses erased by "contact forget"; None: nobody was
 
     @property
     def first_open(self) -> tuple[int, str]:
@@ -110,6 +112,8 @@ def decide(email: Email, mailbox: MailboxInfo, ctx: Context, lookup: DecisionLoo
     def result(status: str, reason: str, detail: str = "", **kw) -> Decision:
         return Decision(status, reason, detail, routing=routing, explanations=tuple(notes), **kw)
 
+    if ctx.forgotten is not None and ctx.forgotten.ignores(email.from_.email if email.from_ else None):
+        return result("ignored", FORGOTTEN_REASON, FORGOTTEN_DETAIL)  # before anything reads more of it
     if folder.lower() in JUNK_FOLDERS:
         cls = Classification("spam", "junk-folder", f"found in the {folder} folder")
         notes.append(Explanation("classify", cls.reason, True, cls.detail))
@@ -149,6 +153,8 @@ def decide(email: Email, mailbox: MailboxInfo, ctx: Context, lookup: DecisionLoo
     else:
         direction, sender_rep = "inbound", None
         prospect = prospect or cls.prospect or email.from_
+    if ctx.forgotten is not None and ctx.forgotten.ignores(prospect.email):  # a rep's mail to them, a form naming them
+        return result("ignored", FORGOTTEN_REASON, FORGOTTEN_DETAIL, direction=direction)
 
     found = match(email, prospect, lookup, ctx.team.team_domains, ctx.freemail)
     notes.append(Explanation("match", found.reason, True, _describe(found)))

@@ -76,6 +76,16 @@ class HeldRow:
 
 
 @dataclass(frozen=True)
+class BounceRow:
+    """An address of the contact of an open deal the rep owns that bounced (``app.bounces``)."""
+
+    deal_id: int
+    address: str
+    bounced_at: datetime
+    reason: str
+
+
+@dataclass(frozen=True)
 class StageTotal:
     """Open deals in one stage: ``deals`` and ``value`` over the whole team."""
 
@@ -91,6 +101,7 @@ class DigestData:
     held: tuple[HeldRow, ...]
     team: tuple[StageTotal, ...]  # every open stage in pipeline order, also those with no deals
     since: datetime  # new leads are the deals created after this (the last digest)
+    bounces: tuple[BounceRow, ...] = ()
 
 
 # -- the digest -----------------------------------------------------------------------------
@@ -181,6 +192,7 @@ class Digest:
     generated_at: datetime
     timezone: str
     since: datetime
+    bouncing: Section
     overdue: Section
     due_today: Section
     awaiting_reply: Section
@@ -235,13 +247,15 @@ class Digest:
         return f"inboxcrm: {self.summary} - {self.day}"
 
 
-# Which reason wins when a deal has several: work that is due or owed before the signs that a deal
+# Which reason wins when a deal has several: an address that bounces first, since nothing the rep
+# sends reaches the person until it is fixed; then work that is due or owed before the signs that a deal
 # is drifting, and among those the longest neglect first (no stage change for a month says more
 # than no email for two weeks, which says more than no plan yet). The sections are shown in this
 # order too, so a deal is listed in the first section it belongs to.
-URGENCY = ("overdue", "due_today", "awaiting_reply", "new_leads", "stalled", "quiet", "no_next_step")
+URGENCY = ("bouncing", "overdue", "due_today", "awaiting_reply", "new_leads", "stalled", "quiet", "no_next_step")
 
-SUBJECT_WORDS = {"overdue": "overdue", "due_today": "due today", "awaiting_reply": "awaiting reply",
+SUBJECT_WORDS = {"bouncing": "bouncing", "overdue": "overdue", "due_today": "due today",
+                 "awaiting_reply": "awaiting reply",
                  "new_leads": "new leads", "no_next_step": "without next step", "quiet": "quiet",
                  "stalled": "stalled", "held": "held for review"}
 
@@ -296,6 +310,16 @@ def build_digest(data: DigestData, now: datetime, tz: ZoneInfo, quiet_days_for: 
         when = "due today" if late == 0 else f"due {day_label(d.next_step_due)}, {plural(late, 'day')} overdue"
         other = f" (deal owned by {d.owner or 'nobody'})" if d.owner_rep_id != rep.id else ""
         return f"{d.next_step} - {when}{other}"
+
+    # addresses that bounced: the rep's mail to them does not arrive, oldest bounce first
+    bounced: dict[int, list[BounceRow]] = {}
+    for b in sorted(data.bounces, key=lambda b: (b.bounced_at, b.address)):
+        bounced.setdefault(b.deal_id, []).append(b)
+    reasons["bouncing"] = [Reason(d, "; ".join(f"{b.address} bounced on {day_label(b.bounced_at.astimezone(tz).date())}"
+                                               + (f": {b.reason}" if b.reason else "") for b in bounced[d.id]),
+                                  "address bouncing")
+                           for d in sorted((d for d in owned if d.id in bounced),
+                                           key=lambda d: (bounced[d.id][0].bounced_at, d.id))]
 
     reasons["overdue"] = [Reason(d, step(d), "step overdue") for d in steps if d.next_step_due < today]
     reasons["due_today"] = [Reason(d, step(d), "step due today") for d in steps if d.next_step_due == today]
@@ -361,6 +385,9 @@ def build_digest(data: DigestData, now: datetime, tz: ZoneInfo, quiet_days_for: 
     return Digest(
         rep_name=rep.name, rep_address=rep.address, local_date=today, generated_at=now, timezone=tz.key,
         since=data.since, command_address=command_address,
+        bouncing=section("bouncing", "Bouncing addresses", "Your mail to these people does not arrive. Find a "
+                         "working address (a colleague of theirs, their website, a signature) and write there; the "
+                         "mark goes when they write again.", "inboxcrm contacts list --bouncing"),
         overdue=section("overdue", "Overdue next steps", "Past their due date in your time zone.",
                         f"inboxcrm deals list {mine}"),
         due_today=section("due_today", "Due today", "Next steps due today.", f"inboxcrm deals list {mine}"),
@@ -409,7 +436,8 @@ def place(reasons: dict[str, list[Reason]], order: tuple[str, ...] = URGENCY
 
 
 # What each section offers to do about its deals, in the order the buttons appear.
-SECTION_ACTIONS = {"overdue": ("next", "stage", "won"), "due_today": ("next", "stage", "won"),
+SECTION_ACTIONS = {"bouncing": ("next", "lost"), "overdue": ("next", "stage", "won"),
+                   "due_today": ("next", "stage", "won"),
                    "awaiting_reply": ("next", "stage"), "new_leads": ("next", "stage"),
                    "stalled": ("stage", "next", "close", "lost"), "quiet": ("next", "stage", "close", "lost"),
                    "no_next_step": ("next", "lost")}

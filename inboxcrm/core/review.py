@@ -167,6 +167,7 @@ class Review:
     metrics: tuple[Metric, ...]
     metrics_period: str  # "26 Oct - 23 Nov", the figures' four weeks, in words
     no_actions_reason: str = ""  # why a deal has no command links (the manager is not a rep)
+    nurture_reminder: str = ""  # the quarter's first review: open deals gone cold (core.nurture.quarterly_reminder)
 
     @property
     def deals_to_decide(self) -> int:
@@ -432,7 +433,7 @@ NO_COMMAND_ADDRESS = ("Reassign links are left out: no command address is set ([
 
 def build_review(data: ReviewData, now: datetime, manager: Manager, current: Mapping[str, Report],
                  previous: Mapping[str, Report], quiet_days_for: Callable[[str], int], stalled_days: int,
-                 has_command_address: bool, limit: int = DEFAULT_LIMIT) -> Review:
+                 has_command_address: bool, limit: int = DEFAULT_LIMIT, nurture_reminder: str = "") -> Review:
     """The review at ``now`` (the 7 days before it are the week). ``current`` and ``previous``:
     the reports over the four weeks before ``now`` and the four before those."""
     tz = ZoneInfo(manager.timezone)
@@ -447,6 +448,6 @@ def build_review(data: ReviewData, now: datetime, manager: Manager, current: Map
         decide=decide_lists(data.open_deals, now, tz, quiet_days_for, stalled_days, manager, limit),
         charts=charts(current), metrics=metrics(current, previous),
         metrics_period=period_words(figures.period, tz) if figures is not None else "",
-        no_actions_reason=reason,
+        no_actions_reason=reason, nurture_reminder=nurture_reminder,
     )
 

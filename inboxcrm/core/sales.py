@@ -3,16 +3,17 @@
 ``decide`` says which deal a message belongs to (or that it starts one); this module says what
 that means for the deal: who owns a new lead (a round-robin rule's turn), where it starts, the
 counters and timestamps the digest reads, New -> Contacted on the first reply, the rep's earlier
-mail of the thread joining a new deal, flags a rep must look at, a snoozed deal waking up, and
-a contact learning a new address. The store looks up the facts, calls these functions and writes
-the ``Plan`` they return; it decides nothing, so each rule is tested here with plain values.
+mail of the thread joining a new deal, flags a rep must look at, a snoozed deal waking up, a
+contact learning a new address, and a deal in Nurture coming back (``core.nurture``). The store
+looks up the facts, calls these functions and writes the ``Plan`` they return; it decides
+nothing, so each rule is tested here with plain values.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from inboxcrm.core import scoring
+from inboxcrm.core import nurture, scoring
 from inboxcrm.core.decide import Context, Decision, MailboxInfo
 
 PIPELINE_ACTOR = "pipeline"  # who the records name when the intake, not a rep, changed a deal
@@ -77,6 +78,7 @@ class DealState:
     last_inbound_at: datetime | None
     last_outbound_at: datetime | None
     first_response_at: datetime | None
+    nurtured_at: datetime | None = None  # in Nurture since (closed_at is the same instant)
 
 
 @dataclass(frozen=True)
@@ -118,6 +120,16 @@ class Flag:
 
 
 @dataclass(frozen=True)
+class Revival:
+    """A deal back from Nurture: in its stage again, open; the owner is told (``app.nurture``)."""
+
+    stage: str
+    nurtured_at: datetime
+    direction: str | None
+    by_rep: str | None  # the rep whose email brought it back; None: the prospect wrote
+
+
+@dataclass(frozen=True)
 class Plan:
     """What to write for one message on a deal; the store writes exactly this."""
 
@@ -128,6 +140,7 @@ class Plan:
     stage_moves: tuple[StageMove, ...] = ()
     flags: tuple[Flag, ...] = ()
     new_address: str | None = None  # the contact gains this address
+    revival: Revival | None = None
 
 
 def joins_a_deal(decision: Decision) -> bool:
@@ -176,13 +189,26 @@ def plan(activity: Activity, ctx: Context) -> Plan:
         state.inbound += 1
         changes["last_inbound_at"] = max(filter(None, (deal.last_inbound_at, when)))
         changes["snoozed_until"] = None  # the prospect wrote: a snoozed deal wakes up
+    revival = _revival(decision, deal, when, ctx)
+    if revival is not None:
+        changes.update(nurtured_at=None, closed_at=None)
     changes.update(created_at=state.created_at, inbound_count=state.inbound, outbound_count=state.outbound,
                    last_activity_at=max(deal.last_activity_at, when),
                    score=scoring.score(deal.fit_score, state.inbound, state.outbound))
     learned = (found.prospect.email if may_learn_address(decision)
                and same_person(found.prospect.name, activity.contact_name or "") else None)
     return Plan(deal.id, deal.contact_id, changes, tuple(m.id for m in activity.earlier), tuple(moves),
-                tuple(flags), learned)
+                tuple(flags), learned, revival)
+
+
+def _revival(decision: Decision, deal: DealState, when: datetime, ctx: Context) -> Revival | None:
+    """Mail on a deal in Nurture written after the move brings it back, whoever wrote: the
+    prospect answering, or a rep writing to them (that is activity too)."""
+    if not nurture.revives(deal.nurtured_at, when):
+        return None
+    stage = next((n for i, n, _ in ctx.stages if i == deal.stage_id), str(deal.stage_id))
+    by_rep = decision.sender_rep if decision.direction == "outbound" else None
+    return Revival(stage, deal.nurtured_at, decision.direction, by_rep)
 
 
 def same_person(sender_name: str, contact_name: str) -> bool:

@@ -180,6 +180,9 @@ CONTACTS = Listing((col("NAME", "name"), col("ADDRESSES", "addresses", 50), col(
                     col("OWNER", "owner"), col("SOURCE", "source"), col("OPEN", "open_deals", right=True),
                     col("DEALS", "deals", right=True)),
                    'no contacts yet; import mail or add a lead with "inboxcrm lead add --email ADDRESS"')
+BOUNCING = Listing((col("ADDRESS", "address", 40), col("CONTACT", "contact"), col("OWNER", "owner"),
+                    col("BOUNCED", "bounced_at"), col("REASON", "reason", 60), col("OPEN", "open_deals", right=True)),
+                   "no address is bouncing; a delivery failure captured for a contact's address is listed here")
 COMPANIES = Listing((col("NAME", "name"), col("DOMAIN", "domain"), col("CONTACTS", "contacts", right=True),
                      col("OPEN", "open_deals", right=True), col("DEALS", "deals", right=True)),
                     "no companies yet")
@@ -202,6 +205,16 @@ def deals_listing(now: datetime) -> Listing:
          Column("CLOSE", lambda row: due(row.expected_close, now)),
          Column("ACTIVITY", lambda row: ago(row.last_activity_at, now))),
         'no deals match; see all with "inboxcrm deals list --all"')
+
+
+NURTURE = Listing((col("DEAL", "ref"), col("CONTACT", "contact", 24), col("ADDRESS", "address"),
+                   col("COMPANY", "company", 24), col("STAGE", "stage"), col("OWNER", "owner"),
+                   col("VALUE", "value", right=True), col("IN NURTURE SINCE", "nurtured_at"),
+                   col("LAST ACTIVITY", "last_activity_at")),
+                  'nothing in Nurture; "inboxcrm deals archive --dry-run" lists the open deals that would go')
+COLD = Listing((col("DEAL", "ref"), col("TITLE", "title", 40), col("STAGE", "stage"), col("OWNER", "owner"),
+                col("LAST ACTIVITY", "last_activity_at"), col("QUIET DAYS", "quiet_days", right=True)),
+               "no open deal has been quiet that long")
 
 
 # -- JSON -----------------------------------------------------------------------------------
@@ -252,7 +265,8 @@ def render_deal(d, now: datetime) -> str:
     fields = [
         ("Contact", ", ".join(filter(None, (d.contact, *d.addresses)))),
         ("Company", d.company and f"{d.company} ({d.company_domain})"),
-        ("Stage", d.stage + (f" since {d.closed_at.date()}" if d.closed_at else "")),
+        ("Stage", d.stage + (f", in Nurture since {d.nurtured_at.date()} (inboxcrm deal revive {d.ref} brings it "
+                             f"back)" if d.nurtured_at else f" since {d.closed_at.date()}" if d.closed_at else "")),
         ("Lost reason", d.lost_reason),
         ("Owner", d.owner or "nobody"),
         ("Source", d.source),

@@ -44,51 +44,55 @@ def reply_address(command_address: str, token: str) -> str:
     return f"{local}+{token}@{domain}"
 
 
-def load_key(path: Path, create: bool = True) -> bytes:
+TOKEN_KEY = ("reply token key", "every rep's reply token changes then, and replies to older digests are refused")
+
+
+def load_key(path: Path, create: bool = True, kind: tuple[str, str] = TOKEN_KEY) -> bytes:
     """The token key from ``path``; with ``create``, a new random key when the file does not exist.
+    ``kind``: what the key is called in errors, and what is lost when it is replaced (other keys,
+    such as the forgotten addresses' one, are made and read the same way).
 
     The new key is written to a private temporary file and linked into place, so no reader ever
     sees a half-written key, and when two processes create it at once the first link wins and
     both use that key (tokens already mailed must keep matching)."""
-    path = Path(path)
+    path, (what, lost) = Path(path), kind
     try:
-        return _read(path)
+        return _read(path, what, lost)
     except FileNotFoundError:
         if not create:
-            raise SecretError(f"reply token key {path}: the file does not exist; expected a file of "
+            raise SecretError(f"{what} {path}: the file does not exist; expected a file of "
                               f"{KEY_BYTES} random bytes (inboxcrm creates it on first use)") from None
-    _create(path)
+    _create(path, what)
     try:
-        return _read(path)
+        return _read(path, what, lost)
     except FileNotFoundError:
-        raise SecretError(f"reply token key {path}: the file disappeared right after it was created") from None
+        raise SecretError(f"{what} {path}: the file disappeared right after it was created") from None
 
 
-def _read(path: Path) -> bytes:
+def _read(path: Path, what: str, lost: str) -> bytes:
     # "from None": a chained exception could carry the bytes it failed on.
     try:
         with open(path, "rb") as f:
-            refuse_exposed(os.fstat(f.fileno()), path, "reply token key")
+            refuse_exposed(os.fstat(f.fileno()), path, what)
             key = f.read(KEY_BYTES + 1)
     except FileNotFoundError:
         raise
     except OSError as e:
-        raise SecretError(f"reply token key {path}: cannot read it ({e.strerror}); expected a file of "
+        raise SecretError(f"{what} {path}: cannot read it ({e.strerror}); expected a file of "
                           f"{KEY_BYTES} random bytes readable by the inboxcrm user") from None
     if len(key) != KEY_BYTES:
         found = f"{len(key)} bytes" if len(key) <= KEY_BYTES else f"more than {KEY_BYTES} bytes"
-        raise SecretError(f"reply token key {path}: found {found}, expected exactly {KEY_BYTES} random bytes; "
-                          f"restore the original file, or delete it to make a new key (every rep's reply "
-                          f"token changes then, and replies to older digests are refused)")
+        raise SecretError(f"{what} {path}: found {found}, expected exactly {KEY_BYTES} random bytes; "
+                          f"restore the original file, or delete it to make a new key ({lost})")
     return key
 
 
-def _create(path: Path) -> None:
+def _create(path: Path, what: str) -> None:
     try:
         make_private_dir(path.parent)
         fd, temporary = _private_file(path)
     except OSError as e:
-        raise SecretError(f"reply token key {path}: cannot create it ({e.strerror}); expected a writable "
+        raise SecretError(f"{what} {path}: cannot create it ({e.strerror}); expected a writable "
                           f"folder for a file of {KEY_BYTES} random bytes") from None
     try:
         with os.fdopen(fd, "wb") as f:
@@ -100,7 +104,7 @@ def _create(path: Path) -> None:
         except FileExistsError:
             pass
         except OSError as e:
-            raise SecretError(f"reply token key {path}: cannot create it ({e.strerror}); expected a folder "
+            raise SecretError(f"{what} {path}: cannot create it ({e.strerror}); expected a folder "
                               f"on a file system with hard links") from None
     finally:
         os.unlink(temporary)

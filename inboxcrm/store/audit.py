@@ -15,6 +15,7 @@ from sqlalchemy import insert
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
+from inboxcrm.store import csv_queries
 from inboxcrm.store.models import AuditEntry
 
 
@@ -34,3 +35,8 @@ def write(session: Session, at: datetime, actor: str, action: str, entity: str, 
 def write_batch(conn: Connection | Session, entries: list[dict[str, Any]]) -> None:
     if entries:
         conn.execute(insert(AuditEntry.__table__), entries)
+
+
+def write_many(conn: Connection | Session, entries: list[dict[str, Any]]) -> None:
+    """``write_batch`` for a whole file's entries (an import's 400,000): at the driver's speed."""
+    csv_queries.insert_rows(conn, AuditEntry.__table__, entries)

@@ -180,5 +180,6 @@ def stage_totals(session: Session) -> list[tuple]:
     """(stage, kind, deals, total value) per stage in pipeline order."""
     return [tuple(r) for r in session.execute(
         select(Stage.name, Stage.kind, func.count(Deal.id), func.coalesce(func.sum(Deal.value), 0))
-        .outerjoin(Deal, Deal.stage_id == Stage.id).group_by(Stage.id, Stage.name, Stage.kind, Stage.position)
+        .outerjoin(Deal, (Deal.stage_id == Stage.id) & Deal.nurtured_at.is_(None))  # Nurture is out of the pipeline
+        .group_by(Stage.id, Stage.name, Stage.kind, Stage.position)
         .order_by(Stage.position, Stage.id))]

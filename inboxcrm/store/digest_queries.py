@@ -18,6 +18,7 @@ from sqlalchemy import and_, func, or_, select
 from sqlalchemy.orm import Session, aliased
 
 from inboxcrm.core.digest import (
+    BounceRow,
     DealRow,
     DigestData,
     HeldRow,
@@ -78,6 +79,12 @@ def statements(rep_id: int) -> dict[str, select]:
                           .where(Message.status == "held", Mailbox.owner_rep_id == rep_id)
                           .group_by(Message.id, Message.from_address, Message.subject, Message.received_at)),
         "team totals": team_totals_statement(),
+        # addresses of the contacts of the rep's open deals that bounced (app.bounces marks them)
+        "bouncing addresses": (select(Deal.id, ContactAddress.address, ContactAddress.bounced_at,
+                                      func.coalesce(ContactAddress.bounce_reason, ""))
+                               .join(ContactAddress, ContactAddress.contact_id == Deal.contact_id)
+                               .where(Deal.owner_rep_id == rep_id, Deal.closed_at.is_(None),
+                                      ContactAddress.bounced_at.is_not(None))),
     }
 
 
@@ -106,7 +113,9 @@ def load_digest_data(session: Session, rep_id: int, since: datetime,
     deals = [DealRow(*r) for r in session.execute(queries["owned deals"])]
     deals += [DealRow(*r) for r in session.execute(queries["next steps held"])]
     held = tuple(HeldRow(*r) for r in session.execute(queries["held messages"]))
-    return DigestData(rep, tuple(deals), held, tuple(team) if team is not None else team_totals(session), since)
+    bounces = tuple(BounceRow(*r) for r in session.execute(queries["bouncing addresses"]))
+    return DigestData(rep, tuple(deals), held, tuple(team) if team is not None else team_totals(session), since,
+                      bounces)
 
 
 def open_deal_rows(session: Session, deal_ids: Sequence[int]) -> dict[int, DealRow]:

@@ -73,7 +73,8 @@ def closed_between(session: Session, since: datetime, until: datetime, stage_ids
     if not stage_ids:
         return []
     rows = session.execute(select(Deal.closed_at, Deal.value, Deal.stage_id)
-                           .where(Deal.closed_at >= since, Deal.closed_at < until, Deal.stage_id.in_(stage_ids)))
+                           .where(Deal.closed_at >= since, Deal.closed_at < until, Deal.stage_id.in_(stage_ids),
+                                  Deal.nurtured_at.is_(None)))  # never won (open stages only): belt and braces
     return [ClosedDeal(*r) for r in rows]
 
 

@@ -13,11 +13,12 @@ settled by the caller (the routing rules, or what a person typed and ``deals`` c
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.util import identity_key
@@ -25,6 +26,7 @@ from sqlalchemy.orm.util import identity_key
 from inboxcrm.core import scoring
 from inboxcrm.core.addresses import company_name
 from inboxcrm.store import audit
+from inboxcrm.store.csv_queries import insert_rows
 from inboxcrm.store.models import Company, Contact, ContactAddress, Deal, StageChange
 from inboxcrm.values import Address
 
@@ -57,6 +59,9 @@ class NewLead:
     history_reason: str = ""  # the first stage-history row's reason
     why: str = ""  # the audit entries' reason (a message's Message-ID); "" for a person's own act
     rules: tuple[str, ...] = ()  # the routing rules that fired, for the audit
+    next_step: str | None = None  # a first next step (a spreadsheet's); its audit entry is the caller's
+    next_step_due: date | None = None
+    next_step_owner_id: int | None = None
 
 
 @dataclass(frozen=True)
@@ -74,84 +79,146 @@ class CreatedLead:
         return f"D-{self.deal_id}"
 
 
-def _returning_id(model):
-    table = model.__table__
-    return insert(table).returning(table.c.id)
-
-
-_INSERT_COMPANY = _returning_id(Company)
-_INSERT_CONTACT = _returning_id(Contact)
-_INSERT_ADDRESS = insert(ContactAddress.__table__)
-_INSERT_DEAL = _returning_id(Deal)
-_INSERT_HISTORY = insert(StageChange.__table__)
-_CONTACT = select(Contact.company_id, Contact.name, Contact.owner_rep_id).where(Contact.id == bindparam("pk"))
-_UPDATE_CONTACT = update(Contact.__table__).where(Contact.__table__.c.id == bindparam("pk"))
+_CONTACTS = select(Contact.id, Contact.company_id, Contact.name, Contact.owner_rep_id).where(
+    Contact.id.in_(bindparam("pks", expanding=True)))
+_CONTACT_CHUNK = 500  # ids per IN list: under SQLite's bound-parameter limit
 
 
 def create_lead(db: Session | Connection, lead: NewLead, now: datetime, when: datetime | None = None,
                 log: list[dict] | None = None) -> CreatedLead:
-    """Writes the lead. ``now`` stamps the audit and a new company; ``when`` (default ``now``) is
-    when the lead began: the contact's first sight and the deal's dates (the mail's date on intake).
+    """Writes the lead: ``create_leads`` with one. ``now`` stamps the audit and a new company;
+    ``when`` (default ``now``) is when the lead began: the contact's first sight and the deal's
+    dates (the mail's date on intake).
 
     The audit entries go to ``log`` when given (the intake writes a message's entries in one
     statement), else they are written here."""
+    return create_leads(db, now, (lead,), when, log)[0]
+
+
+def create_leads(db: Session | Connection, now: datetime, leads: Sequence[NewLead], when: datetime | None = None,
+                 log: list[dict] | None = None,
+                 then: Callable[[int, CreatedLead], Iterable[dict]] | None = None) -> list[CreatedLead]:
+    """Writes many leads with one statement per table (a spreadsheet's 100,000 rows one by one
+    spent their time on round trips), the same rows, ids and audit entries, in the same order, as
+    ``create_lead`` called for each in turn. Leads naming the same new ``company_domain`` share
+    the one company, made (and named) by the first of them, as that first ``create_lead`` would
+    have made it for the others to join.
+
+    ``then(i, created)`` gives the caller's own audit entries about lead ``i`` (the import's
+    next step and note); they follow that lead's entries, so the log reads lead by lead."""
+    if not leads:
+        return []
     if isinstance(db, Session):
         db.flush()
     when = when or now
+    made_companies = _insert_companies(db, now, leads)
+    made_contacts = iter(insert_rows(db, Contact.__table__, [_contact_row(lead, made_companies, when)
+                                                          for lead in leads if lead.contact_id is None], ids=True))
+    contact_ids = [lead.contact_id if lead.contact_id is not None else next(made_contacts) for lead in leads]
+    addresses = [dict(contact_id=pk, address=lead.prospect.email)
+                 for lead, pk in zip(leads, contact_ids) if lead.contact_id is None]
+    if addresses:
+        insert_rows(db, ContactAddress.__table__, addresses)
+    names = _complete_contacts(db, leads, contact_ids, made_companies)
+    company_ids = [_company_of(lead, made_companies) for lead in leads]
+    fits = [scoring.fit_points(company_id is not None, lead.score_points)
+            for lead, company_id in zip(leads, company_ids)]
+    deal_ids = insert_rows(db, Deal.__table__, [
+        dict(title=lead.title[:TITLE_CHARS], contact_id=contact_id, company_id=company_id, stage_id=lead.stage_id,
+             owner_rep_id=lead.owner_id, source=lead.source, value=lead.value, fit_score=fit, score=fit,
+             inbound_count=0, outbound_count=0, created_at=when, last_activity_at=when, last_stage_change_at=when,
+             next_step=lead.next_step, next_step_due=lead.next_step_due, next_step_owner_id=lead.next_step_owner_id)
+        for lead, contact_id, company_id, fit in zip(leads, contact_ids, company_ids, fits)], ids=True)
+    insert_rows(db, StageChange.__table__, [dict(deal_id=deal_id, from_stage=None, to_stage=lead.stage_name, at=when,
+                                      actor=lead.actor, reason=lead.history_reason)
+                                 for lead, deal_id in zip(leads, deal_ids)])
+    created = [CreatedLead(*row, when) for row in zip(deal_ids, contact_ids, company_ids, names,
+                                                       (lead.contact_id is None for lead in leads), fits)]
     entries: list[dict] = [] if log is None else log
-
-    def note(entity: str, entity_id: int, **detail: Any) -> None:
-        entries.append(audit.entry(now, lead.actor, "create", entity, entity_id, lead.why, **detail))
-
-    company_id = lead.company_id
-    if company_id is None and lead.company_domain:
-        name = (lead.company_name or company_name(lead.company_domain))[:NAME_CHARS]
-        company_id = db.execute(_INSERT_COMPANY, dict(domain=lead.company_domain, name=name,
-                                                      created_at=now)).scalar_one()
-        note("company", company_id, domain=lead.company_domain, name=name)
-    contact_name = lead.prospect.name[:NAME_CHARS]
-    contact_id = lead.contact_id
-    if contact_id is None:
-        contact_id = db.execute(_INSERT_CONTACT, dict(name=contact_name, company_id=company_id,
-                                                      owner_rep_id=lead.owner_id, source=lead.source,
-                                                      first_seen=when)).scalar_one()
-        db.execute(_INSERT_ADDRESS, dict(contact_id=contact_id, address=lead.prospect.email))
-        note("contact", contact_id, address=lead.prospect.email, name=contact_name, owner=lead.owner_name,
-             source=lead.source)
-    else:
-        contact_name = _complete_contact(db, lead, contact_id, company_id, contact_name)
-    fit = scoring.fit_points(company_id is not None, lead.score_points)
-    deal_id = db.execute(_INSERT_DEAL, dict(
-        title=lead.title[:TITLE_CHARS], contact_id=contact_id, company_id=company_id, stage_id=lead.stage_id,
-        owner_rep_id=lead.owner_id, source=lead.source, value=lead.value, fit_score=fit, score=fit,
-        inbound_count=0, outbound_count=0, created_at=when, last_activity_at=when,
-        last_stage_change_at=when)).scalar_one()
-    db.execute(_INSERT_HISTORY, dict(deal_id=deal_id, from_stage=None, to_stage=lead.stage_name, at=when,
-                                     actor=lead.actor, reason=lead.history_reason))
-    note("deal", deal_id, ref=f"D-{deal_id}", contact=lead.prospect.email, stage=lead.stage_name,
-         owner=lead.owner_name, source=lead.source, value=None if lead.value is None else str(lead.value),
-         rules=list(lead.rules))
+    announced: set[str] = set()
+    for i, (lead, made) in enumerate(zip(leads, created)):
+        domain = lead.company_domain if lead.company_id is None else None
+        if domain and domain not in announced:
+            announced.add(domain)
+            entries.append(audit.entry(now, lead.actor, "create", "company", made.company_id, lead.why,
+                                       domain=domain, name=_company_name(lead)))
+        if made.new_contact:
+            entries.append(audit.entry(now, lead.actor, "create", "contact", made.contact_id, lead.why,
+                                       address=lead.prospect.email, name=made.contact_name, owner=lead.owner_name,
+                                       source=lead.source))
+        entries.append(audit.entry(now, lead.actor, "create", "deal", made.deal_id, lead.why, ref=made.ref,
+                                   contact=lead.prospect.email, stage=lead.stage_name, owner=lead.owner_name,
+                                   source=lead.source, value=None if lead.value is None else str(lead.value),
+                                   rules=list(lead.rules)))
+        if then is not None:
+            entries.extend(then(i, made))
     if log is None:
         audit.write_batch(db, entries)
     if isinstance(db, Session):
-        _expire(db, (Contact, contact_id), (Company, company_id))
-    return CreatedLead(deal_id, contact_id, company_id, contact_name, lead.contact_id is None, fit, when)
+        _expire(db, *((Contact, made.contact_id) for made in created),
+                *((Company, pk) for pk in made_companies.values()))
+    return created
 
 
-def _complete_contact(db: Session | Connection, lead: NewLead, contact_id: int, company_id: int | None,
-                      name: str) -> str:
-    """An existing contact keeps what it has and gains what it lacked; returns its name."""
-    row = db.execute(_CONTACT, {"pk": contact_id}).one()
-    fill: dict[str, Any] = {}
-    if row.company_id is None and company_id is not None:
-        fill["company_id"] = company_id
-    if not row.name and name:
-        fill["name"] = name
-    if lead.claim_contact and row.owner_rep_id is None and lead.owner_id is not None:
-        fill["owner_rep_id"] = lead.owner_id
-    if fill:
-        db.execute(_UPDATE_CONTACT, {"pk": contact_id, **fill})
-    return row.name or name
+def _company_name(lead: NewLead) -> str:
+    return (lead.company_name or company_name(lead.company_domain))[:NAME_CHARS]
+
+
+def _insert_companies(db: Session | Connection, now: datetime, leads: Sequence[NewLead]) -> dict[str, int]:
+    """domain -> id of each company the leads make, in the order they first name it."""
+    wanted: dict[str, str] = {}
+    for lead in leads:
+        if lead.company_id is None and lead.company_domain and lead.company_domain not in wanted:
+            wanted[lead.company_domain] = _company_name(lead)
+    ids = insert_rows(db, Company.__table__, [dict(domain=domain, name=name, created_at=now)
+                                              for domain, name in wanted.items()], ids=True)
+    return dict(zip(wanted, ids))
+
+
+def _company_of(lead: NewLead, made: dict[str, int]) -> int | None:
+    if lead.company_id is not None:
+        return lead.company_id
+    return made.get(lead.company_domain) if lead.company_domain else None
+
+
+def _contact_row(lead: NewLead, made: dict[str, int], when: datetime) -> dict[str, Any]:
+    return dict(name=lead.prospect.name[:NAME_CHARS], company_id=_company_of(lead, made), owner_rep_id=lead.owner_id,
+                source=lead.source, first_seen=when)
+
+
+def _complete_contacts(db: Session | Connection, leads: Sequence[NewLead], contact_ids: list[int],
+                       made: dict[str, int]) -> list[str]:
+    """Each lead's contact name. An existing contact keeps what it has and gains what it
+    lacked, from its leads in turn (the first to give a company gives it)."""
+    known = [pk for lead, pk in zip(leads, contact_ids) if lead.contact_id is not None]
+    stored: dict[int, dict[str, Any]] = {}
+    for start in range(0, len(known), _CONTACT_CHUNK):
+        for row in db.execute(_CONTACTS, {"pks": known[start:start + _CONTACT_CHUNK]}):
+            stored[row.id] = dict(company_id=row.company_id, name=row.name, owner_rep_id=row.owner_rep_id)
+    fills: dict[int, dict[str, Any]] = {}
+    names: list[str] = []
+    for lead, pk in zip(leads, contact_ids):
+        name = lead.prospect.name[:NAME_CHARS]
+        if lead.contact_id is None:
+            names.append(name)
+            continue
+        row, fill = stored[pk], fills.setdefault(pk, {})
+        company_id = _company_of(lead, made)
+        if row["company_id"] is None and company_id is not None:
+            fill["company_id"] = row["company_id"] = company_id
+        if not row["name"] and name:
+            fill["name"] = row["name"] = name
+        if lead.claim_contact and row["owner_rep_id"] is None and lead.owner_id is not None:
+            fill["owner_rep_id"] = row["owner_rep_id"] = lead.owner_id
+        names.append(row["name"] or name)
+    by_columns: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+    for pk, fill in fills.items():
+        if fill:
+            by_columns.setdefault(tuple(sorted(fill)), []).append({"pk": pk, **fill})
+    for columns, rows in by_columns.items():
+        table = Contact.__table__
+        db.execute(update(table).where(table.c.id == bindparam("pk")).values({c: bindparam(c) for c in columns}), rows)
+    return names
 
 
 def _expire(session: Session, *rows: tuple[type, int | None]) -> None:

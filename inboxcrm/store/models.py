@@ -259,7 +259,7 @@ class Message(Base):
     subject: Mapped[str] = mapped_column(Text, default="")
     from_address: Mapped[str] = mapped_column(String(320), default="", index=True)
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    received_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)  # [retention] raw_days sweeps by it
     # pending | processed | noise | internal | held | ignored | rejected | unmatched | quarantined
     status: Mapped[str] = mapped_column(String(20), default="pending", index=True)
     direction: Mapped[str | None] = mapped_column(String(10))  # inbound | outbound

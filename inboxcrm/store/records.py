@@ -17,12 +17,12 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session, aliased
 
-from inboxcrm.core import sales
+from inboxcrm.core import nurture, sales
 from inboxcrm.core.decide import Context, Decision, MailboxInfo
 from inboxcrm.core.match import ContactInfo
 from inboxcrm.core.parse import header_summary
 from inboxcrm.core.sales import PIPELINE_ACTOR
-from inboxcrm.store import audit, leads
+from inboxcrm.store import audit, leads, nurture_queries
 from inboxcrm.store.db import insert_new
 from inboxcrm.store.models import (
     Company,
@@ -97,6 +97,9 @@ _CONTACT_BY_ADDRESS = (select(Contact.id, Rep.name)
                        .where(ContactAddress.address == bindparam("address")))
 _OPEN_DEALS = (select(Deal.id).where(Deal.contact_id == bindparam("contact_id"), Deal.closed_at.is_(None))
                .order_by(Deal.last_activity_at.desc(), Deal.id.desc()))
+# A contact's deals in Nurture: asked only when they have no open deal (see core.nurture.deals_for_contact).
+_NURTURED_DEALS = (select(Deal.id).where(Deal.contact_id == bindparam("contact_id"), Deal.nurtured_at.is_not(None))
+                   .order_by(Deal.last_activity_at.desc(), Deal.id.desc()))
 _COMPANY_BY_DOMAIN = select(Company.id).where(Company.domain == bindparam("domain"))
 _REJECTED = select(RejectedSender.id).where(RejectedSender.address == bindparam("address"))
 _MESSAGE_BY_ID = select(Message.id, Message.status, Message.deal_id, Message.reason).where(
@@ -121,7 +124,7 @@ _GMAIL_THREAD_DEAL = (
 _DEAL = select(
     Deal.id, Deal.contact_id, Deal.stage_id, Deal.owner_rep_id, Deal.fit_score, Deal.inbound_count,
     Deal.outbound_count, Deal.created_at, Deal.last_activity_at, Deal.last_inbound_at,
-    Deal.last_outbound_at, Deal.first_response_at,
+    Deal.last_outbound_at, Deal.first_response_at, Deal.nurtured_at,
 ).where(Deal.id == bindparam("deal_id"))
 _CONTACT_NAME = select(Contact.name).where(Contact.id == bindparam("contact_id"))
 _UNMATCHED_IN_THREAD = select(Message.id, Message.direction, Message.sent_at, Message.from_address).where(
@@ -189,7 +192,10 @@ class Store:
         return ContactInfo(id=row[0], owner=row[1]) if row else None
 
     def open_deals(self, contact_id: int) -> Sequence[int]:
-        return self.conn.scalars(_OPEN_DEALS, {"contact_id": contact_id}).all()
+        """The contact's open deals; with none, their deal in Nurture, which the mail brings back."""
+        found = list(self.conn.scalars(_OPEN_DEALS, {"contact_id": contact_id}))
+        nurtured = [] if found else list(self.conn.scalars(_NURTURED_DEALS, {"contact_id": contact_id}))
+        return nurture.deals_for_contact(found, nurtured)
 
     def company_for_domain(self, domain: str) -> int | None:
         return self.conn.scalar(_COMPANY_BY_DOMAIN, {"domain": domain})
@@ -355,6 +361,11 @@ class Store:
                          created_at=self.now)
             self.audit("flag", "deal", plan.deal_id, why, kind=flag.kind, detail=flag.detail)
         self._update(Deal, plan.deal_id, **plan.deal_changes)
+        if plan.revival is not None:
+            back = plan.revival
+            self.audit(nurture_queries.REVIVE_ACTION, "deal", plan.deal_id, why, ref=f"D-{plan.deal_id}",
+                       stage=back.stage, nurtured_at=back.nurtured_at.isoformat(), direction=back.direction,
+                       by_rep=back.by_rep)
         if plan.new_address is not None:
             self._insert(ContactAddress, contact_id=plan.contact_id, address=plan.new_address)
             self.audit("add-address", "contact", plan.contact_id, why, address=plan.new_address)

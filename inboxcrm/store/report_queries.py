@@ -3,7 +3,8 @@
 A report covers a period of a database that may hold 100,000 deals and 500,000 stage changes,
 so nothing here reads a whole large table: deals come by their creation date
 (``ix_deals_created_at``), their close date (``ix_deals_open_stage`` and ``ix_deals_open_close``
-lead with ``closed_at``, which also serves ``closed_at IS NULL``) or their id; stage changes by
+lead with ``closed_at``, which also serves ``closed_at IS NULL``; a deal in Nurture is closed, and
+``nurtured_at IS NULL`` keeps it out of the period's won and lost) or their id; stage changes by
 their date (``ix_stage_history_at``) or their deal (``ix_stage_history_deal_id``). Messages are
 never read: the deal row already carries its first response and its latest emails each way.
 Only the small tables (stages, reps, source_costs) are read whole. ``statements`` names every
@@ -41,7 +42,8 @@ def created_statement(since: datetime, until: datetime) -> Select:
 
 
 def closed_statement(since: datetime, until: datetime) -> Select:
-    return select(*_FACT_COLUMNS).where(Deal.closed_at >= since, Deal.closed_at < until)
+    """Deals won or lost in the period; a deal moved to Nurture is closed too, but neither."""
+    return select(*_FACT_COLUMNS).where(Deal.closed_at >= since, Deal.closed_at < until, Deal.nurtured_at.is_(None))
 
 
 def moves_statement(since: datetime, until: datetime) -> Select:

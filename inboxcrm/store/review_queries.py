@@ -59,7 +59,7 @@ def statements(since: datetime, until: datetime) -> dict[str, select]:
     return {
         "open deals": _deals(Deal.closed_at.is_(None)),
         "created": _deals(Deal.created_at >= since).where(Deal.created_at < until),
-        "closed": _deals(Deal.closed_at >= since).where(Deal.closed_at < until),
+        "closed": _deals(Deal.closed_at >= since).where(Deal.closed_at < until, Deal.nurtured_at.is_(None)),
     }
 
 
