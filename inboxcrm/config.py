@@ -6,6 +6,7 @@ file, the dotted key, what was found and what would be valid, and never echoes a
 """
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import tomllib
@@ -167,6 +168,18 @@ class ReviewConfig:
     enabled: bool = True
 
 
+@dataclass(frozen=True)
+class MetricsConfig:
+    """The daemon's Prometheus metrics and /health endpoint. See docs/operations.md."""
+
+    port: int | None = None  # None: no endpoint
+    host: str = "127.0.0.1"  # a non-loopback address needs allow_remote = true as well
+    allow_remote: bool = False
+    # When a mailbox counts as unhealthy (/health, "status --check"): failing this long, or no success this long
+    failing_minutes: int = 15
+    stale_minutes: int = 60
+
+
 # What a command email must prove besides coming from a rep's address (see [commands] proof).
 PROOFS = ("auth-or-token", "auth", "token", "auth-and-token", "address-only")
 
@@ -234,6 +247,7 @@ class Config:
     reports: ReportsConfig = ReportsConfig()
     review: ReviewConfig = ReviewConfig()
     retention: RetentionConfig = RetentionConfig()
+    metrics: MetricsConfig = MetricsConfig()
     # Settings read under an old name: "<file>: [digest] command_address is deprecated; ...", one line each,
     # printed by the CLI and logged by the daemon so the admin moves them before the old name goes.
     deprecations: tuple[str, ...] = ()
@@ -491,6 +505,8 @@ _VALIDATORS: dict[str, dict[str, Callable[[Any], Any]]] = {
     "reports": {"response_target_minutes": _count(1, "minutes"), "min_sample": _count(1, "deals")},
     "review": {"day": _weekday, "time": _clock, "managers": _addresses, "enabled": _flag},
     "retention": {"raw_days": _days, "forgotten_mail": _choice(*FORGOTTEN_MAIL)},
+    "metrics": {"port": _port, "host": _text, "allow_remote": _flag, "failing_minutes": _count(1, "minutes"),
+                "stale_minutes": _count(1, "minutes")},
 }
 _WITH_PASSWORD = ("database", "smtp")
 # [smtp]'s OAuth2 client secret, from the same three kinds of source as a password (read by _client_secret).
@@ -558,6 +574,7 @@ def build_config(data: Mapping[str, Any], path: Path | None, environ: Environ = 
         reports=ReportsConfig(**values["reports"]),
         review=ReviewConfig(**values["review"]),
         retention=RetentionConfig(**values["retention"]),
+        metrics=_metrics(values["metrics"], name),
         deprecations=deprecations,
     )
 
@@ -655,6 +672,27 @@ def _commands(values: dict[str, Any], path: Path | None, environ: Environ) -> Co
     key = values.get("token_key_file")
     values["token_key_file"] = _relative(key, path) if key else str(default_data_dir(environ) / "reply-token.key")
     return CommandsConfig(**values)
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` names this machine only: "localhost" or a loopback address."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def _metrics(values: dict[str, Any], name: str) -> MetricsConfig:
+    """The metrics tell how busy the team's mail is: another machine may read them only when the
+    admin says so in a second key, so a typo in host cannot publish them."""
+    host = values.get("host")
+    if host is not None and not is_loopback(host) and not values.get("allow_remote"):
+        raise ConfigError(name, "metrics.host", host,
+                          'a loopback address such as "127.0.0.1", or allow_remote = true as well to serve '
+                          "the metrics to other machines")
+    return MetricsConfig(**values)
 
 
 def load_config(path: Path, must_exist: bool, environ: Environ = os.environ) -> Config:

@@ -40,6 +40,7 @@ ONLY_IN = {
     "smtplib": ("mail",),
     "jinja2": ("mail",),
     "apscheduler": ("inboxcrm.app.daemon",),
+    "prometheus_client": ("inboxcrm.app.metrics",),
 }
 
 

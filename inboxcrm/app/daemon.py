@@ -146,6 +146,9 @@ class Daemon:
         self._active = threading.Condition()  # jobs running now, so shutdown can wait for them
         self._running = 0
         self._reload = False
+        self._idle = 0  # IDLE connections open now, for the metrics
+        self._idle_lock = threading.Lock()
+        self.metrics = None  # the /metrics and /health endpoint, when [metrics] port is set
         self.scheduler = BackgroundScheduler(
             timezone=UTC, executors={"default": ThreadPoolExecutor(32)},
             job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None})
@@ -182,6 +185,11 @@ class Daemon:
         self._wake.set()
 
     def start(self) -> None:
+        if self.config.metrics.port is not None:
+            from inboxcrm.app.metrics import MetricsServer
+
+            self.metrics = MetricsServer(self.factory, self.config, self.config.metrics.host, self.config.metrics.port,
+                                         idle_connections=lambda: self._idle).start()
         self.scheduler.start()
         for name, job in (("notify", self._notify_job), ("outbox", self._outbox_job)):
             self.scheduler.add_job(job, IntervalTrigger(seconds=MAIL_JOBS_INTERVAL), id=name, name=name,
@@ -234,6 +242,9 @@ class Daemon:
         for box in self.boxes.values():
             if box.watcher is not None:
                 box.watcher.join(JOIN_TIMEOUT)
+        if self.metrics is not None:
+            self.metrics.stop()
+            self.metrics = None
         event(log, logging.INFO, "stopped")
 
     def reload(self) -> None:
@@ -442,13 +453,11 @@ class Daemon:
                     folder, known = watched.name, watched.uidnext
                     event(log, logging.INFO, "idle-watching", mailbox=box.name, folder=folder)
                     failures = 0
-                    while not box.quit.is_set() and box.synced.is_set():
-                        # ``known``: mail that arrives between two IDLEs is seen by the next one
-                        if imap.wait_for_change(client, folder, IDLE_TIMEOUT, box.quit, known_uidnext=known):
-                            known = imap.examine(client, folder).uidnext
-                            event(log, logging.DEBUG, "idle-change", mailbox=box.name, folder=folder, uidnext=known)
-                            if not box.revoked:  # new mail does not mend a grant: no refresh per message
-                                self.trigger(box.name)
+                    self._count_idle(+1)
+                    try:
+                        self._idle_loop(box, client, folder, known)
+                    finally:
+                        self._count_idle(-1)
                 finally:
                     imap.close(client)
             except GrantRevoked:
@@ -463,6 +472,21 @@ class Daemon:
                 event(log, logging.WARNING, "idle-failed", mailbox=box.name, failures=failures,
                       stage=getattr(exc, "stage", None), reason=_reason(exc), retry_in=f"{delay:.0f}s")
                 box.quit.wait(delay)
+
+    def _idle_loop(self, box: _Box, client, folder: str, known: int | None) -> None:
+        from inboxcrm.mail import imap
+
+        while not box.quit.is_set() and box.synced.is_set():
+            # ``known``: mail that arrives between two IDLEs is seen by the next one
+            if imap.wait_for_change(client, folder, IDLE_TIMEOUT, box.quit, known_uidnext=known):
+                known = imap.examine(client, folder).uidnext
+                event(log, logging.DEBUG, "idle-change", mailbox=box.name, folder=folder, uidnext=known)
+                if not box.revoked:  # new mail does not mend a grant: no refresh per message
+                    self.trigger(box.name)
+
+    def _count_idle(self, step: int) -> None:
+        with self._idle_lock:
+            self._idle += step
 
     # -- outgoing mail ------------------------------------------------------------------
 

@@ -110,21 +110,54 @@ def poll(app: App, name: str | None, once: bool) -> None:
 
 @click.command()
 @json_option
+@click.option("--check", is_flag=True, help="Only say whether all is well, for monitoring: \"ok\" and exit 0, "
+              "or one line per problem and exit 1 (see [metrics] failing_minutes and stale_minutes).")
 @pass_app
-def status(app: App, as_json: bool) -> None:
+def status(app: App, as_json: bool, check: bool) -> None:
     """Each mailbox's sync health: folders, positions, backlog, last success, last error; the
     outbox; what commands by email accept.
 
     A mailbox whose last pass failed is marked FAILING and the exit status is 1 (with --json
     too), so monitoring can run this; 2 means status itself could not run. Read from the
     database: works whether or not the daemon is running.
+
+    With --check: exit 0 and "ok" when healthy; else exit 1 and one line per problem: a mailbox
+    failing for longer than [metrics] failing_minutes or without a success for [metrics]
+    stale_minutes, outbox mail failed or of unknown fate, the database unreachable or not at
+    this version's schema. The same rule as the daemon's /health.
     """
+    if check:
+        _check(app, as_json)
+        return
     from inboxcrm.app.status import FAILING_EXIT, read_status, render
 
     report = app.read(read_status, app.config)
     echo(views.to_json(report) if as_json else render(report, app.now()))
     if report.failing:
         sys.exit(FAILING_EXIT)
+
+
+def _check(app: App, as_json: bool) -> None:
+    from inboxcrm.app.metrics import UNHEALTHY_EXIT, health
+    from inboxcrm.store.db import unusable_database
+
+    try:
+        factory = app.factory()
+    except Failure as failure:
+        problems = (f"database: {failure.message}",)
+    except Exception as exc:
+        reason = unusable_database(exc)
+        if reason is None:
+            raise
+        problems = (f"database: {reason.strip().splitlines()[0]}",)
+    else:
+        problems = health(factory, app.config, app.now())
+    if as_json:
+        echo(views.to_json({"healthy": not problems, "problems": list(problems)}))
+    else:
+        echo("\n".join(problems) if problems else "ok")
+    if problems:
+        sys.exit(UNHEALTHY_EXIT)
 
 
 @click.command()

@@ -432,7 +432,9 @@ class OutboxMessage(Base):
     is derived from the key, so a resend after a crash is recognisably the same message."""
 
     __tablename__ = "outbox"
-    __table_args__ = (Index("ix_outbox_due", "status", "next_attempt_at"),)
+    __table_args__ = (Index("ix_outbox_due", "status", "next_attempt_at"),
+                      # the metrics scrape: outbox rows by kind and status, without reading the sent mail
+                      Index("ix_outbox_kind_status", "kind", "status"))
     id: Mapped[int] = mapped_column(primary_key=True)
     key: Mapped[str] = mapped_column(String(200), unique=True)
     kind: Mapped[str] = mapped_column(String(20))  # digest | nudge | reply | alert | review

@@ -1,6 +1,6 @@
 """What keeping the CRM clean needs: bouncing addresses, deals in Nurture, merges that can be
 undone, forgotten addresses kept only as keyed hashes, and an index on when messages arrived for
-the [retention] raw_days sweep.
+the [retention] raw_days sweep, and one on the outbox's kind and status for the metrics scrape.
 
 Revision ID: 0009
 Revises: 0008
@@ -23,6 +23,7 @@ def upgrade() -> None:
     op.add_column('deals', sa.Column('nurtured_at', sa.DateTime(timezone=True), nullable=True))
     op.create_index('ix_deals_nurtured_at', 'deals', ['nurtured_at'], unique=False)
     op.create_index('ix_messages_received_at', 'messages', ['received_at'], unique=False)
+    op.create_index('ix_outbox_kind_status', 'outbox', ['kind', 'status'], unique=False)
     op.create_table('merges',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('kind', sa.String(length=20), nullable=False),
@@ -48,6 +49,7 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_table('forgotten_addresses')
     op.drop_table('merges')
+    op.drop_index('ix_outbox_kind_status', table_name='outbox')
     op.drop_index('ix_messages_received_at', table_name='messages')
     op.drop_index('ix_deals_nurtured_at', table_name='deals')
     for table, column in (('deals', 'nurtured_at'), ('contact_addresses', 'bounce_reason'),
