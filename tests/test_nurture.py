@@ -207,6 +207,24 @@ def test_a_reply_from_the_contact_brings_the_deal_back_to_its_stage_and_tells_it
     assert owner_notices(crm, back_at + timedelta(minutes=2)) == notices  # told once
 
 
+def test_mail_reviving_many_deals_at_once_is_held_to_the_nudge_caps(crm):
+    """Mail drives revivals, so a burst of it ("from" many cold contacts, forged or not) must not
+    flood the owner: the hour's cap holds the rest back for a later pass."""
+    cap = crm.config.digest.nudges_per_hour
+    for n in range(cap + 3):
+        crm.feed_at(message(f"q{n}@bigcorp.example", f"Person {n} <p{n}@bigcorp{n}.example>", "sales@acme.example",
+                            T0), T0)
+    with transaction(crm.factory) as s:
+        assert len(archived_ids(nurture.archive(s, LATER, "test", DAYS))) == cap + 3
+    back_at = LATER + timedelta(days=1)
+    for n in range(cap + 3):
+        crm.feed_at(message(f"r{n}@bigcorp.example", f"Person {n} <p{n}@bigcorp{n}.example>", "sales@acme.example",
+                            back_at, subject="Back again"), back_at)
+    assert len(owner_notices(crm, back_at + timedelta(minutes=1))) == cap  # the hour's cap
+    assert len(owner_notices(crm, back_at + timedelta(minutes=2))) == cap  # still full
+    assert len(owner_notices(crm, back_at + timedelta(hours=1, minutes=2))) == cap + 3  # the rest, an hour on
+
+
 def test_mail_from_the_contact_without_a_thread_revives_their_nurtured_deal_not_a_new_one(crm):
     first = crm.feed_at(message("q1@bigcorp.example", "Jane Roe <jane@bigcorp.example>", "sales@acme.example",
                                 T0), T0)

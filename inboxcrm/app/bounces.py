@@ -51,12 +51,13 @@ def after_message(store: Store, msg: StoredMessage, email: Email, data: bytes, d
         return _mark(store, msg, read_bounce(data).failed, when, ctx)
     sender = email.from_.email if email.from_ else ""
     if (not sender or kind in bounce_queries.NOT_FROM_THE_PERSON or decision.direction == "outbound"
-            or decision.reason == "junk-folder"):
+            or decision.reason == "junk-folder" or sender not in ctx.bouncing):
         return BounceOutcome()
     cleared = bounce_queries.clear(store.conn, sender, when)
     if cleared is None:
         return BounceOutcome()
     address_id, contact_id = cleared
+    ctx.bouncing.discard(sender)
     audit.write_batch(store.conn, [audit.entry(store.now, PIPELINE_ACTOR, "bounce-cleared", "contact", contact_id,
                                                f"message <{msg.message_id}>", address=sender)])
     event(log, logging.INFO, "bounce-cleared", address=sender, message=msg.message_id)
@@ -88,6 +89,7 @@ def _mark(store: Store, msg: StoredMessage, failed: tuple[Recipient, ...], when:
             wrote_since.append(address)
         elif bounce_queries.mark(store.conn, pk, when, recipient.reason):
             marked.append(address)
+            ctx.bouncing.add(address)
             entries.append(audit.entry(store.now, PIPELINE_ACTOR, "bounce", "contact", contact_id,
                                        f"message <{msg.message_id}>", address=address, bounced_at=when.isoformat(),
                                        status=recipient.status, diagnostic=recipient.diagnostic))

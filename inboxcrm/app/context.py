@@ -18,7 +18,7 @@ from inboxcrm.core.classify import TeamContext
 from inboxcrm.core.decide import CommandSettings, Context
 from inboxcrm.core.sender_gate import Gate
 from inboxcrm.mail.reply_token import load_key, reply_address, token_for
-from inboxcrm.store import records, team_queries
+from inboxcrm.store import bounce_queries, records, team_queries
 from inboxcrm.store.db import Session
 from inboxcrm.store.mailbox_state import has_commands_mailbox
 from inboxcrm.store.models import Rep
@@ -30,7 +30,8 @@ def context_for(session: Session, config: Config) -> Context:
     team = TeamContext(team_domains=frozenset(config.team.domains), rep_addresses=frozenset(rep_by_address))
     ctx = Context(team=team, rep_by_address=rep_by_address, rules=team_queries.load_rule_specs(session),
                   freemail=frozenset(config.team.freemail_domains), rep_ids=records.rep_ids(session),
-                  stages=records.stage_rows(session), forgotten=forgotten_for(session, config))
+                  stages=records.stage_rows(session), forgotten=forgotten_for(session, config),
+                  bouncing=bounce_queries.bouncing_addresses(session))
     return replace(ctx, commands=_command_settings(session, config, ctx))
 
 

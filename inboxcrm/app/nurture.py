@@ -129,10 +129,11 @@ def enqueue_revival_notices(session: Session, config: Config, now: datetime, env
     transaction; returns how many were queued. Runs in the notify pass every 30 seconds, so
     without a recent return it is one indexed read of the audit log.
 
-    Not held back by the nudge caps: a return needs new mail on a deal gone cold, so it is rare,
-    and the digest would not name it as such. It counts toward the caps like every nudge. With
-    nudges off ([digest] nudges_per_hour or nudges_per_day 0) none is sent: the deal shows in the
-    digest, open again, awaiting a reply when the prospect wrote."""
+    Held to the nudge caps like every nudge: a return is driven by mail, and mail "from" a hundred
+    cold contacts must not bring a hundred emails at once. What the caps hold back stays undecided
+    and goes out in a later pass with room, within the day; after that the deal is simply open
+    again in the digest. With nudges off ([digest] nudges_per_hour or nudges_per_day 0) none is
+    sent: the deal shows in the digest, open again, awaiting a reply when the prospect wrote."""
     if config.digest.nudges_per_hour <= 0 or config.digest.nudges_per_day <= 0:
         return 0
     returns = {revival_key(pk, at): (pk, at, detail or {})
@@ -140,23 +141,26 @@ def enqueue_revival_notices(session: Session, config: Config, now: datetime, env
     undecided = set(returns) - existing_keys(session, list(returns)) if returns else set()
     if not undecided:
         return 0
-    from inboxcrm.app.notify import _queue_nudge, schedules  # notify calls this: imported when used
+    from inboxcrm.app.notify import _queue_nudge, _room, schedules  # notify calls this: imported when used
 
     reps = schedules(session, config)
     rows = open_deal_rows(session, sorted({returns[key][0] for key in undecided}))
+    room = _room(session, config, now, {d.owner_rep_id for d in rows.values() if d.owner_rep_id is not None})
     queued = 0
     for key in sorted(undecided, key=lambda k: (returns[k][1], k)):
         pk, at, detail = returns[key]
         deal = rows.get(pk)  # closed again meanwhile: nothing to say
         schedule = reps.get(deal.owner_rep_id) if deal is not None else None
-        if schedule is None or schedule.address is None:
-            continue
+        if schedule is None or schedule.address is None or room.get(schedule.rep_id, 0) <= 0:
+            continue  # no one to tell, or the caps hold it back for a later pass
         who = deal.contact or deal.address or "the contact"
         subject = nurture.revival_subject(f"D-{pk}", who, detail.get("by_rep"))
         nurtured_at = datetime.fromisoformat(detail["nurtured_at"]) if detail.get("nurtured_at") else None
-        queued += _queue_nudge(session, config, env, now, key, NOTICE_TEMPLATE, subject, deal, schedule,
-                               revived_at=at, nurtured_at=nurtured_at, by_rep=detail.get("by_rep"),
-                               by_hand=detail.get("direction") is None)
+        sent = _queue_nudge(session, config, env, now, key, NOTICE_TEMPLATE, subject, deal, schedule,
+                            revived_at=at, nurtured_at=nurtured_at, by_rep=detail.get("by_rep"),
+                            by_hand=detail.get("direction") is None)
+        queued += sent
+        room[schedule.rep_id] -= sent
     return queued
 
 

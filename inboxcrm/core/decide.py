@@ -55,6 +55,9 @@ class Context:
     stages: tuple[tuple[int, str, str], ...] = ()  # (id, name, kind) in pipeline order
     commands: CommandSettings | None = None  # None: commands by email are off, a tag is just text
     forgotten: Forgotten | None = None  # addresses erased by "contact forget"; None: nobody was
+    # Contact addresses marked bouncing when the pass began, plus those the pass marks itself: the
+    # intake clears a mark only for a sender in here, so an ordinary message costs no statement.
+    bouncing: set[str] = field(default_factory=set, hash=False)
 
     @property
     def first_open(self) -> tuple[int, str]:

@@ -1,6 +1,7 @@
 """The bouncing mark on contact addresses: read, set and cleared by statements named here.
 
-The intake calls these for every message (clearing) and for every bounce (marking), so they
+The intake calls these for every message from a bouncing address (clearing; which addresses
+bounce is read once per pass) and for every bounce (marking), so they
 speak Core, built once, and each is served by an index: the unique address, and
 ``messages.from_address``. A mark or a clearing only ever moves forward in time (``bounced_at``
 is the bounce's own date): a second copy of a bounce, a re-run, or an older bounce read after
@@ -60,6 +61,11 @@ def clear(conn: Connection, address: str, before: datetime) -> tuple[int, int] |
     or None when it was not marked (the usual case: one indexed statement that changes nothing)."""
     row = conn.execute(_CLEAR, {"sender": address, "before": before}).first()
     return (row[0], row[1]) if row else None
+
+
+def bouncing_addresses(session: Session) -> set[str]:
+    """The addresses marked bouncing now (ix_contact_addresses_bounced_at: a handful of rows)."""
+    return set(session.scalars(select(ContactAddress.address).where(ContactAddress.bounced_at.is_not(None))))
 
 
 def bouncing(session: Session) -> list[tuple]:

@@ -156,7 +156,7 @@ class ContactAddress(Base):
     address: Mapped[str] = mapped_column(String(320), unique=True)
     # A delivery failure (DSN) for this address was captured: when, and what the server said.
     # Cleared when mail from the address arrives again.
-    bounced_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    bounced_at: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)
     bounce_reason: Mapped[str | None] = mapped_column(String(500))
     contact: Mapped[Contact] = relationship(back_populates="addresses")
 

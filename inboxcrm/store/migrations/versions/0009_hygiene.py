@@ -20,6 +20,7 @@ def upgrade() -> None:
     # and deals, which the foreign keys of other tables refuse.
     op.add_column('contact_addresses', sa.Column('bounced_at', sa.DateTime(timezone=True), nullable=True))
     op.add_column('contact_addresses', sa.Column('bounce_reason', sa.String(length=500), nullable=True))
+    op.create_index('ix_contact_addresses_bounced_at', 'contact_addresses', ['bounced_at'], unique=False)
     op.add_column('deals', sa.Column('nurtured_at', sa.DateTime(timezone=True), nullable=True))
     op.create_index('ix_deals_nurtured_at', 'deals', ['nurtured_at'], unique=False)
     op.create_index('ix_messages_received_at', 'messages', ['received_at'], unique=False)
@@ -51,6 +52,7 @@ def downgrade() -> None:
     op.drop_table('merges')
     op.drop_index('ix_outbox_kind_status', table_name='outbox')
     op.drop_index('ix_messages_received_at', table_name='messages')
+    op.drop_index('ix_contact_addresses_bounced_at', table_name='contact_addresses')
     op.drop_index('ix_deals_nurtured_at', table_name='deals')
     for table, column in (('deals', 'nurtured_at'), ('contact_addresses', 'bounce_reason'),
                           ('contact_addresses', 'bounced_at')):
