@@ -180,6 +180,15 @@ class MetricsConfig:
     stale_minutes: int = 60
 
 
+@dataclass(frozen=True)
+class DaemonConfig:
+    """Several ``inboxcrm run`` processes on one PostgreSQL database. See docs/operations.md."""
+
+    id: str | None = None  # this daemon's name among the others; None: the host name (``run --id`` wins)
+    # A mailbox whose daemon stopped renewing its lease for this long is taken over by another
+    lease_seconds: int = 60
+
+
 # What a command email must prove besides coming from a rep's address (see [commands] proof).
 PROOFS = ("auth-or-token", "auth", "token", "auth-and-token", "address-only")
 
@@ -248,6 +257,7 @@ class Config:
     review: ReviewConfig = ReviewConfig()
     retention: RetentionConfig = RetentionConfig()
     metrics: MetricsConfig = MetricsConfig()
+    daemon: DaemonConfig = DaemonConfig()
     # Settings read under an old name: "<file>: [digest] command_address is deprecated; ...", one line each,
     # printed by the CLI and logged by the daemon so the admin moves them before the old name goes.
     deprecations: tuple[str, ...] = ()
@@ -368,6 +378,16 @@ def _choice(*choices: str) -> Callable[[Any], str]:
             raise _Bad("one of " + ", ".join(f'"{c}"' for c in choices))
         return value
     return check
+
+
+DAEMON_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+
+
+def _daemon_id(value: Any) -> str:
+    """A name the logs, ``status`` and other daemons show: no spaces or quotes to confuse them."""
+    if not isinstance(value, str) or not DAEMON_ID.fullmatch(value):
+        raise _Bad("a name of letters, digits, '.', '_' or '-' (at most 100, starting with a letter or digit)")
+    return value
 
 
 def _text(value: Any) -> str:
@@ -507,6 +527,7 @@ _VALIDATORS: dict[str, dict[str, Callable[[Any], Any]]] = {
     "retention": {"raw_days": _days, "forgotten_mail": _choice(*FORGOTTEN_MAIL)},
     "metrics": {"port": _port, "host": _text, "allow_remote": _flag, "failing_minutes": _count(1, "minutes"),
                 "stale_minutes": _count(1, "minutes")},
+    "daemon": {"id": _daemon_id, "lease_seconds": _seconds(3)},
 }
 _WITH_PASSWORD = ("database", "smtp")
 # [smtp]'s OAuth2 client secret, from the same three kinds of source as a password (read by _client_secret).
@@ -575,6 +596,7 @@ def build_config(data: Mapping[str, Any], path: Path | None, environ: Environ = 
         review=ReviewConfig(**values["review"]),
         retention=RetentionConfig(**values["retention"]),
         metrics=_metrics(values["metrics"], name),
+        daemon=DaemonConfig(**values["daemon"]),
         deprecations=deprecations,
     )
 

@@ -451,3 +451,33 @@ class OutboxMessage(Base):
     last_error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class Daemon(Base):
+    """An ``inboxcrm run`` process that shares the work, by its ``--id`` name.
+
+    ``expires_at`` is renewed while it lives; a row past it belongs to a daemon that died (kill -9,
+    a cut network, a machine gone) and counts no more when the mailboxes are shared out."""
+
+    __tablename__ = "daemons"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    host: Mapped[str] = mapped_column(String(255))
+    pid: Mapped[int] = mapped_column(Integer)
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    seen_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class Lease(Base):
+    """Who works a resource now: an IMAP mailbox (``mailbox:<id>``) or a job that must run on one
+    daemon only (``job:notify``). The database is the coordinator: a lease is taken and renewed by
+    conditional UPDATEs, and one past ``expires_at`` may be taken by any daemon."""
+
+    __tablename__ = "leases"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    resource: Mapped[str] = mapped_column(String(200), unique=True)
+    mailbox_id: Mapped[int | None] = mapped_column(ForeignKey("mailboxes.id", ondelete="CASCADE"), index=True)
+    holder: Mapped[str] = mapped_column(String(100))  # a daemon's name
+    acquired_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
