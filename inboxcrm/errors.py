@@ -43,3 +43,13 @@ class ParseError(Exception):
         return isinstance(other, ParseError) and (self.reason, self.detail) == (other.reason, other.detail)
 
     __hash__ = Exception.__hash__
+
+
+class DaemonRefused(InboxCRMError):
+    """``inboxcrm run`` must not start: another daemon with its name is alive, or SQLite's one
+    daemon is. The message names the other daemon and what to do."""
+
+
+class LeaseLost(InboxCRMError):
+    """Another daemon holds the mailbox now (this one's lease expired and was taken): the pass
+    stops and its open group rolls back, so no message is recorded by two daemons."""

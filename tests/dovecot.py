@@ -91,6 +91,11 @@ mail_uid = {uid}
 mail_gid = {gid}
 mail_location = maildir:~/Maildir
 mail_max_userip_connections = 100
+# Every user's IDLE costs an inotify instance of the one mail uid, and past the kernel's
+# fs.inotify.max_user_instances (128 by default) Dovecot stops watching and looks again only every
+# mailbox_idle_check_interval (30 s by default): with that, 200 watched mailboxes would measure
+# Dovecot's fallback, not inboxcrm (bench/idle_bench.py). One second is inotify's pace.
+mailbox_idle_check_interval = 1 secs
 passdb {{
   driver = passwd-file
   mechanisms = plain login
@@ -105,7 +110,13 @@ namespace inbox {{
   separator = /
 {folders}
 }}
+# Hundreds of connections (bench/idle_bench.py: 200 mailboxes, an IDLE and a sync each): login
+# processes in high-performance mode, each serving many clients and proxying their TLS, instead
+# of one process per connection under default_process_limit (100). imap keeps one process per
+# session (its own process_limit is 1024); auth must take a connection from every login process.
 service imap-login {{
+  service_count = 0
+  process_min_avail = 2
   inet_listener imap {{
     address = 127.0.0.1
     port = {starttls_port}
@@ -115,6 +126,9 @@ service imap-login {{
     port = {port}
     ssl = yes
   }}
+}}
+service auth {{
+  client_limit = 2048
 }}
 service stats {{
   unix_listener stats-writer {{

@@ -17,6 +17,16 @@ endpoint every few seconds for a dead grant only looks like abuse. It is logged 
 per failure streak, and the mailbox waits at the backoff's cap; it is tried again at once when
 its token file changes (``inboxcrm mailbox authorize`` wrote a new grant) or on SIGHUP.
 
+Several daemons may share one PostgreSQL database (see ``core.leases`` and docs/operations.md,
+"Several daemons"). Each registers under its name, and on a lease tick every quarter of
+``[daemon] lease_seconds`` renews its registration and its leases, then takes or gives up
+mailboxes until each live daemon holds its share: a mailbox has a job and an IDLE watcher only
+in the daemon holding its lease, and the notify and retention jobs run only where their leases
+are held; the outbox job runs everywhere (its claims are exactly once already). The tick runs on
+the main thread, never queued behind busy sync jobs, and a database hiccup in it is logged and
+tried again at the next one: the sync's fence (``sync_mailbox(holder=...)``) is what keeps a
+mailbox to one writer, not the tick's timing.
+
 Signals: SIGTERM (and Ctrl-C) ask the running syncs to stop after their current message, then
 the scheduler shuts down and the process exits 0; SIGHUP reloads the configuration and the
 list of mailboxes (positions live in the database, so nothing is lost or read twice). systemd
@@ -30,6 +40,7 @@ import os
 import signal
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -42,10 +53,14 @@ from apscheduler.triggers.interval import IntervalTrigger
 
 from inboxcrm.clock import utcnow
 from inboxcrm.config import Config
+from inboxcrm.core import leases as sharing
 from inboxcrm.core.backoff import backoff_delay
-from inboxcrm.errors import InboxCRMError
+from inboxcrm.errors import DaemonRefused, InboxCRMError, LeaseLost
 from inboxcrm.logs import event
+from inboxcrm.mail.imap import WakingEvent
 from inboxcrm.mail.oauth import GrantRevoked
+from inboxcrm.store import lease_queries
+from inboxcrm.store.db import transaction
 from inboxcrm.store.mailbox_state import has_commands_mailbox, imap_connections
 
 log = logging.getLogger("inboxcrm.app.daemon")
@@ -53,9 +68,11 @@ log = logging.getLogger("inboxcrm.app.daemon")
 BACKOFF_BASE = 10.0  # seconds before the first retry (up to half of it less, for jitter)
 MAIL_JOBS_INTERVAL = 30  # seconds between runs of the notification and outbox jobs
 IDLE_TIMEOUT = 60.0  # seconds per wait_for_change call (servers drop an IDLE after 30 min)
+START_SPREAD = 0.05  # seconds between mailboxes' first passes: 200 start over 10 s, not in one storm
 JOIN_TIMEOUT = 10.0  # seconds to wait for a watcher thread to leave at shutdown
 RETENTION_INTERVAL_HOURS = 24  # the [retention] sweep: daily, and once at start
 DEFAULT_TICK = 30.0  # seconds between housekeeping rounds of the main thread without a watchdog
+RETRY_SOON = 0.5  # seconds to the next lease tick after one lost races for free leases
 
 
 # -- systemd ---------------------------------------------------------------------------------
@@ -112,7 +129,8 @@ class _Box:
     failures: int = 0
     running: bool = False
     again: threading.Event = field(default_factory=threading.Event)
-    quit: threading.Event = field(default_factory=threading.Event)  # tells the IDLE watcher to leave
+    # tells the IDLE watcher to leave; wakes its wait at once instead of twice a second per watcher
+    quit: threading.Event = field(default_factory=WakingEvent)
     synced: threading.Event = field(default_factory=threading.Event)  # a pass succeeded: worth an IDLE
     watcher: threading.Thread | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -120,6 +138,14 @@ class _Box:
     # token file looked like then, so a new grant written by ``mailbox authorize`` is noticed.
     revoked: bool = False
     grant_file: tuple | None = None
+    closed: bool = False  # its lease is given up: no pass may start any more
+
+    def close_if_idle(self) -> bool:
+        """No pass runs and none will start: the mailbox may go to another daemon."""
+        with self.lock:
+            if not self.running:
+                self.closed = True
+            return self.closed
 
     def token_file(self) -> str | None:
         return self.connection.get("token_file")
@@ -129,15 +155,46 @@ def _job_id(name: str) -> str:
     return f"sync:{name}"
 
 
+# run-once jobs by their lease: scheduler id -> resource
+_LEASED_JOBS = {"notify": sharing.NOTIFY, "retention": sharing.RETENTION}
+
+
+def _pid_running(pid: int) -> bool:
+    """Whether a process of this host has ``pid`` (signal 0 checks without sending anything)."""
+    if pid == os.getpid():
+        return False  # this process before it registered: an earlier run with our pid (a container's 1)
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process
+    return True
+
+
 class Daemon:
     """``run()`` blocks until SIGTERM or Ctrl-C and returns the exit status.
 
     ``reload_config`` re-reads the configuration file on SIGHUP; the database stays the one
-    the daemon started with (moving it needs a restart, and the log says so)."""
+    the daemon started with (moving it needs a restart, and the log says so). ``name``: this
+    daemon's among the others (``run --id``), else ``[daemon] id``, else the host name."""
 
     def __init__(self, factory, config: Config, reload_config: Callable[[], Config],
-                 environ: Mapping[str, str] = os.environ, notifier: Notifier | None = None):
+                 environ: Mapping[str, str] = os.environ, notifier: Notifier | None = None,
+                 name: str | None = None):
         self.factory, self.config, self.reload_config = factory, config, reload_config
+        self.host = socket.gethostname()
+        self.name = name or config.daemon.id or sharing.name_from_host(self.host)
+        self.pid = os.getpid()
+        self.held: set[str] = set()  # the leases held, as of the last tick
+        self._held_mailboxes: set[str] = set()  # their mailboxes' names
+        self._leaving: dict[str, _Box] = {}  # mailboxes given up while a pass still ran
+        self._jobs_running: set[str] = set()
+        self._next_tick = 0.0  # time.monotonic() of the next lease tick
+        self._tick_soon = False  # a pass lost its lease: look at once
+        self._short = False  # the last tick lost races for free leases: the next comes soon
+        self._registered = False
+        self.exit_status = 0
         self.environ = environ
         self.notifier = notifier if notifier is not None else Notifier(environ)
         self.stop = threading.Event()
@@ -159,22 +216,29 @@ class Daemon:
     def run(self) -> int:
         previous = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
         try:
-            self.start()
-            period = watchdog_period(self.environ)
-            while not self.stop.is_set():
-                self._wake.wait(period or DEFAULT_TICK)
-                self._wake.clear()
-                if self._reload and not self.stop.is_set():
-                    self._reload = False
-                    self.reload()
-                self._retry_renewed_grants()
-                if period and self.scheduler.running:  # a dead scheduler earns no ping: systemd restarts us
-                    self.notifier.send("WATCHDOG=1")
-            self.shutdown()
-            return 0
+            return self.serve()
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
+
+    def serve(self) -> int:
+        """``run`` without the signal handlers (which only the main thread may set): the main
+        loop, until ``stop`` is set and ``_wake`` rings."""
+        self.start()
+        period = watchdog_period(self.environ)
+        while not self.stop.is_set():
+            self._wake.wait(min(period or DEFAULT_TICK, max(0.0, self._next_tick - time.monotonic())))
+            self._wake.clear()
+            if self._reload and not self.stop.is_set():
+                self._reload = False
+                self.reload()
+            if not self.stop.is_set() and (self._tick_soon or time.monotonic() >= self._next_tick):
+                self._lease_tick()
+            self._retry_renewed_grants()
+            if period and self.scheduler.running:  # a dead scheduler earns no ping: systemd restarts us
+                self.notifier.send("WATCHDOG=1")
+        self.shutdown()
+        return self.exit_status
 
     def _on_signal(self, signum: int, frame: Any) -> None:
         """Only flags: the main loop does the work, outside the signal handler."""
@@ -185,20 +249,18 @@ class Daemon:
         self._wake.set()
 
     def start(self) -> None:
+        self._register()
         if self.config.metrics.port is not None:
             from inboxcrm.app.metrics import MetricsServer
 
             self.metrics = MetricsServer(self.factory, self.config, self.config.metrics.host, self.config.metrics.port,
                                          idle_connections=lambda: self._idle).start()
         self.scheduler.start()
-        for name, job in (("notify", self._notify_job), ("outbox", self._outbox_job)):
-            self.scheduler.add_job(job, IntervalTrigger(seconds=MAIL_JOBS_INTERVAL), id=name, name=name,
-                                   next_run_time=utcnow())
-        self.scheduler.add_job(self._retention_job, IntervalTrigger(hours=RETENTION_INTERVAL_HOURS), id="retention",
-                               name="retention", next_run_time=utcnow())
-        self._apply_mailboxes()
+        self.scheduler.add_job(self._outbox_job, IntervalTrigger(seconds=MAIL_JOBS_INTERVAL), id="outbox",
+                               name="outbox", next_run_time=utcnow())
+        self._lease_tick()
         event(log, logging.INFO, "started", mailboxes=len(self.boxes), poll_interval=self.config.sync.poll_interval,
-              idle=self.config.sync.idle)
+              idle=self.config.sync.idle, daemon=self.name, lease_seconds=self.config.daemon.lease_seconds)
         self._tell_deprecations()
         self._tell_command_proof()
         self.notifier.send("READY=1", f"STATUS={self.describe()}", f"MAINPID={os.getpid()}")
@@ -239,12 +301,13 @@ class Daemon:
         with self._active:
             self._active.wait_for(lambda: self._running == 0)
         self.scheduler.shutdown(wait=True)
-        for box in self.boxes.values():
+        for box in [*self.boxes.values(), *self._leaving.values()]:
             if box.watcher is not None:
                 box.watcher.join(JOIN_TIMEOUT)
         if self.metrics is not None:
             self.metrics.stop()
             self.metrics = None
+        self._unregister()
         event(log, logging.INFO, "stopped")
 
     def reload(self) -> None:
@@ -262,7 +325,7 @@ class Daemon:
         if interval_changed:
             for box in self.boxes.values():
                 self.scheduler.reschedule_job(_job_id(box.name), trigger=self._trigger())
-        self._apply_mailboxes()
+        self._lease_tick()  # a mailbox added is shared out now, not at the next tick
         for box in list(self.boxes.values()):
             if box.revoked:  # the admin may have re-authorized it: SIGHUP is the way to say "now"
                 self._retry_now(box)
@@ -282,30 +345,50 @@ class Daemon:
         return IntervalTrigger(seconds=self.config.sync.poll_interval)
 
     def _wanted(self) -> dict[str, dict]:
-        """The mailboxes to sync now, by name, with their connection settings."""
+        """The mailboxes to sync now, by name, with their connection settings: those whose lease
+        this daemon holds."""
         with self.factory() as session:
-            return imap_connections(session)
+            return {name: connection for name, connection in imap_connections(session).items()
+                    if name in self._held_mailboxes}
 
     def _apply_mailboxes(self) -> None:
-        """Makes the jobs and watchers match the database: new mailboxes start, removed ones
-        stop, and a mailbox whose connection changed gets a new watcher."""
+        """Makes the jobs and watchers match the database and the leases held: new mailboxes
+        start, removed or given up ones stop, and a mailbox whose connection changed gets a new
+        watcher."""
         wanted = self._wanted()
         for name in [n for n in self.boxes if n not in wanted or wanted[n] != self.boxes[n].connection]:
-            box = self.boxes.pop(name)
-            box.quit.set()
-            if self.scheduler.get_job(_job_id(name)) is not None:
-                self.scheduler.remove_job(_job_id(name))
+            self._drop_box(name)
             event(log, logging.INFO, "mailbox-removed" if name not in wanted else "mailbox-changed", mailbox=name)
+        new = 0  # mailboxes added in this call, for their first passes' spread
         for name, connection in wanted.items():
-            if name in self.boxes:
+            if name in self.boxes or self._still_leaving(name):
                 continue
             box = self.boxes[name] = _Box(name, connection)
             self.scheduler.add_job(self._sync_job, self._trigger(), args=(name,), id=_job_id(name), name=name,
-                                   next_run_time=utcnow())
+                                   next_run_time=utcnow() + timedelta(seconds=new * START_SPREAD))
+            new += 1
             if self.config.sync.idle:
                 box.watcher = threading.Thread(target=self._watch, args=(box,), name=f"idle:{name}", daemon=True)
                 box.watcher.start()
             event(log, logging.INFO, "mailbox-added", mailbox=name, host=connection.get("host"))
+
+    def _drop_box(self, name: str) -> None:
+        """No more passes or IDLE for the mailbox; a pass running now ends on its own (at the fence
+        if the lease is gone) and is waited for before the mailbox can start here again."""
+        box = self.boxes.pop(name)
+        box.quit.set()
+        if self.scheduler.get_job(_job_id(name)) is not None:
+            self.scheduler.remove_job(_job_id(name))
+        if not box.close_if_idle():
+            self._leaving[name] = box
+
+    def _still_leaving(self, name: str) -> bool:
+        """A pass of the mailbox from before it was dropped still runs: two at once would race."""
+        box = self._leaving.get(name)
+        if box is not None and box.close_if_idle():
+            del self._leaving[name]
+            return False
+        return box is not None
 
     def trigger(self, name: str) -> None:
         """Run the mailbox's pass now; if one is running, it goes round once more."""
@@ -342,12 +425,20 @@ class Daemon:
         if box is None:
             return
         with box.lock:
+            if box.closed:
+                return
             box.running = True
         try:
             while not self.stop.is_set():
                 box.again.clear()
                 try:
-                    report = sync_mailbox(self.factory, self.config, name, stop=self.stop, environ=self.environ)
+                    report = sync_mailbox(self.factory, self.config, name, stop=self.stop, environ=self.environ,
+                                          holder=self.name, lease_ttl=self._lease_ttl())
+                except LeaseLost as exc:
+                    event(log, logging.INFO, "lease-lost", mailbox=name, daemon=self.name, reason=str(exc))
+                    self._tick_soon = True  # stop its job and watcher now, not at the next tick
+                    self._wake.set()
+                    return
                 except Exception as exc:  # noqa: BLE001 - one mailbox's failure must not reach the others
                     self._failed(box, exc)
                     return
@@ -432,7 +523,7 @@ class Daemon:
         has no IDLE (the interval job still polls) or when told to quit."""
         from inboxcrm.mail import imap
 
-        failures = 0
+        failures, watched_before = 0, False
         while not box.quit.is_set() and not self.stop.is_set():
             # Only after a pass worked: a mailbox that cannot log in would fail twice as often,
             # and servers slow down every login from an address with failures (Dovecot does).
@@ -452,7 +543,9 @@ class Daemon:
                     watched = next((f for f in folders if f.role == "\\Inbox"), folders[0])
                     folder, known = watched.name, watched.uidnext
                     event(log, logging.INFO, "idle-watching", mailbox=box.name, folder=folder)
-                    failures = 0
+                    if watched_before:  # mail that came while the connection was down: IDLE saw none of it
+                        self.trigger(box.name)
+                    failures, watched_before = 0, True
                     self._count_idle(+1)
                     try:
                         self._idle_loop(box, client, folder, known)
@@ -522,11 +615,163 @@ class Daemon:
         self._guarded("retention", run)
 
     def _guarded(self, job: str, fn: Callable[[], Any]) -> None:
+        with self._active:
+            self._jobs_running.add(job)
         try:
             with self._job():
                 fn()
         except Exception as exc:  # noqa: BLE001 - a job that fails runs again at its next interval
             event(log, logging.ERROR, "job-failed", job=job, reason=_reason(exc))
+        finally:
+            with self._active:
+                self._jobs_running.discard(job)
+
+    # -- sharing the work with other daemons --------------------------------------------
+
+    def _lease_ttl(self) -> float:
+        """How long a renewal holds: half the lease time, renewed every quarter of it."""
+        return self.config.daemon.lease_seconds / 2
+
+    def _register(self) -> None:
+        """Refuses the start (DaemonRefused) when another live daemon has our name, or on SQLite
+        when any other daemon is alive."""
+        with transaction(self.factory) as session:
+            now = lease_queries.db_now(session)
+            seen = [sharing.Seen(d.name, d.host, d.pid, d.seen_at, d.expires_at)
+                    for d in lease_queries.daemons(session)]
+            why = sharing.refusal(self.name, self.host, seen, now, lease_queries.one_daemon_only(session),
+                                  _pid_running)
+            if why is not None:
+                raise DaemonRefused(why)
+            lease_queries.register(session, self.name, self.host, self.pid, now, self._lease_ttl())
+        self._registered = True
+        event(log, logging.INFO, "registered", daemon=self.name, host=self.host, pid=self.pid)
+
+    def _unregister(self) -> None:
+        if not self._registered:
+            return
+        try:
+            with transaction(self.factory) as session:
+                lease_queries.unregister(session, self.name, self.host, self.pid)
+            self._registered = False
+            self.held = set()
+        except Exception as exc:  # noqa: BLE001 - the leases expire on their own; stopping must not fail
+            event(log, logging.ERROR, "unregister-failed", daemon=self.name, reason=_reason(exc),
+                  action=f"the others take over within {self._lease_ttl():.0f} s, when the leases expire")
+
+    def _lease_tick(self) -> None:
+        """Renew, rebalance, then make the jobs match the leases held. Never raises: a failed
+        tick is logged, the work goes on as it was, and the next tick tries again."""
+        self._tick_soon = self._short = False
+        began = time.monotonic()
+        try:
+            self.held = self._share_out()
+        except _NameTaken as exc:
+            event(log, logging.ERROR, "daemon-name-taken", daemon=self.name, reason=str(exc),
+                  action="stopping: two processes with one name would both think they hold its mailboxes")
+            self.held, self._registered, self.exit_status = set(), False, 1
+            self.stop.set()
+        except Exception as exc:  # noqa: BLE001 - the database is down or busy: keep working, retry
+            event(log, logging.ERROR, "lease-tick-failed", daemon=self.name, reason=_reason(exc),
+                  retry_in=f"{self.config.daemon.lease_seconds / 4:.0f}s")
+            self._next_tick = time.monotonic() + self.config.daemon.lease_seconds / 4
+            return
+        self._apply_mailboxes()
+        self._apply_jobs()
+        # Counted from the end, so the next renewal comes within L/4 of this tick's end; a tick that
+        # took long (a loaded machine, many takes, jobs and watchers to start) renews once more now.
+        period = self.config.daemon.lease_seconds / 4
+        if time.monotonic() - began > period / 2:
+            self._renew()
+        self._next_tick = time.monotonic() + (RETRY_SOON if self._short else period)
+
+    def _renew(self) -> None:
+        try:
+            with transaction(self.factory) as session:
+                now = lease_queries.db_now(session)
+                lease_queries.renew_daemon(session, self.name, self.host, self.pid, now, self._lease_ttl())
+                lease_queries.renew_held(session, self.name, now, self._lease_ttl())
+        except Exception as exc:  # noqa: BLE001 - the next tick renews, or says why it cannot
+            event(log, logging.WARNING, "lease-renew-failed", daemon=self.name, reason=_reason(exc))
+
+    def _share_out(self) -> set[str]:
+        """One round with the database: renew ours, read who is alive and who holds what, give
+        up the excess, take our share. Returns the resources held now."""
+        ttl = self._lease_ttl()
+        with transaction(self.factory) as session:
+            now = lease_queries.db_now(session)
+            if not lease_queries.renew_daemon(session, self.name, self.host, self.pid, now, ttl):
+                if lease_queries.name_taken(session, self.name):
+                    raise _NameTaken(f'another process registered as daemon "{self.name}" after this one '
+                                     f"stopped renewing its registration")
+                lease_queries.register(session, self.name, self.host, self.pid, now, ttl)  # the row was deleted
+            lease_queries.renew_held(session, self.name, now, ttl)
+            live = [d.name for d in lease_queries.daemons(session) if d.expires_at > now]
+            current = {lease.resource: sharing.Held(lease.holder, lease.expires_at)
+                       for lease in lease_queries.leases(session)}
+            mailboxes = lease_queries.mailbox_resources(session)
+        names = {sharing.mailbox_resource(mailbox_id): name for mailbox_id, name in mailboxes.items()}
+        plan = sharing.plan([*names, *sharing.JOBS], live, current, self.name, now, self._busy(names))
+        given_up = [r for r in plan.release if self._let_go(r, names)]
+        if given_up:
+            with transaction(self.factory) as session:
+                lease_queries.release(session, given_up, self.name)
+            event(log, logging.INFO, "leases-released", daemon=self.name, resources=" ".join(given_up))
+        taken: list[str] = []
+        for want in plan.take:  # a transaction per pool: its locks are held for the shortest time
+            candidates = [(r, int(r.removeprefix(sharing.MAILBOX)) if r in names else None) for r in want.candidates]
+            with transaction(self.factory) as session:
+                got = lease_queries.take(session, candidates, want.count, self.name, lease_queries.db_now(session), ttl)
+            taken += got
+            if len(got) < want.count and len(got) < len(candidates):
+                self._short = True  # lost races: the rest may still be free, try again in a moment
+        if taken:
+            event(log, logging.INFO, "leases-taken", daemon=self.name, resources=" ".join(taken), live=len(live))
+        held = (set(plan.keep) | set(plan.release) | set(taken)) - set(given_up)
+        self._held_mailboxes = {names[r] for r in held if r in names}
+        return held
+
+    def _busy(self, names: Mapping[str, str]) -> set[str]:
+        running = {box.name for box in self.boxes.values() if box.running}
+        with self._active:
+            jobs = {_LEASED_JOBS[job] for job in self._jobs_running if job in _LEASED_JOBS}
+        return {r for r, name in names.items() if name in running} | jobs
+
+    def _let_go(self, resource: str, names: Mapping[str, str]) -> bool:
+        """Stops the work under ``resource`` so its lease can go; False when work is running
+        (the lease stays until the next tick)."""
+        for job, leased in _LEASED_JOBS.items():
+            if leased == resource:
+                with self._active:
+                    if job in self._jobs_running:
+                        return False
+                if self.scheduler.get_job(job) is not None:
+                    self.scheduler.remove_job(job)
+                return True
+        name = names.get(resource)
+        box = self.boxes.get(name) if name is not None else None
+        if box is not None:
+            if not box.close_if_idle():
+                return False
+            self._drop_box(name)
+            event(log, logging.INFO, "mailbox-handed-over", mailbox=name, daemon=self.name)
+        return True
+
+    def _apply_jobs(self) -> None:
+        """The run-once jobs where their leases are held: added (and run at once) when taken,
+        removed when lost."""
+        jobs = {"notify": (self._notify_job, IntervalTrigger(seconds=MAIL_JOBS_INTERVAL)),
+                "retention": (self._retention_job, IntervalTrigger(hours=RETENTION_INTERVAL_HOURS))}
+        for job, (fn, trigger) in jobs.items():
+            scheduled = self.scheduler.get_job(job) is not None
+            if _LEASED_JOBS[job] in self.held and not scheduled and not self.stop.is_set():
+                self.scheduler.add_job(fn, trigger, id=job, name=job, next_run_time=utcnow())
+            elif _LEASED_JOBS[job] not in self.held and scheduled:
+                self.scheduler.remove_job(job)
+
+
+class _NameTaken(Exception):
+    """Our registration row belongs to another process now."""
 
 
 def _file_stamp(path: str | None) -> tuple | None:

@@ -5,7 +5,9 @@ admin can ask from any shell, while the daemon runs or after it died, without ta
 to the mail server. A mailbox whose last pass failed is marked FAILING in capitals: a mailbox
 that silently stopped syncing is the one failure a CRM fed by mail must not hide. For the same
 reason ``status`` exits with ``FAILING_EXIT`` then, so a monitor needs no parsing. It also says
-what a command email must prove, since commands by email change deals.
+what a command email must prove, since commands by email change deals, and, with several daemons
+on one database, which daemon works each mailbox: judged by the database's clock, as the daemons
+judge it, so a mailbox shown without a live daemon is one that no daemon works.
 """
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ from datetime import datetime
 from inboxcrm.app.team import find_mailbox, imap_address
 from inboxcrm.config import Config
 from inboxcrm.core.views import plural
-from inboxcrm.store import mailbox_state, outbox_queries
+from inboxcrm.store import lease_queries, mailbox_state, outbox_queries
 from inboxcrm.store.db import Session
 from inboxcrm.store.mailbox_state import has_commands_mailbox
 from inboxcrm.store.models import FolderPosition
@@ -34,6 +36,26 @@ class FolderStatus:
 
 
 @dataclass(frozen=True)
+class MailboxDaemon:
+    """Who works a mailbox: its lease."""
+
+    holder: str  # the daemon's name (``run --id``)
+    since: datetime  # when this daemon took the mailbox
+    expires_at: datetime
+    alive: bool  # the lease is current; past it, no daemon works the mailbox
+
+
+@dataclass(frozen=True)
+class DaemonStatus:
+    name: str
+    host: str
+    pid: int
+    started_at: datetime
+    seen_at: datetime  # its last renewal
+    alive: bool  # renewed in time; a daemon gone without stopping (kill -9, a cut network) is not
+
+
+@dataclass(frozen=True)
 class MailboxStatus:
     name: str
     role: str
@@ -45,6 +67,7 @@ class MailboxStatus:
     failures: int  # consecutive failed passes
     failing_since: datetime | None
     failing: bool  # the last pass failed: shown loudly until a pass succeeds
+    daemon: MailboxDaemon | None = None  # None: no daemon has ever held it, or its last one stopped
 
 
 @dataclass(frozen=True)
@@ -60,6 +83,7 @@ class Status:
     mailboxes: tuple[MailboxStatus, ...]
     outbox: dict[str, int]  # status -> rows; empty when nothing was ever queued
     commands: CommandsStatus
+    daemons: tuple[DaemonStatus, ...] = ()
 
     @property
     def failing(self) -> tuple[str, ...]:
@@ -88,10 +112,15 @@ def read_status(session: Session, config: Config, name: str | None = None) -> St
         positions.setdefault(p.mailbox_id, []).append(
             FolderStatus(p.folder, p.role, p.uidvalidity, p.last_uid, backlog(p), p.updated_at))
     outbox = outbox_queries.outbox_counts(session)
+    now = lease_queries.db_now(session)
+    held = {lease.mailbox_id: MailboxDaemon(lease.holder, lease.acquired_at, lease.expires_at, lease.expires_at > now)
+            for lease in lease_queries.leases(session) if lease.mailbox_id is not None}
+    daemons = tuple(DaemonStatus(d.name, d.host, d.pid, d.started_at, d.seen_at, d.expires_at > now)
+                    for d in lease_queries.daemons(session))
     return Status(tuple(MailboxStatus(m.name, m.role, imap_address(m.connection), tuple(positions.get(m.id, ())),
                                       m.last_success_at, m.last_error_at, m.last_error, m.failures or 0,
-                                      m.failing_since, bool(m.failures)) for m in boxes), outbox,
-                  commands_status(config, has_commands_mailbox(session)))
+                                      m.failing_since, bool(m.failures), held.get(m.id)) for m in boxes), outbox,
+                  commands_status(config, has_commands_mailbox(session)), daemons)
 
 
 def _when(moment: datetime | None, now: datetime) -> str:
@@ -102,6 +131,19 @@ def _when(moment: datetime | None, now: datetime) -> str:
         if seconds >= size:
             return f"{moment:%Y-%m-%d %H:%M} UTC ({seconds // size} {unit} ago)"
     return f"{moment:%Y-%m-%d %H:%M:%S} UTC ({seconds} s ago)"
+
+
+def _worked_by(daemon: MailboxDaemon | None, now: datetime) -> str:
+    if daemon is None or not daemon.alive:
+        return "no live daemon" + (f" (the last, {daemon.holder}, stopped renewing its lease)" if daemon else "")
+    today = daemon.since.date() == now.astimezone(daemon.since.tzinfo).date()
+    since = f"{daemon.since:%H:%M}" if today else f"{daemon.since:%Y-%m-%d %H:%M}"
+    return f"worked by {daemon.holder} since {since} UTC"
+
+
+def _daemon_line(daemon: DaemonStatus, now: datetime) -> str:
+    return (f"{daemon.name} on {daemon.host}, pid {daemon.pid}: started {_when(daemon.started_at, now)}, "
+            f"last seen {_when(daemon.seen_at, now)}, {'alive' if daemon.alive else 'gone'}")
 
 
 def render(status: Status, now: datetime) -> str:
@@ -117,6 +159,7 @@ def render(status: Status, now: datetime) -> str:
             lines.append(f"  last error:   {_when(box.last_error_at, now)}: {box.last_error}")
         if box.failing_since is not None and box.failing:
             lines.append(f"  failing since {_when(box.failing_since, now)}")
+        lines.append(f"  {_worked_by(box.daemon, now)}")
         if not box.folders:
             lines.append("  no folder synced yet")
         for f in box.folders:
@@ -126,6 +169,10 @@ def render(status: Status, now: datetime) -> str:
                            f"last uid {f.last_uid}, backlog {left}")
     if not status.mailboxes:
         lines.append('no mailboxes yet; add one with "inboxcrm mailbox add NAME --role capture --host HOST ..."')
+    if status.daemons:
+        lines += ["daemons:", *(f"  {_daemon_line(d, now)}" for d in status.daemons)]
+    else:
+        lines.append('daemons: none running (start one with "inboxcrm run")')
     if status.outbox:
         lines.append("outbox: " + ", ".join(f"{n} {state}" for state, n in status.outbox.items()))
     lines.append(("WARNING: " if status.commands.warning else "") + f"commands by email: {status.commands.rule}")

@@ -30,13 +30,15 @@ from datetime import date, datetime, timedelta
 
 from inboxcrm.app.importer import feed, resolve_mailbox
 from inboxcrm.clock import Clock, utcnow
-from inboxcrm.errors import Invalid
+from inboxcrm.core.leases import mailbox_resource
+from inboxcrm.errors import Invalid, LeaseLost
 from inboxcrm.logs import event
 from inboxcrm.mail import imap
 from inboxcrm.mail.imap import FolderInfo, ImapError, ImapMessage, ImapSettings
 from inboxcrm.mail.oauth import GrantRevoked, OAuthError
 from inboxcrm.store import mailbox_state
 from inboxcrm.store.db import Session, sessionmaker, transaction
+from inboxcrm.store.lease_queries import hold
 from inboxcrm.store.mailbox_state import folder_position
 from inboxcrm.store.models import FolderPosition
 from inboxcrm.store.records import stored_locations
@@ -108,17 +110,29 @@ def unchanged(position: FolderPosition | None, info: FolderInfo) -> bool:
 
 def sync_mailbox(factory: sessionmaker[Session], config, name: str, now: Clock = utcnow,
                  progress: Callable[[int], None] | None = None, stop: threading.Event | None = None,
-                 environ: Mapping[str, str] = os.environ, parse_workers: int | None = -1) -> SyncReport:
+                 environ: Mapping[str, str] = os.environ, parse_workers: int | None = -1,
+                 holder: str | None = None, lease_ttl: float = 0.0) -> SyncReport:
     """One pass over the mailbox's folders. Records success or failure on the mailbox row;
     on failure re-raises the ImapError after recording it.
 
     ``parse_workers``: as for ``importer.feed``; -1 (the default) chooses per folder: parse
     workers for a backlog of at least ``BULK`` messages (a first backfill), none for the few
-    messages of a routine pass, where starting a process would cost more than it saves."""
+    messages of a routine pass, where starting a process would cost more than it saves.
+
+    ``holder``: the daemon whose lease on the mailbox this pass works under. Every transaction
+    that moves a folder's position renews the lease for ``lease_ttl`` seconds only while that
+    daemon still holds it, else raises LeaseLost and rolls back: a daemon that stalled past its
+    lease (and lost the mailbox to another) cannot record a message the other records too. None
+    (``poll``): no lease, as with one process."""
     with factory() as session:
         info = resolve_mailbox(session, name)
         settings = load_settings(session, name)
     report = SyncReport(name)
+
+    def fence(session: Session) -> None:
+        if holder is not None:
+            hold(session, mailbox_resource(info.id), holder, lease_ttl)
+
     try:
         client = imap.connect(settings, environ, what=f"mailbox {name}")
         try:
@@ -134,7 +148,7 @@ def sync_mailbox(factory: sessionmaker[Session], config, name: str, now: Clock =
                     report.folders.append(FolderReport(folder.name, folder.role))
                     continue
                 report.folders.append(_sync_folder(factory, config, client, info, settings, folder, position,
-                                                   now, progress, stop, parse_workers))
+                                                   now, progress, stop, parse_workers, fence))
         finally:
             imap.close(client)
     except GrantRevoked as exc:
@@ -145,6 +159,8 @@ def sync_mailbox(factory: sessionmaker[Session], config, name: str, now: Clock =
         _record_failure(factory, info.id, str(exc), now())
         event(log, logging.DEBUG, "sync-failed", mailbox=name, stage=exc.stage, error=str(exc))
         raise
+    except LeaseLost:
+        raise  # not a failure of the mailbox: another daemon works it now
     except Exception as exc:
         # Not the server's fault (the database, a bug): still shown in `status`, then raised.
         try:
@@ -158,7 +174,8 @@ def sync_mailbox(factory: sessionmaker[Session], config, name: str, now: Clock =
 
 
 def _sync_folder(factory, config, client, info, settings: ImapSettings, status: FolderInfo,
-                 position: FolderPosition | None, now: Clock, progress, stop, parse_workers) -> FolderReport:
+                 position: FolderPosition | None, now: Clock, progress, stop, parse_workers,
+                 fence: Callable[[Session], None]) -> FolderReport:
     folder = imap.examine(client, status.name)
     folder = FolderInfo(status.name, status.role, folder.messages, folder.uidvalidity, folder.uidnext,
                         folder.highestmodseq)
@@ -171,6 +188,7 @@ def _sync_folder(factory, config, client, info, settings: ImapSettings, status: 
               old=position.uidvalidity, new=folder.uidvalidity,
               action="reading the backfill window again; stored messages are recognised")
         with transaction(factory) as session:
+            fence(session)
             row = folder_position(session, info.id, folder.name)
             row.uidvalidity, row.last_uid, row.uidnext, row.highest_modseq = folder.uidvalidity, 0, None, None
     since = backfill_since(settings, config, now()) if backfill else None
@@ -179,6 +197,7 @@ def _sync_folder(factory, config, client, info, settings: ImapSettings, status: 
           since=since)
 
     def checkpoint(session: Session, last: ImapMessage) -> None:
+        fence(session)
         row = folder_position(session, info.id, folder.name)
         row.uidvalidity, row.last_uid, row.role = folder.uidvalidity, last.uid, role_name(folder.role)
         row.updated_at = now()
@@ -199,6 +218,7 @@ def _sync_folder(factory, config, client, info, settings: ImapSettings, status: 
     if stop is None or not stop.is_set():
         # Every UID below UIDNEXT was read or is gone for good: the next pass starts after them.
         with transaction(factory) as session:
+            fence(session)
             row = folder_position(session, info.id, folder.name)
             row.uidvalidity, row.role = folder.uidvalidity, role_name(folder.role)
             row.last_uid = max(row.last_uid or 0, folder.uidnext - 1)

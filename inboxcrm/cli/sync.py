@@ -160,18 +160,34 @@ def _check(app: App, as_json: bool) -> None:
         sys.exit(UNHEALTHY_EXIT)
 
 
+def _daemon_id(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    from inboxcrm.config import DAEMON_ID
+
+    if value is not None and not DAEMON_ID.fullmatch(value):
+        raise click.BadParameter(f"{value!r} is not a daemon name: use letters, digits, '.', '_' or '-', at most "
+                                 f"100, starting with a letter or digit (e.g. mail-2)")
+    return value
+
+
 @click.command()
+@click.option("--id", "daemon_id", metavar="NAME", callback=_daemon_id,
+              help="This daemon's name among several sharing one PostgreSQL database (default: [daemon] id, "
+                   "else the host name).")
 @pass_app
-def run(app: App) -> None:
+def run(app: App, daemon_id: str | None) -> None:
     """The daemon: keep every IMAP mailbox synced, send digests and notifications.
 
     IDLE where the server has it (new mail on record within seconds), polling every [sync]
     poll_interval seconds otherwise. SIGTERM or Ctrl-C: finish the current message and exit;
     SIGHUP: reload the configuration and the mailbox list. Logs go to stderr, one logfmt event a
     line (journald under systemd); set INBOXCRM_LOG_LEVEL=INFO to see every pass.
+
+    Several daemons on one PostgreSQL database share the mailboxes out, each held by one daemon
+    through a lease (see [daemon] lease_seconds); on SQLite a second daemon is refused (exit 1).
     """
     from inboxcrm import config as config_mod
     from inboxcrm.app.daemon import Daemon
+    from inboxcrm.errors import DaemonRefused
 
     factory = app.factory()  # refuses a missing or outdated database before anything starts
 
@@ -180,5 +196,10 @@ def run(app: App) -> None:
         fresh = config_mod.load_config(path, named)
         return fresh.with_database_url(app.database_url) if app.database_url else fresh
 
-    sys.exit(Daemon(factory, app.config, reload_config).run())
+    try:
+        status = Daemon(factory, app.config, reload_config, name=daemon_id).run()
+    except DaemonRefused as refused:  # 1, not a usage refusal's 2: the other daemon's presence failed the start
+        echo(f"error: {refused}", err=True)
+        sys.exit(1)
+    sys.exit(status)
 

@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import logging
 import os
+import select
 import socket
 import ssl
+import sys
 import threading
 import time
 import urllib.parse
+import weakref
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -53,6 +56,7 @@ SIZE_BATCH = 2000  # UIDs per RFC822.SIZE FETCH: some 40 bytes of answer each
 MAX_MESSAGE_BYTES = 25 * 1024 * 1024  # as [sync] max_message_bytes; callers pass the configured value
 BATCH_BYTES = 8 * 1024 * 1024  # as [sync] fetch_batch_bytes
 IDLE_RENEW = 29 * 60  # RFC 2177: servers may drop an IDLE after 30 minutes
+IDLE_SLICE = 0.5  # seconds between looks at a plain threading.Event ``stop`` while idling
 STAGES = ("dns", "connect", "tls", "login", "folder", "protocol", "connection-lost")
 
 
@@ -609,12 +613,67 @@ def _message(item: dict, folder: FolderInfo, label: str, uid: int, plan: FetchPl
     return ImapMessage(data, location, label, full_size=plan.full_size, uid=uid, gmail=found_in)
 
 
+class WakingEvent(threading.Event):
+    """A threading.Event that also wakes a ``wait_for_change`` blocked in IDLE the moment it is set.
+
+    With a plain Event the wait must look at it every ``IDLE_SLICE`` seconds; a daemon holding
+    hundreds of IDLE connections then wakes hundreds of threads a second for nothing, which was
+    most of its CPU at rest (bench/idle_bench.py). One eventfd (a pipe where there is none)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        if hasattr(os, "eventfd"):
+            self._read = self._write = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
+        else:  # pragma: no cover - not Linux
+            self._read, self._write = os.pipe()
+            os.set_blocking(self._read, False)
+        weakref.finalize(self, _close_fds, {self._read, self._write})
+
+    def fileno(self) -> int:
+        return self._read
+
+    def set(self) -> None:
+        super().set()
+        os.write(self._write, (1).to_bytes(8, sys.byteorder))  # eventfd takes 8 bytes; a pipe any
+
+    def clear(self) -> None:
+        super().clear()
+        try:
+            while os.read(self._read, 8):
+                pass
+        except BlockingIOError:
+            pass
+
+
+def _close_fds(fds: set[int]) -> None:
+    for fd in fds:
+        os.close(fd)
+
+
+def _readable(client: IMAPClient, stop: threading.Event | None, timeout: float) -> bool:
+    """Whether the connection has something to read within ``timeout`` seconds. A ``stop`` with a
+    file descriptor (WakingEvent) ends the wait when set; a plain one is looked at every slice."""
+    connection = client.socket().fileno()
+    poller = select.poll()
+    poller.register(connection, select.POLLIN)
+    if isinstance(stop, WakingEvent):
+        poller.register(stop.fileno(), select.POLLIN)
+    elif stop is not None:
+        timeout = min(timeout, IDLE_SLICE)
+    return any(fd == connection for fd, _ in poller.poll(max(0.0, timeout) * 1000))
+
+
+def _announces_mail(answers: list) -> bool:
+    return any(len(answer) >= 2 and answer[1] in (b"EXISTS", b"RECENT") for answer in answers)
+
+
 def wait_for_change(client: IMAPClient, folder: str, timeout: float, stop: threading.Event | None = None,
                     known_uidnext: int | None = None) -> bool:
     """IDLE on the examined folder until the server announces mail (True), ``timeout`` or ``stop``.
 
     ``known_uidnext``: the UIDNEXT the last sync saw; mail that came in since returns True at
-    once, so nothing arriving between a sync and the IDLE waits for the next one."""
+    once, so nothing arriving between a sync and the IDLE waits for the next one. A connection
+    the server closed raises ImapError("connection-lost") as soon as it closes."""
     deadline = time.monotonic() + timeout
     info = examine(client, folder)
     if known_uidnext is not None and info.uidnext > known_uidnext:
@@ -631,10 +690,17 @@ def wait_for_change(client: IMAPClient, folder: str, timeout: float, stop: threa
                     client.idle_done()
                     client.idle()
                     renew = now + IDLE_RENEW
-                step = min(deadline, renew) - now
-                for answer in client.idle_check(timeout=min(step, 0.5) if stop is not None else step):
-                    if len(answer) >= 2 and answer[1] in (b"EXISTS", b"RECENT"):
-                        return True
+                if not _readable(client, stop, min(deadline, renew) - now):
+                    continue
+                answers = client.idle_check(timeout=0)
+                if not answers:
+                    # Readable, yet not one whole answer: imapclient reads a closed connection (EOF,
+                    # reset) as "no answers yet", and the loop would spin on it until the deadline.
+                    # Ending the IDLE asks the server: a dead connection raises here.
+                    _, answers = client.idle_done()
+                    client.idle()
+                if _announces_mail(answers):
+                    return True
         finally:
             try:
                 client.idle_done()
