@@ -376,3 +376,27 @@ def test_kill_9_mid_sync_then_restart_loses_nothing_and_duplicates_nothing(team,
     assert count(engine, Message.id, Message.status != "processed") == 0
     again.signal(signal.SIGTERM)
     assert again.wait() == 0
+
+
+def test_a_job_asked_for_while_it_runs_goes_round_once_more_without_a_skipped_run(factory, caplog):
+    """A pass that records mail asks for the notify job at once; with hundreds of mailboxes that
+    often happens while it runs. The request is kept (the new lead's nudge is not left for the
+    next interval) and APScheduler never logs a skipped run."""
+    from inboxcrm.app.daemon import Daemon as InProcessDaemon
+    from inboxcrm.config import build_config
+
+    config = build_config({}, None)
+    daemon = InProcessDaemon(factory, config, lambda: config, environ={})
+    runs = []
+
+    def job() -> None:
+        runs.append(len(runs))
+        if len(runs) == 1:  # asked for twice while running: one more round, not two
+            daemon._run_now("notify")
+            daemon._run_now("notify")
+
+    with caplog.at_level(logging.WARNING):
+        daemon._guarded("notify", job)
+    assert runs == [0, 1]
+    assert "notify" not in daemon._jobs_running and not daemon._jobs_again
+    assert not [r for r in caplog.records if "skipped" in r.getMessage()]

@@ -190,6 +190,7 @@ class Daemon:
         self._held_mailboxes: set[str] = set()  # their mailboxes' names
         self._leaving: dict[str, _Box] = {}  # mailboxes given up while a pass still ran
         self._jobs_running: set[str] = set()
+        self._jobs_again: set[str] = set()  # asked for while running: one more round when it ends
         self._next_tick = 0.0  # time.monotonic() of the next lease tick
         self._tick_soon = False  # a pass lost its lease: look at once
         self._short = False  # the last tick lost races for free leases: the next comes soon
@@ -468,6 +469,12 @@ class Daemon:
             self._run_now("outbox")  # the answer to a command email, while the rep still looks
 
     def _run_now(self, job_id: str) -> None:
+        """A job asked for while it runs goes round once more when it ends: APScheduler would
+        skip the run (one instance at a time) and log a warning for each of hundreds of passes."""
+        with self._active:
+            if job_id in self._jobs_running:
+                self._jobs_again.add(job_id)
+                return
         job = self.scheduler.get_job(job_id)
         if job is not None and not self.stop.is_set():
             job.modify(next_run_time=utcnow())
@@ -619,12 +626,19 @@ class Daemon:
             self._jobs_running.add(job)
         try:
             with self._job():
-                fn()
+                while True:
+                    fn()
+                    with self._active:  # "running" ends under the lock that _run_now reads it under
+                        if job not in self._jobs_again or self.stop.is_set():
+                            self._jobs_running.discard(job)
+                            break
+                        self._jobs_again.discard(job)
         except Exception as exc:  # noqa: BLE001 - a job that fails runs again at its next interval
             event(log, logging.ERROR, "job-failed", job=job, reason=_reason(exc))
         finally:
             with self._active:
                 self._jobs_running.discard(job)
+                self._jobs_again.discard(job)
 
     # -- sharing the work with other daemons --------------------------------------------
 
