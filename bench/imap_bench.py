@@ -7,8 +7,9 @@ in its own child process so peak RSS is measured per phase:
   sync      inboxcrm.app.sync.sync_mailbox() into a fresh database (the real pipeline), then
             the unchanged-mailbox poll (median of 20 passes) and delivery-to-record latency with
             IDLE: APPEND one message, wait_for_change() returns, a sync pass records it (p50/p95)
-Prints msg/s of both and the ratio (aim >= 0.5), poll time (aim < 100 ms), latency (aim p95 < 2 s;
-Dovecot itself announces a delivery ~0.5 s late) and peak RSS (aim < 200 MB).
+Prints msg/s of each and the ratio to the baseline (aim >= 0.80 on each backend), with --postgres
+PostgreSQL's rate against SQLite's in the same run (aim >= 0.80), poll time (aim < 100 ms), latency
+(aim p95 < 2 s; Dovecot itself announces a delivery ~0.5 s late) and peak RSS (aim < 200 MB).
 
     python bench/imap_bench.py [--messages 10000] [--attachment-kb 1024] [--deliveries 50] [--postgres [URL]]
 """
@@ -31,7 +32,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # this tree's code, without installing
 sys.path.insert(0, str(ROOT / "bench"))
 
-from import_bench import REPS, TEAM, generate, throwaway_database
+from import_bench import AIM, REPS, TEAM, backend_ratio, generate, throwaway_database
 
 
 def phase_baseline(connection: dict) -> dict:
@@ -186,17 +187,20 @@ def main() -> None:
     base_rate = base["messages"] / base["seconds"]
     print(f"baseline  imapclient fetch + mail-parser : {base_rate:6.0f} msg/s ({base['seconds']:.1f} s), "
           f"peak RSS {base_rss:.0f} MB")
+    rates = {}
     for label, run, rss, worker_rss in results:
-        rate = run["messages"] / run["seconds"]
+        rate = rates[label] = run["messages"] / run["seconds"]
         lat = run["latencies"]
         print(f"inboxcrm  sync {label:<10}             : {rate:6.0f} msg/s ({run['seconds']:.1f} s), "
-              f"ratio {rate / base_rate:.2f}x (aim >= 0.50); peak RSS {rss:.0f} MB main + {worker_rss:.0f} MB "
+              f"ratio {rate / base_rate:.2f}x (aim >= {AIM:.2f}); peak RSS {rss:.0f} MB main + {worker_rss:.0f} MB "
               f"per parse worker (aim < 200 MB)")
         print(f"          unchanged poll                 : median {run['poll_ms']:.0f} ms, max "
               f"{run['poll_max_ms']:.0f} ms over 20 (aim < 100 ms)")
         print(f"          delivery -> record (IDLE)      : p50 {percentile(lat, 50):.2f} s, p95 "
               f"{percentile(lat, 95):.2f} s over {len(lat)} (aim p95 < 2 s; Dovecot adds ~0.5 s)")
         print(f"          outcomes                       : {run['counts']}")
+    if (line := backend_ratio(rates, 41)) is not None:
+        print(line)
     print(f"cpu cores                                : {os.cpu_count()}")
 
 

@@ -21,9 +21,9 @@ from datetime import datetime
 from inboxcrm.core.bounces import Recipient, read_bounce
 from inboxcrm.core.csv_rows import write_csv
 from inboxcrm.core.decide import Context, Decision
-from inboxcrm.core.sales import PIPELINE_ACTOR, activity_time
+from inboxcrm.core.sales import activity_time
 from inboxcrm.logs import event
-from inboxcrm.store import audit, bounce_queries
+from inboxcrm.store import bounce_queries
 from inboxcrm.store.db import Session
 from inboxcrm.store.records import Store, StoredMessage
 from inboxcrm.values import Email
@@ -58,8 +58,8 @@ def after_message(store: Store, msg: StoredMessage, email: Email, data: bytes, d
         return BounceOutcome()
     address_id, contact_id = cleared
     ctx.bouncing.discard(sender)
-    audit.write_batch(store.conn, [audit.entry(store.now, PIPELINE_ACTOR, "bounce-cleared", "contact", contact_id,
-                                               f"message <{msg.message_id}>", address=sender)])
+    store.audit("bounce-cleared", "contact", contact_id, f"message <{msg.message_id}>", address=sender)
+    store.flush_audit()
     event(log, logging.INFO, "bounce-cleared", address=sender, message=msg.message_id)
     return BounceOutcome(cleared=(sender,))
 
@@ -75,7 +75,6 @@ def _mark(store: Store, msg: StoredMessage, failed: tuple[Recipient, ...], when:
     already: list[str] = []
     wrote_since: list[str] = []
     not_contacts: list[str] = []
-    entries = []
     for recipient, addresses in candidates.items():
         address = next((a for a in addresses if a in known), None)
         if address is None:
@@ -90,12 +89,11 @@ def _mark(store: Store, msg: StoredMessage, failed: tuple[Recipient, ...], when:
         elif bounce_queries.mark(store.conn, pk, when, recipient.reason):
             marked.append(address)
             ctx.bouncing.add(address)
-            entries.append(audit.entry(store.now, PIPELINE_ACTOR, "bounce", "contact", contact_id,
-                                       f"message <{msg.message_id}>", address=address, bounced_at=when.isoformat(),
-                                       status=recipient.status, diagnostic=recipient.diagnostic))
+            store.audit("bounce", "contact", contact_id, f"message <{msg.message_id}>", address=address,
+                        bounced_at=when.isoformat(), status=recipient.status, diagnostic=recipient.diagnostic)
         else:
             already.append(address)
-    audit.write_batch(store.conn, entries)
+    store.flush_audit()
     outcome = BounceOutcome(tuple(marked), tuple(already), tuple(wrote_since), tuple(dict.fromkeys(not_contacts)))
     if failed:
         event(log, logging.INFO, "bounce", message=msg.message_id, marked=",".join(outcome.marked) or None,

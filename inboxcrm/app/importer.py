@@ -1,8 +1,8 @@
 """``inboxcrm import``: feed a local file, folder, mbox or Maildir through the intake.
 
-Every message is atomic (its own savepoint inside ``intake.process``); commits group a few
-messages, bounded by count, bytes and time, because one fsync'ed commit per message cost more
-than parsing it. An interrupted import loses at most the open group and resumes where it
+Every message is atomic (``intake.Group``: one savepoint per group, replayed a savepoint per
+message when one fails); commits group a few messages, bounded by count, bytes and time, because
+one fsync'ed commit per message cost more than parsing it. An interrupted import loses at most the open group and resumes where it
 stopped: copies already stored are recognised by mailbox and location and change nothing.
 """
 from __future__ import annotations
@@ -11,12 +11,12 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
 from inboxcrm.app.context import context_for
-from inboxcrm.app.intake import Outcome, process
+from inboxcrm.app.intake import Group, Outcome
 from inboxcrm.clock import Clock, utcnow
 from inboxcrm.core.decide import MailboxInfo
 from inboxcrm.errors import NotFound
@@ -67,29 +67,29 @@ def feed(factory: sessionmaker[Session], config, mailbox: MailboxInfo, messages:
     iterator = parse_ahead(messages, parse_workers)
     exhausted = False
     while not exhausted:
-        committed: list[tuple[RawMessage, Outcome]] = []
         with transaction(factory) as session:
-            started, size, done, last = time.monotonic(), 0, 0, None
-            while done < GROUP_MESSAGES and size < GROUP_BYTES and time.monotonic() - started < GROUP_SECONDS:
+            group = Group(session, mailbox, ctx, config.pipeline.store_raw)
+            started, size = time.monotonic(), 0
+            while (len(group.outcomes) < GROUP_MESSAGES and size < GROUP_BYTES
+                   and time.monotonic() - started < GROUP_SECONDS):
                 raw, prepared = (None, None) if stop is not None and stop.is_set() else next(iterator, (None, None))
                 if raw is None:
                     exhausted = True
                     break
-                outcome = process(session, raw, mailbox, ctx, now(), config.pipeline.store_raw, prepared)
-                # Kept without its bytes: neither the checkpoint nor a log line needs the body, and the
-                # previous message must not stay in memory while the next one is fetched.
-                done, size, last = done + 1, size + len(raw.data), replace(raw, data=b"")
+                group.process(raw, prepared, now())
+                size += len(raw.data)
                 raw = prepared = None
-                report.total += 1
-                report.counts[outcome.status] += 1
-                if on_message is not None:
-                    committed.append((last, outcome))
-            if checkpoint is not None and last is not None:
-                checkpoint(session, last)
-        for raw, outcome in committed:
-            on_message(raw, outcome)
-        if progress and done:
-            progress(done)
+            # Kept without their bytes: neither the checkpoint nor a log line needs the body.
+            committed = group.finish()
+            if checkpoint is not None and committed:
+                checkpoint(session, committed[-1][0])
+        report.total += len(committed)
+        report.counts.update(outcome.status for _, outcome in committed)
+        if on_message is not None:
+            for raw, outcome in committed:
+                on_message(raw, outcome)
+        if progress and committed:
+            progress(len(committed))
     iterator.close()  # after a stop: shuts down the parse workers now, not at garbage collection
     return report
 

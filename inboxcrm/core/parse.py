@@ -21,6 +21,7 @@ import re
 import unicodedata
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from functools import lru_cache
 from email import policy
 from email.errors import InvalidHeaderDefect
 from email.headerregistry import Address as RegistryAddress
@@ -147,6 +148,22 @@ def _registry(name: str, value: str):
     return policy.default.header_factory(name, value)
 
 
+_CACHED_HEADER_CHARS = 4096  # longer values are read each time: hostile mail must not fill the cache
+
+
+def _address_header(value: str):
+    """An address header value as the registry reads it (all address headers read alike), once:
+    a parse reads From, To and Cc twice (their mailboxes, and their text for the rules), and the
+    registry is the costliest part of a parse after mail-parser (import_bench profile). A value
+    the registry refuses raises each time, as it would uncached."""
+    return _cached_address_header(value) if len(value) <= _CACHED_HEADER_CHARS else _registry("to", value)
+
+
+@lru_cache(maxsize=256)  # at most 256 values of 4 KB: a bounded megabyte
+def _cached_address_header(value: str):
+    return _registry("to", value)
+
+
 def decode_header_value(value: object) -> str:
     """RFC 2047 encoded words decoded, as readable text; never raises."""
     if value is None:
@@ -172,10 +189,11 @@ def _header_text(name: str, value: str) -> str:
     without the registry (tests/test_parse_attacks.py checks it over the fixtures and the corpus),
     the registry rewrites dates and drops a folded Content-Type's parameters, and skipping it saves
     a quarter of a parse."""
-    if "=?" not in value and _not_addresses(name):
+    addresses = not _not_addresses(name)
+    if "=?" not in value and not addresses:
         return clean_text(value)
     try:
-        return clean_text(str(_registry(name, value)))
+        return clean_text(str(_address_header(value) if addresses else _registry(name, value)))
     except Exception:  # noqa: BLE001 - see decode_header_value
         return decode_header_value(value)
 
@@ -259,7 +277,7 @@ def _unquote(text: str) -> str:
 def read_addresses(value: str) -> list[Address]:
     """The mailboxes of one raw address header value, each from its addr-spec alone."""
     try:
-        header = _registry("to", value)
+        header = _address_header(value)
         strict = not any(isinstance(d, InvalidHeaderDefect) for d in header.defects)
         addresses = header.addresses if strict else ()
     except Exception:  # noqa: BLE001 - e.g. CR/LF in an encoded word: ValueError from the registry
