@@ -87,8 +87,9 @@ def match(
     freemail: frozenset[str] = frozenset(),
 ) -> Match:
     domain = company_domain(prospect, team_domains, freemail)
-    company_id = lookup.company_for_domain(domain) if domain else None
+    # The contact first: a store may read the company of the address's domain in the same round trip.
     contact = lookup.contact_for_address(prospect.email)
+    company_id = lookup.company_for_domain(domain) if domain else None
     common = dict(prospect=prospect, contact=contact, company_id=company_id, company_domain=domain)
 
     thread_deal = lookup.deal_for_thread(email.thread_ids) if email.thread_ids else None
