@@ -26,6 +26,7 @@ from sqlalchemy import func, select
 
 from inboxcrm import logs
 from inboxcrm.app.daemon import Notifier, watchdog_period
+from inboxcrm.core import leases as sharing
 from inboxcrm.store.db import session_factory
 from inboxcrm.store.models import Deal, FolderPosition, Mailbox, Message, MessageCopy
 
@@ -378,15 +379,22 @@ def test_kill_9_mid_sync_then_restart_loses_nothing_and_duplicates_nothing(team,
     assert again.wait() == 0
 
 
-def test_a_job_asked_for_while_it_runs_goes_round_once_more_without_a_skipped_run(factory, caplog):
-    """A pass that records mail asks for the notify job at once; with hundreds of mailboxes that
-    often happens while it runs. The request is kept (the new lead's nudge is not left for the
-    next interval) and APScheduler never logs a skipped run."""
+def _holding_notify(factory):
+    """An in-process daemon as its tick leaves it when it holds the notify job's lease."""
     from inboxcrm.app.daemon import Daemon as InProcessDaemon
     from inboxcrm.config import build_config
 
     config = build_config({}, None)
     daemon = InProcessDaemon(factory, config, lambda: config, environ={})
+    daemon.held = {sharing.NOTIFY}
+    return daemon
+
+
+def test_a_job_asked_for_while_it_runs_goes_round_once_more_without_a_skipped_run(factory, caplog):
+    """A pass that records mail asks for the notify job at once; with hundreds of mailboxes that
+    often happens while it runs. The request is kept (the new lead's nudge is not left for the
+    next interval) and APScheduler never logs a skipped run."""
+    daemon = _holding_notify(factory)
     runs = []
 
     def job() -> None:
@@ -400,3 +408,18 @@ def test_a_job_asked_for_while_it_runs_goes_round_once_more_without_a_skipped_ru
     assert runs == [0, 1]
     assert "notify" not in daemon._jobs_running and not daemon._jobs_again
     assert not [r for r in caplog.records if "skipped" in r.getMessage()]
+
+
+def test_a_leased_job_asked_for_again_stops_when_its_lease_is_gone(factory):
+    """Another daemon runs the notify job now: the round asked for is left to it."""
+    daemon = _holding_notify(factory)
+    runs = []
+
+    def job() -> None:
+        runs.append(len(runs))
+        daemon.held = set()  # the tick found the lease gone while the run went on
+        if len(runs) < 3:
+            daemon._run_now("notify")
+
+    daemon._guarded("notify", job)
+    assert runs == [0] and "notify" not in daemon._jobs_running and not daemon._jobs_again

@@ -3,6 +3,7 @@ daemons sharing real mailboxes on PostgreSQL (the kill -9 storm is tests/test_da
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import socket
@@ -18,11 +19,11 @@ from inboxcrm.app.daemon import Daemon
 from inboxcrm.app.sync import sync_mailbox
 from inboxcrm.config import DAEMON_ID, build_config
 from inboxcrm.core import leases as sharing
-from inboxcrm.core.leases import Held, Seen
+from inboxcrm.core.leases import Held, Holder, Seen
 from inboxcrm.errors import DaemonRefused, LeaseLost
 from inboxcrm.store import lease_queries
 from inboxcrm.store.db import transaction
-from inboxcrm.store.models import FolderPosition, Lease, Mailbox, Message
+from inboxcrm.store.models import Daemon as DaemonRow, FolderPosition, Lease, Mailbox, Message
 
 from .dovecot import dovecot_server  # noqa: F401 - registers the fixture "dovecot"
 from .test_daemon import _lead, add_imap, eventually
@@ -146,6 +147,11 @@ def _take(factory, resource, holder, count=1, ttl=30.0, mailbox_id=None) -> list
         return lease_queries.take(session, [(resource, mailbox_id)], count, holder, lease_queries.db_now(session), ttl)
 
 
+def _registered(factory, name: str, host: str = "here", pid: int = 7) -> Holder:
+    with transaction(factory) as session:
+        return lease_queries.register(session, name, host, pid, lease_queries.db_now(session), 30)
+
+
 def _holders(factory) -> dict[str, str]:
     with factory() as session:
         return {lease.resource: lease.holder for lease in lease_queries.leases(session)}
@@ -204,26 +210,116 @@ def test_two_daemons_taking_one_free_lease_at_once_one_wins(factory):
 def test_the_fence_renews_its_own_lease_and_raises_lease_lost_for_one_taken(factory):
     box_id = _mailbox(factory)
     box = sharing.mailbox_resource(box_id)
+    one, two = _registered(factory, "mail-1"), _registered(factory, "mail-2")
     _take(factory, box, "mail-1", ttl=1.0, mailbox_id=box_id)
     with transaction(factory) as session:
-        lease_queries.hold(session, box, "mail-1", 60.0)
+        lease_queries.hold(session, box, one, 60.0)
         expires = session.scalar(select(Lease.expires_at))
         assert expires > lease_queries.db_now(session) + timedelta(seconds=50)
     with pytest.raises(LeaseLost, match=f"{box} is no longer held by daemon 'mail-2'"), \
             transaction(factory) as session:
-        lease_queries.hold(session, box, "mail-2", 60.0)
+        lease_queries.hold(session, box, two, 60.0)
+
+
+def _expire_daemon(factory, name: str) -> Seen:
+    """The row of ``name`` as a process that stalled past its registration leaves it."""
+    with transaction(factory) as session:
+        row = session.scalar(select(DaemonRow).where(DaemonRow.name == name))
+        row.seen_at = row.seen_at - timedelta(seconds=60)
+        row.expires_at = lease_queries.db_now(session) - timedelta(seconds=1)
+        return Seen(row.name, row.host, row.pid, row.seen_at, row.expires_at)
+
+
+def _take_over(factory, name: str, seen: Seen, host: str, pid: int) -> Holder:
+    with transaction(factory) as session:
+        return lease_queries.register(session, name, host, pid, lease_queries.db_now(session), 30, seen)
+
+
+def test_the_fence_refuses_the_process_whose_name_another_took_over(factory):
+    """The old process (stalled past its registration, then back) still finds its name on the
+    lease; the fence knows it by its registration, so it cannot write under the new one's."""
+    box_id = _mailbox(factory)
+    box = sharing.mailbox_resource(box_id)
+    old = _registered(factory, "mail-1", "h1", 100)
+    _take(factory, box, "mail-1", mailbox_id=box_id)
+    new = _take_over(factory, "mail-1", _expire_daemon(factory, "mail-1"), "h2", 200)
+    with pytest.raises(LeaseLost, match="daemon 'mail-1' was taken over by another process"), \
+            transaction(factory) as session:
+        lease_queries.hold(session, box, old, 60.0)
+    with transaction(factory) as session:
+        lease_queries.hold(session, box, new, 60.0)  # the new process holds it under the same name
+        assert not lease_queries.renew_daemon(session, old, lease_queries.db_now(session), 30)
+    with pytest.raises(LeaseLost), factory() as session:
+        lease_queries.acquired(session, box, old)
+
+
+def test_two_processes_taking_over_one_name_one_is_refused(factory):
+    """Both saw the same expired row and were allowed by ``refusal``: the second finds it gone."""
+    _registered(factory, "mail-1", "h1", 100)
+    seen = _expire_daemon(factory, "mail-1")
+    _take_over(factory, "mail-1", seen, "h2", 200)
+    with pytest.raises(DaemonRefused, match='another process registered as daemon "mail-1" at the same moment'):
+        _take_over(factory, "mail-1", seen, "h3", 300)
+    with pytest.raises(DaemonRefused, match='another process registered as daemon "mail-1"'):
+        _registered(factory, "mail-1", "h4", 400)  # a new row for a name that has one: the unique name
+    with factory() as session:
+        assert [(d.host, d.pid) for d in lease_queries.daemons(session)] == [("h2", 200)]
+
+
+@pytest.mark.parametrize("engine", ["postgresql"], indirect=True)
+def test_a_takeover_waits_for_the_old_process_fenced_transaction(factory):
+    """Not a commit by the old process after the new one took its name: the takeover's DELETE
+    waits for the fence's lock on the row, and the old process's next fence then fails."""
+    box_id = _mailbox(factory)
+    box = sharing.mailbox_resource(box_id)
+    old = _registered(factory, "mail-1", "h1", 100)
+    _take(factory, box, "mail-1", mailbox_id=box_id)
+    seen = _expire_daemon(factory, "mail-1")
+    done = threading.Event()
+    with transaction(factory) as session:
+        lease_queries.hold(session, box, old, 60.0)  # the old process's group, not committed yet
+        taker = threading.Thread(target=lambda: (_take_over(factory, "mail-1", seen, "h2", 200), done.set()))
+        taker.start()
+        assert not done.wait(0.5)  # waiting for this transaction
+    taker.join(30)
+    assert done.is_set()
+    with pytest.raises(LeaseLost), transaction(factory) as session:
+        lease_queries.hold(session, box, old, 60.0)
+
+
+def test_the_fence_refuses_a_lease_that_went_away_and_came_back(factory):
+    """A pass stalled; the mailbox went to mail-2, which moved it on, then came back to mail-1.
+    The stale pass holds the token of the lease it began with, which is not this one."""
+    box_id = _mailbox(factory)
+    box = sharing.mailbox_resource(box_id)
+    one, _ = _registered(factory, "mail-1"), _registered(factory, "mail-2")
+    _take(factory, box, "mail-1", mailbox_id=box_id)
+    with factory() as session:
+        stale = lease_queries.acquired(session, box, one)
+    for holder in ("mail-1", "mail-2"):
+        with transaction(factory) as session:
+            lease_queries.release(session, [box], holder)
+        time.sleep(0.01)
+        _take(factory, box, "mail-2" if holder == "mail-1" else "mail-1", mailbox_id=box_id)
+    assert _holders(factory) == {box: "mail-1"}
+    with pytest.raises(LeaseLost, match="under the lease this pass began with"), transaction(factory) as session:
+        lease_queries.hold(session, box, one, 60.0, since=stale)
+    with factory() as session:
+        current = lease_queries.acquired(session, box, one)
+    with transaction(factory) as session:
+        lease_queries.hold(session, box, one, 60.0, since=current)
 
 
 def test_registration_renewal_and_a_clean_stop(factory):
+    mine = _registered(factory, "mail-1")
     with transaction(factory) as session:
         now = lease_queries.db_now(session)
-        lease_queries.register(session, "mail-1", "here", 7, now, 30)
-        assert lease_queries.renew_daemon(session, "mail-1", "here", 7, now, 30)
-        assert not lease_queries.renew_daemon(session, "mail-1", "here", 8, now, 30)  # not this process's row
+        assert lease_queries.renew_daemon(session, mine, now, 30)
+        assert not lease_queries.renew_daemon(session, Holder("mail-1", "here", 8, mine.started_at), now, 30)
     box_id = _mailbox(factory)
     _take(factory, sharing.mailbox_resource(box_id), "mail-1", mailbox_id=box_id)
     with transaction(factory) as session:
-        lease_queries.unregister(session, "mail-1", "here", 7)
+        lease_queries.unregister(session, mine)
     with factory() as session:
         assert lease_queries.daemons(session) == [] and lease_queries.leases(session) == []
 
@@ -237,14 +333,15 @@ def test_a_pass_whose_lease_was_taken_records_nothing_and_is_no_failure(team, do
     config = build_config({"team": {"domains": ["acme.example"]}}, None)
     with factory() as session:
         box_id = session.scalar(select(Mailbox.id).where(Mailbox.name == "inbox"))
+    one, two = _registered(factory, "mail-1"), _registered(factory, "mail-2")
     _take(factory, sharing.mailbox_resource(box_id), "mail-2", mailbox_id=box_id)
     with pytest.raises(LeaseLost):
-        sync_mailbox(factory, config, "inbox", environ={}, holder="mail-1", lease_ttl=30.0, parse_workers=0)
+        sync_mailbox(factory, config, "inbox", environ={}, holder=one, lease_ttl=30.0, parse_workers=0)
     with factory() as session:
         assert session.scalar(select(func.count(Message.id))) == 0  # the group rolled back
         assert session.scalar(select(func.count(FolderPosition.id)).where(FolderPosition.last_uid > 0)) == 0
         assert session.get(Mailbox, box_id).failures == 0  # another daemon works it: not a failure
-    report = sync_mailbox(factory, config, "inbox", environ={}, holder="mail-2", lease_ttl=30.0, parse_workers=0)
+    report = sync_mailbox(factory, config, "inbox", environ={}, holder=two, lease_ttl=30.0, parse_workers=0)
     assert report.total == 3  # the holder's pass records them, once
     sync_mailbox(factory, config, "inbox", environ={}, parse_workers=0)  # poll: no lease, as ever
 
@@ -301,12 +398,17 @@ def test_two_daemons_share_six_mailboxes_and_one_takes_all_when_the_other_dies(t
         assert f"mail-1 on {socket.gethostname()}, pid {os.getpid()}: started " in text and ", alive" in text
 
         # mail-2 dies without a word (as under kill -9: nothing released, its row left behind)
+        former = {r for r, holder in _mailbox_holders(factory).items() if holder == "mail-2"}
         two._registered = False
         _stop(two, threads.pop(two.name))
-        died = time.monotonic()
+        with factory() as session:  # its last renewal, by the database's clock (the leases' clock)
+            last = session.scalar(select(DaemonRow.seen_at).where(DaemonRow.name == "mail-2"))
         eventually(lambda: set(_mailbox_holders(factory).values()) == {"mail-1"} and len(_mailbox_holders(factory))
                    == 6, timeout=2 * LEASE_SECONDS, what="mail-1 holding all six")
-        assert time.monotonic() - died < LEASE_SECONDS
+        with factory() as session:
+            took = min(session.scalars(select(Lease.acquired_at).where(Lease.resource.in_(former))))
+        # not before its leases ran out (L/2 after the renewal), and at mail-1's next tick after that
+        assert timedelta(seconds=LEASE_SECONDS / 2) <= took - last <= timedelta(seconds=0.75 * LEASE_SECONDS + 0.5)
         eventually(lambda: len(one.boxes) == 6, what="mail-1 syncing all six")
         assert "mail-2 on " in team("status").stdout and ", gone" in team("status").stdout
 
@@ -362,3 +464,177 @@ def test_status_shows_a_mailbox_nobody_works(team, dovecot, factory):
     assert "  no live daemon (the last, mail-7, stopped renewing its lease)" in team("status").stdout
     box = next(m for m in json.loads(team("status", "--json").stdout)["mailboxes"] if m["name"] == "inbox")
     assert box["daemon"]["holder"] == "mail-7" and box["daemon"]["alive"] is False
+
+
+# -- a daemon in trouble -------------------------------------------------------------------------
+
+def _events(caplog) -> list[tuple[str, dict]]:
+    """The daemon's events as logged: name and fields."""
+    return [(r.getMessage(), getattr(r, "inboxcrm_fields", {})) for r in caplog.records]
+
+
+def _unregister(daemon: Daemon) -> None:
+    """The end of a daemon that only registered (no scheduler to stop)."""
+    daemon._unregister()
+    lease_queries.close_own_pool(daemon._ticks, daemon.factory)
+
+
+def _one_box(team, dovecot, name: str = "box0") -> None:
+    add_imap(team, dovecot, dovecot.add_user(f"rep-{name}", "pw"), name)
+
+
+def test_a_database_error_in_a_tick_is_logged_and_the_daemon_goes_on(factory, monkeypatch, caplog):
+    """Whatever the tick reads, it reads inside the try that logs a failed tick."""
+    from sqlalchemy.exc import OperationalError
+
+    from inboxcrm.app import daemon as daemon_module
+
+    def unreachable(session):
+        raise OperationalError("SELECT", {}, Exception("server closed the connection unexpectedly"))
+
+    daemon = _daemon(factory, "mail-1")
+    daemon._register()
+    monkeypatch.setattr(daemon_module, "imap_connections", unreachable)
+    with caplog.at_level(logging.ERROR, logger="inboxcrm.app.daemon"):
+        daemon._lease_tick()
+    [(name, fields)] = _events(caplog)
+    assert name == "lease-tick-failed" and "server closed the connection" in fields["reason"]
+    _unregister(daemon)
+
+
+def test_whatever_escapes_the_main_loop_the_daemon_still_stops_cleanly(factory):
+    """Its leases and row go, so the others take over at once instead of after the lease time."""
+    daemon = _daemon(factory, "mail-1")
+
+    def broken() -> None:
+        raise RuntimeError("a bug in the main loop")
+
+    daemon._retry_renewed_grants = broken
+    with pytest.raises(RuntimeError, match="a bug in the main loop"):
+        daemon.serve()
+    with factory() as session:
+        assert lease_queries.daemons(session) == [] and lease_queries.leases(session) == []
+
+
+def _unreachable_database():
+    from inboxcrm.store.db import make_engine, session_factory
+
+    return session_factory(make_engine("postgresql+psycopg://postgres@127.0.0.1:1/nowhere"))
+
+
+@pytest.mark.parametrize("engine", ["postgresql"], indirect=True)
+def test_a_daemon_that_cannot_renew_for_its_lease_time_stops_the_work_until_it_can(team, dovecot, factory, caplog):
+    """Its leases have run out: another daemon may work its mailboxes and jobs by now. The
+    fences refuse its writes anyway; this frees its IDLE connections and stops its notify job."""
+    _one_box(team, dovecot)
+    daemon = _daemon(factory, "mail-1")
+    daemon.start()
+    working, cut_off = daemon._ticks, _unreachable_database()
+    try:
+        assert set(daemon.boxes) == {"box0"} and daemon.scheduler.get_job("notify") is not None
+        daemon._ticks = cut_off
+        with caplog.at_level(logging.WARNING, logger="inboxcrm.app.daemon"):
+            daemon._lease_tick()  # within the lease time: the work goes on
+            assert set(daemon.boxes) == {"box0"}
+            daemon._renewed -= LEASE_SECONDS / 2  # as if the last renewal that worked was that long ago
+            daemon._lease_tick()
+            daemon._lease_tick()
+            assert daemon.boxes == {} and daemon.held == set() and daemon.scheduler.get_job("notify") is None
+            assert [n for n, _ in _events(caplog)].count("leases-expired-locally") == 1  # once, not every tick
+            daemon._ticks = working
+            eventually(lambda: daemon._lease_tick() or set(daemon.boxes) == {"box0"}, what="the work back")
+        assert daemon.scheduler.get_job("notify") is not None and "leases-renewed" in [n for n, _ in _events(caplog)]
+    finally:
+        daemon._ticks = working
+        cut_off.kw["bind"].dispose()
+        daemon.shutdown()
+
+
+def test_a_daemon_whose_row_was_deleted_registers_again_and_says_so(factory, caplog):
+    daemon = _daemon(factory, "mail-1")
+    daemon._register()
+    before = daemon.holder
+    with transaction(factory) as session:
+        session.execute(DaemonRow.__table__.delete())
+    time.sleep(0.01)
+    with caplog.at_level(logging.WARNING, logger="inboxcrm.app.daemon"):
+        daemon._lease_tick()
+    assert [(n, f["daemon"]) for n, f in _events(caplog) if n == "daemon-registered-again"] == [
+        ("daemon-registered-again", "mail-1")]
+    assert caplog.records[0].levelno == logging.WARNING
+    assert daemon.holder != before and not daemon.stop.is_set()
+    with factory() as session:
+        assert [d.name for d in lease_queries.daemons(session)] == ["mail-1"]
+    _unregister(daemon)
+
+
+@pytest.mark.parametrize("engine", ["postgresql"], indirect=True)
+def test_the_tick_is_not_queued_behind_sync_passes_for_a_database_connection(engine, factory):
+    """Passes hold the shared pool's connections while they download; the tick has its own."""
+    daemon = _daemon(factory, "mail-1")
+    daemon._register()
+    taken = [engine.connect() for _ in range(engine.pool.size() + engine.pool._max_overflow)]  # all of them
+    try:
+        ticked = threading.Thread(target=daemon._lease_tick)
+        ticked.start()
+        ticked.join(10)  # the shared pool would have it wait 30 s, then fail
+        assert not ticked.is_alive()
+        assert daemon.held == set(sharing.JOBS)
+    finally:
+        for connection in taken:
+            connection.close()
+        _unregister(daemon)
+
+
+def test_a_notify_run_whose_lease_another_took_queues_nothing(factory):
+    """Digests, nudges: each enqueue transaction is fenced, so a stale daemon's run stops at its
+    first write instead of counting the nudge caps beside the daemon that holds the job now."""
+    from inboxcrm.app import notify
+
+    from .test_notify import Team
+
+    crm = Team(factory)
+    alice = crm.rep("alice")
+    now = datetime(2026, 11, 24, 13, 0, tzinfo=UTC)  # Tuesday's digest is due, and the nudges
+    for n in range(3):
+        crm.deal(alice, f"Lead {n}", f"lead{n}@prospect.example", created=now - timedelta(minutes=3))
+    one, _ = _registered(factory, "mail-1"), _registered(factory, "mail-2")
+    _take(factory, sharing.NOTIFY, "mail-1")
+    with factory() as session:
+        since = lease_queries.acquired(session, sharing.NOTIFY, one)
+    with transaction(factory) as session:  # mail-1 stalled past its lease and mail-2 took the job
+        session.execute(Lease.__table__.update().values(expires_at=lease_queries.db_now(session)
+                                                        - timedelta(seconds=1)))
+    _take(factory, sharing.NOTIFY, "mail-2")
+    with pytest.raises(LeaseLost):
+        notify.enqueue_due(factory, crm.config, now,
+                           fence=lambda session: lease_queries.hold(session, sharing.NOTIFY, one, 30, since))
+    assert crm.outbox() == []
+    assert crm.run(now) == 4  # the holder's run: the digest and the three nudges
+
+
+def test_mail_that_came_between_the_pass_and_the_first_idle_is_noticed(team, dovecot, factory):
+    """IDLE announces only what comes after it: a message that arrived after the pass read the
+    inbox but before the watcher connected would wait for the poll interval (a takeover starts
+    a pass and a watcher for each new mailbox at once, so this is common then)."""
+    from inboxcrm.mail import imap
+
+    alice = dovecot.add_user("alice", "pw")
+    add_imap(team, dovecot, alice, "inbox")
+    daemon = _daemon(factory, "mail-1")
+    config = build_config({"team": {"domains": ["acme.example"]}}, None)
+    sync_mailbox(factory, config, "inbox", environ={}, parse_workers=0)
+
+    def inbox_uidnext() -> int:
+        with factory() as session:
+            connection = session.scalar(select(Mailbox.connection).where(Mailbox.name == "inbox"))
+        settings = imap.ImapSettings.from_json(connection)
+        client = imap.connect(settings, {})
+        try:
+            return next(f for f in imap.resolve_folders(client, settings) if f.role == "\\Inbox").uidnext
+        finally:
+            imap.close(client)
+
+    assert not daemon._missed_before_idle("inbox", "INBOX", inbox_uidnext())
+    dovecot.append(alice, "INBOX", [_lead(1)])
+    assert daemon._missed_before_idle("inbox", "INBOX", inbox_uidnext())

@@ -23,9 +23,12 @@ Several daemons may share one PostgreSQL database (see ``core.leases`` and docs/
 mailboxes until each live daemon holds its share: a mailbox has a job and an IDLE watcher only
 in the daemon holding its lease, and the notify and retention jobs run only where their leases
 are held; the outbox job runs everywhere (its claims are exactly once already). The tick runs on
-the main thread, never queued behind busy sync jobs, and a database hiccup in it is logged and
-tried again at the next one: the sync's fence (``sync_mailbox(holder=...)``) is what keeps a
-mailbox to one writer, not the tick's timing.
+the main thread, never queued behind busy sync jobs (nor behind their database connections: it
+has a pool of its own), and a database hiccup in it is logged and tried again at the next one:
+the fences (``sync_mailbox(holder=...)``, the notify job's) are what keep a mailbox and the caps
+to one writer, not the tick's timing. Still, a daemon that could not renew for as long as its
+leases last stops their work (IDLE connections count against the provider's limit) until a
+renewal works again.
 
 Signals: SIGTERM (and Ctrl-C) ask the running syncs to stop after their current message, then
 the scheduler shuts down and the process exits 0; SIGHUP reloads the configuration and the
@@ -60,8 +63,8 @@ from inboxcrm.logs import event
 from inboxcrm.mail.imap import WakingEvent
 from inboxcrm.mail.oauth import GrantRevoked
 from inboxcrm.store import lease_queries
-from inboxcrm.store.db import transaction
-from inboxcrm.store.mailbox_state import has_commands_mailbox, imap_connections
+from inboxcrm.store.db import Session, transaction
+from inboxcrm.store.mailbox_state import folder_positions, has_commands_mailbox, imap_connections
 
 log = logging.getLogger("inboxcrm.app.daemon")
 
@@ -186,6 +189,11 @@ class Daemon:
         self.host = socket.gethostname()
         self.name = name or config.daemon.id or sharing.name_from_host(self.host)
         self.pid = os.getpid()
+        self.holder: sharing.Holder | None = None  # this process's registration, once registered
+        self._ticks = factory  # the lease statements' own pool, from registration (lease_queries.own_pool)
+        self._alone = False  # SQLite: no other daemon can take what this one holds
+        self._renewed = 0.0  # time.monotonic() at the start of the last renewal that worked
+        self._dropped_unrenewed = False  # the work was stopped for want of renewals (logged once)
         self.held: set[str] = set()  # the leases held, as of the last tick
         self._held_mailboxes: set[str] = set()  # their mailboxes' names
         self._leaving: dict[str, _Box] = {}  # mailboxes given up while a pass still ran
@@ -227,18 +235,20 @@ class Daemon:
         loop, until ``stop`` is set and ``_wake`` rings."""
         self.start()
         period = watchdog_period(self.environ)
-        while not self.stop.is_set():
-            self._wake.wait(min(period or DEFAULT_TICK, max(0.0, self._next_tick - time.monotonic())))
-            self._wake.clear()
-            if self._reload and not self.stop.is_set():
-                self._reload = False
-                self.reload()
-            if not self.stop.is_set() and (self._tick_soon or time.monotonic() >= self._next_tick):
-                self._lease_tick()
-            self._retry_renewed_grants()
-            if period and self.scheduler.running:  # a dead scheduler earns no ping: systemd restarts us
-                self.notifier.send("WATCHDOG=1")
-        self.shutdown()
+        try:
+            while not self.stop.is_set():
+                self._wake.wait(min(period or DEFAULT_TICK, max(0.0, self._next_tick - time.monotonic())))
+                self._wake.clear()
+                if self._reload and not self.stop.is_set():
+                    self._reload = False
+                    self.reload()
+                if not self.stop.is_set() and (self._tick_soon or time.monotonic() >= self._next_tick):
+                    self._lease_tick()
+                self._retry_renewed_grants()
+                if period and self.scheduler.running:  # a dead scheduler earns no ping: systemd restarts us
+                    self.notifier.send("WATCHDOG=1")
+        finally:  # whatever escaped: the passes end and the leases go, so the others take over at once
+            self.shutdown()
         return self.exit_status
 
     def _on_signal(self, signum: int, frame: Any) -> None:
@@ -309,6 +319,8 @@ class Daemon:
             self.metrics.stop()
             self.metrics = None
         self._unregister()
+        lease_queries.close_own_pool(self._ticks, self.factory)
+        self._ticks = self.factory
         event(log, logging.INFO, "stopped")
 
     def reload(self) -> None:
@@ -345,18 +357,11 @@ class Daemon:
     def _trigger(self) -> IntervalTrigger:
         return IntervalTrigger(seconds=self.config.sync.poll_interval)
 
-    def _wanted(self) -> dict[str, dict]:
-        """The mailboxes to sync now, by name, with their connection settings: those whose lease
-        this daemon holds."""
-        with self.factory() as session:
-            return {name: connection for name, connection in imap_connections(session).items()
-                    if name in self._held_mailboxes}
-
-    def _apply_mailboxes(self) -> None:
+    def _apply_mailboxes(self, connections: Mapping[str, dict]) -> None:
         """Makes the jobs and watchers match the database and the leases held: new mailboxes
         start, removed or given up ones stop, and a mailbox whose connection changed gets a new
-        watcher."""
-        wanted = self._wanted()
+        watcher. ``connections``: every IMAP mailbox's settings, by name, as the tick read them."""
+        wanted = {name: connection for name, connection in connections.items() if name in self._held_mailboxes}
         for name in [n for n in self.boxes if n not in wanted or wanted[n] != self.boxes[n].connection]:
             self._drop_box(name)
             event(log, logging.INFO, "mailbox-removed" if name not in wanted else "mailbox-changed", mailbox=name)
@@ -434,7 +439,7 @@ class Daemon:
                 box.again.clear()
                 try:
                     report = sync_mailbox(self.factory, self.config, name, stop=self.stop, environ=self.environ,
-                                          holder=self.name, lease_ttl=self._lease_ttl())
+                                          holder=self.holder, lease_ttl=self._lease_ttl())
                 except LeaseLost as exc:
                     event(log, logging.INFO, "lease-lost", mailbox=name, daemon=self.name, reason=str(exc))
                     self._tick_soon = True  # stop its job and watcher now, not at the next tick
@@ -550,7 +555,9 @@ class Daemon:
                     watched = next((f for f in folders if f.role == "\\Inbox"), folders[0])
                     folder, known = watched.name, watched.uidnext
                     event(log, logging.INFO, "idle-watching", mailbox=box.name, folder=folder)
-                    if watched_before:  # mail that came while the connection was down: IDLE saw none of it
+                    # mail that came while the connection was down, or since the pass before the
+                    # first connection: IDLE announces only what comes after it
+                    if watched_before or self._missed_before_idle(box.name, folder, known):
                         self.trigger(box.name)
                     failures, watched_before = 0, True
                     self._count_idle(+1)
@@ -572,6 +579,14 @@ class Daemon:
                 event(log, logging.WARNING, "idle-failed", mailbox=box.name, failures=failures,
                       stage=getattr(exc, "stage", None), reason=_reason(exc), retry_in=f"{delay:.0f}s")
                 box.quit.wait(delay)
+
+    def _missed_before_idle(self, name: str, folder: str, uidnext: int | None) -> bool:
+        """The server has handed out a UID since the last completed pass over ``folder``."""
+        from inboxcrm.app.importer import resolve_mailbox
+
+        with self.factory() as session:
+            position = folder_positions(session, resolve_mailbox(session, name).id).get(folder)
+        return uidnext is not None and (position is None or position.uidnext is None or position.uidnext < uidnext)
 
     def _idle_loop(self, box: _Box, client, folder: str, known: int | None) -> None:
         from inboxcrm.mail import imap
@@ -595,9 +610,11 @@ class Daemon:
             from inboxcrm.app.notify import enqueue_due
             from inboxcrm.app.review import enqueue_due_reviews
 
+            fence = self._job_fence(sharing.NOTIFY)
             now = utcnow()
-            queued = enqueue_due(self.factory, self.config, now, stop=self.stop)
-            queued += enqueue_due_reviews(self.factory, self.config, now, stop=self.stop)  # managers' weekly review
+            queued = enqueue_due(self.factory, self.config, now, stop=self.stop, fence=fence)
+            queued += enqueue_due_reviews(self.factory, self.config, now, stop=self.stop,  # managers' weekly review
+                                          fence=fence)
             if queued:
                 self._run_now("outbox")
 
@@ -615,13 +632,26 @@ class Daemon:
         def run() -> None:
             from inboxcrm.app.forget import run_retention
 
+            self._job_fence(sharing.RETENTION)  # an idempotent sweep: only not to run it twice at once
             dropped = run_retention(self.factory, self.config, utcnow())  # what "retention run" does
             if dropped:
                 event(log, logging.INFO, "retention", dropped_raw=dropped)
 
         self._guarded("retention", run)
 
+    def _job_fence(self, resource: str) -> Callable[[Session], None] | None:
+        """For a run of a leased job: raises LeaseLost now if this process does not hold
+        ``resource``, else returns the fence its transactions call first (``lease_queries.hold``
+        with the lease as it is now, so one that changed hands since fails too). None for a
+        daemon not registered (a test driving the jobs by hand): no lease, as with ``poll``."""
+        if self.holder is None:
+            return None
+        with self.factory() as session:
+            since = lease_queries.acquired(session, resource, self.holder)
+        return lambda session: lease_queries.hold(session, resource, self.holder, self._lease_ttl(), since)
+
     def _guarded(self, job: str, fn: Callable[[], Any]) -> None:
+        leased = _LEASED_JOBS.get(job)
         with self._active:
             self._jobs_running.add(job)
         try:
@@ -629,10 +659,14 @@ class Daemon:
                 while True:
                     fn()
                     with self._active:  # "running" ends under the lock that _run_now reads it under
-                        if job not in self._jobs_again or self.stop.is_set():
+                        if job not in self._jobs_again or self.stop.is_set() or (leased and leased not in self.held):
                             self._jobs_running.discard(job)
                             break
                         self._jobs_again.discard(job)
+        except LeaseLost as exc:  # another daemon runs it now: its next run is there, not here
+            event(log, logging.INFO, "lease-lost", job=job, daemon=self.name, reason=str(exc))
+            self._tick_soon = True
+            self._wake.set()
         except Exception as exc:  # noqa: BLE001 - a job that fails runs again at its next interval
             event(log, logging.ERROR, "job-failed", job=job, reason=_reason(exc))
         finally:
@@ -649,24 +683,29 @@ class Daemon:
     def _register(self) -> None:
         """Refuses the start (DaemonRefused) when another live daemon has our name, or on SQLite
         when any other daemon is alive."""
-        with transaction(self.factory) as session:
+        if self._ticks is self.factory:
+            self._ticks = lease_queries.own_pool(self.factory)
+        with transaction(self._ticks) as session:
             now = lease_queries.db_now(session)
             seen = [sharing.Seen(d.name, d.host, d.pid, d.seen_at, d.expires_at)
                     for d in lease_queries.daemons(session)]
-            why = sharing.refusal(self.name, self.host, seen, now, lease_queries.one_daemon_only(session),
-                                  _pid_running)
+            self._alone = lease_queries.one_daemon_only(session)
+            why = sharing.refusal(self.name, self.host, seen, now, self._alone, _pid_running)
             if why is not None:
                 raise DaemonRefused(why)
-            lease_queries.register(session, self.name, self.host, self.pid, now, self._lease_ttl())
+            replacing = next((row for row in seen if row.name == self.name), None)
+            self.holder = lease_queries.register(session, self.name, self.host, self.pid, now, self._lease_ttl(),
+                                                 replacing)
         self._registered = True
+        self._renewed = time.monotonic()
         event(log, logging.INFO, "registered", daemon=self.name, host=self.host, pid=self.pid)
 
     def _unregister(self) -> None:
         if not self._registered:
             return
         try:
-            with transaction(self.factory) as session:
-                lease_queries.unregister(session, self.name, self.host, self.pid)
+            with transaction(self._ticks) as session:
+                lease_queries.unregister(session, self.holder)
             self._registered = False
             self.held = set()
         except Exception as exc:  # noqa: BLE001 - the leases expire on their own; stopping must not fail
@@ -675,23 +714,34 @@ class Daemon:
 
     def _lease_tick(self) -> None:
         """Renew, rebalance, then make the jobs match the leases held. Never raises: a failed
-        tick is logged, the work goes on as it was, and the next tick tries again."""
+        tick is logged, the work goes on as it was (until the leases it holds have run out), and
+        the next tick tries again."""
         self._tick_soon = self._short = False
         began = time.monotonic()
         try:
-            self.held = self._share_out()
+            self.held, connections = self._share_out()
         except _NameTaken as exc:
             event(log, logging.ERROR, "daemon-name-taken", daemon=self.name, reason=str(exc),
                   action="stopping: two processes with one name would both think they hold its mailboxes")
             self.held, self._registered, self.exit_status = set(), False, 1
             self.stop.set()
+            return
         except Exception as exc:  # noqa: BLE001 - the database is down or busy: keep working, retry
             event(log, logging.ERROR, "lease-tick-failed", daemon=self.name, reason=_reason(exc),
                   retry_in=f"{self.config.daemon.lease_seconds / 4:.0f}s")
+            self._drop_unrenewed()
             self._next_tick = time.monotonic() + self.config.daemon.lease_seconds / 4
             return
-        self._apply_mailboxes()
-        self._apply_jobs()
+        self._renewed = began
+        if self._dropped_unrenewed:
+            self._dropped_unrenewed = False
+            event(log, logging.WARNING, "leases-renewed", daemon=self.name, held=len(self.held),
+                  action="the work of the leases held starts again")
+        try:
+            self._apply_mailboxes(connections)
+            self._apply_jobs()
+        except Exception as exc:  # noqa: BLE001 - a scheduler or thread hiccup: the next tick applies again
+            event(log, logging.ERROR, "lease-apply-failed", daemon=self.name, reason=_reason(exc))
         # Counted from the end, so the next renewal comes within L/4 of this tick's end; a tick that
         # took long (a loaded machine, many takes, jobs and watchers to start) renews once more now.
         period = self.config.daemon.lease_seconds / 4
@@ -699,42 +749,65 @@ class Daemon:
             self._renew()
         self._next_tick = time.monotonic() + (RETRY_SOON if self._short else period)
 
-    def _renew(self) -> None:
+    def _drop_unrenewed(self) -> None:
+        """Not renewed for as long as a renewal lasts: the leases have expired (or will before
+        the next tick), and another daemon may be working the mailboxes and jobs by now. Their
+        work stops here until a renewal works again (the fences already refuse its writes; this
+        also frees the IDLE connections and stops the notify loop). Not on SQLite, where no other
+        daemon can take them."""
+        if self._alone or time.monotonic() - self._renewed <= self._lease_ttl():
+            return
+        if not self._dropped_unrenewed:
+            self._dropped_unrenewed = True
+            event(log, logging.WARNING, "leases-expired-locally", daemon=self.name, mailboxes=len(self.boxes),
+                  jobs=" ".join(sorted(r for r in self.held if r in sharing.JOBS)) or None,
+                  reason=f"no renewal worked for {time.monotonic() - self._renewed:.0f} s",
+                  action="their work stops until a renewal works again")
+        for name in list(self.boxes):
+            self._drop_box(name)
+        self.held, self._held_mailboxes = set(), set()
         try:
-            with transaction(self.factory) as session:
+            self._apply_jobs()
+        except Exception as exc:  # noqa: BLE001 - the leased jobs' own fences still hold
+            event(log, logging.ERROR, "lease-apply-failed", daemon=self.name, reason=_reason(exc))
+
+    def _renew(self) -> None:
+        began = time.monotonic()
+        try:
+            with transaction(self._ticks) as session:
                 now = lease_queries.db_now(session)
-                lease_queries.renew_daemon(session, self.name, self.host, self.pid, now, self._lease_ttl())
-                lease_queries.renew_held(session, self.name, now, self._lease_ttl())
+                if lease_queries.renew_daemon(session, self.holder, now, self._lease_ttl()):
+                    lease_queries.renew_held(session, self.name, now, self._lease_ttl())
+                    self._renewed = began
         except Exception as exc:  # noqa: BLE001 - the next tick renews, or says why it cannot
             event(log, logging.WARNING, "lease-renew-failed", daemon=self.name, reason=_reason(exc))
 
-    def _share_out(self) -> set[str]:
+    def _share_out(self) -> tuple[set[str], dict[str, dict]]:
         """One round with the database: renew ours, read who is alive and who holds what, give
-        up the excess, take our share. Returns the resources held now."""
+        up the excess, take our share. Returns the resources held now, and every IMAP mailbox's
+        connection settings by name (read in the same transaction: no second round trip)."""
         ttl = self._lease_ttl()
-        with transaction(self.factory) as session:
+        with transaction(self._ticks) as session:
             now = lease_queries.db_now(session)
-            if not lease_queries.renew_daemon(session, self.name, self.host, self.pid, now, ttl):
-                if lease_queries.name_taken(session, self.name):
-                    raise _NameTaken(f'another process registered as daemon "{self.name}" after this one '
-                                     f"stopped renewing its registration")
-                lease_queries.register(session, self.name, self.host, self.pid, now, ttl)  # the row was deleted
+            if not lease_queries.renew_daemon(session, self.holder, now, ttl):
+                self._register_again(session, now, ttl)
             lease_queries.renew_held(session, self.name, now, ttl)
             live = [d.name for d in lease_queries.daemons(session) if d.expires_at > now]
             current = {lease.resource: sharing.Held(lease.holder, lease.expires_at)
                        for lease in lease_queries.leases(session)}
             mailboxes = lease_queries.mailbox_resources(session)
+            connections = imap_connections(session)
         names = {sharing.mailbox_resource(mailbox_id): name for mailbox_id, name in mailboxes.items()}
         plan = sharing.plan([*names, *sharing.JOBS], live, current, self.name, now, self._busy(names))
         given_up = [r for r in plan.release if self._let_go(r, names)]
         if given_up:
-            with transaction(self.factory) as session:
+            with transaction(self._ticks) as session:
                 lease_queries.release(session, given_up, self.name)
             event(log, logging.INFO, "leases-released", daemon=self.name, resources=" ".join(given_up))
         taken: list[str] = []
         for want in plan.take:  # a transaction per pool: its locks are held for the shortest time
             candidates = [(r, int(r.removeprefix(sharing.MAILBOX)) if r in names else None) for r in want.candidates]
-            with transaction(self.factory) as session:
+            with transaction(self._ticks) as session:
                 got = lease_queries.take(session, candidates, want.count, self.name, lease_queries.db_now(session), ttl)
             taken += got
             if len(got) < want.count and len(got) < len(candidates):
@@ -743,7 +816,22 @@ class Daemon:
             event(log, logging.INFO, "leases-taken", daemon=self.name, resources=" ".join(taken), live=len(live))
         held = (set(plan.keep) | set(plan.release) | set(taken)) - set(given_up)
         self._held_mailboxes = {names[r] for r in held if r in names}
-        return held
+        return held, connections
+
+    def _register_again(self, session: Session, now, ttl: float) -> None:
+        """Our row is gone. Another process with our name has it: we stop. Deleted (by hand, to
+        evict this daemon?): we come back, loudly, under a new registration, so the passes still
+        running under the old one end at their fence."""
+        if lease_queries.name_taken(session, self.name):
+            raise _NameTaken(f'another process registered as daemon "{self.name}" after this one '
+                             f"stopped renewing its registration")
+        try:
+            self.holder = lease_queries.register(session, self.name, self.host, self.pid, now, ttl)
+        except DaemonRefused as exc:
+            raise _NameTaken(str(exc)) from None
+        event(log, logging.WARNING, "daemon-registered-again", daemon=self.name, host=self.host, pid=self.pid,
+              reason="its row in the daemons table was deleted while it ran",
+              action="to stop a daemon, send it SIGTERM (or stop its service): deleting its row does not")
 
     def _busy(self, names: Mapping[str, str]) -> set[str]:
         running = {box.name for box in self.boxes.values() if box.running}

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
@@ -50,7 +50,7 @@ from inboxcrm.core.digest import (
     mailto,
     span,
 )
-from inboxcrm.errors import Invalid
+from inboxcrm.errors import Invalid, LeaseLost
 from inboxcrm.logs import event
 from inboxcrm.mail import render
 from inboxcrm.store import notify_queries
@@ -181,12 +181,20 @@ def preview(session: Session, config: Config, schedule: Schedule, day: date, now
     return render.render_digest(_build(session, config, schedule, day, now), env)
 
 
-def enqueue_due(factory: sessionmaker, config: Config, now: datetime, stop: threading.Event | None = None) -> int:
+def enqueue_due(factory: sessionmaker, config: Config, now: datetime, stop: threading.Event | None = None,
+                fence: Callable[[Session], None] | None = None) -> int:
     """Queues every digest whose time has come and every nudge that is due; returns how many
     messages were queued (skipped digests not counted). Safe to run often and concurrently.
 
     ``stop`` set (the daemon is shutting down) ends the pass after the message at hand: what is
-    left is decided by the next pass, since every decision has its own key."""
+    left is decided by the next pass, since every decision has its own key.
+
+    ``fence``: called last in every transaction that queues, just before its commit; it raises
+    LeaseLost (the transaction rolls back, the pass ends) when this daemon no longer holds the
+    notify job. The caps (nudges per hour) are counted inside the transaction, so a daemon that
+    stalled past its lease could find room another has used meanwhile: its work is thrown away.
+    Last, not first: the fence locks the lease row until the commit, and held through a whole
+    digest's building it would stall this daemon's own renewals and others' takeovers."""
     env = render.template_env(config.digest.templates_dir)
     with factory() as session:
         due = {s.rep_id: (s, day) for s in schedules(session, config).values()
@@ -203,14 +211,20 @@ def enqueue_due(factory: sessionmaker, config: Config, now: datetime, stop: thre
         try:
             with transaction(factory) as session:
                 result = queue_digest(session, config, schedule, day, now, env)
+                if fence is not None:
+                    fence(session)
             queued += result.new and result.status == "pending"
             event(log, logging.INFO, "digest", rep=schedule.rep, date=day, status=result.status)
+        except LeaseLost:
+            raise
         except Exception:
             event(log, logging.ERROR, "digest-failed", rep=schedule.rep, date=day, exc_info=True,
                   action="retried on the next pass")
     with transaction(factory) as session:
         queued += enqueue_nudges(session, config, now, env, stop)
         queued += nurture.enqueue_revival_notices(session, config, now, env)  # deals back from Nurture
+        if fence is not None:
+            fence(session)
     return queued
 
 

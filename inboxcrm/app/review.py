@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
@@ -41,7 +42,7 @@ from inboxcrm.core.review import (
     decide_lists,
     metrics_period,
 )
-from inboxcrm.errors import Invalid
+from inboxcrm.errors import Invalid, LeaseLost
 from inboxcrm.logs import event
 from inboxcrm.mail import render
 from inboxcrm.store import review_queries
@@ -220,10 +221,10 @@ def preview(session: Session, config: Config, recipient: Recipient, day: date, n
 
 
 def enqueue_due_reviews(factory: sessionmaker, config: Config, now: datetime,
-                        stop: threading.Event | None = None) -> int:
+                        stop: threading.Event | None = None, fence: Callable[[Session], None] | None = None) -> int:
     """Queues every review whose time has come and that is not decided yet; returns how many.
     Called from the daemon's notify pass, every 30 seconds: without a due review it reads only
-    the managers and their keys."""
+    the managers and their keys. ``fence``: as for ``notify.enqueue_due``."""
     if not config.review.enabled:
         return 0
     with factory() as session:
@@ -240,8 +241,12 @@ def enqueue_due_reviews(factory: sessionmaker, config: Config, now: datetime,
             env = env or render.template_env(config.digest.templates_dir)
             with transaction(factory) as session:
                 result = queue_review(session, config, recipient, day, now, env)
+                if fence is not None:
+                    fence(session)
             queued += result.new and result.status == "pending"
             event(log, logging.INFO, "review", manager=recipient.name, week=week_of(day), status=result.status)
+        except LeaseLost:
+            raise
         except Exception:
             event(log, logging.ERROR, "review-failed", manager=recipient.name, week=week_of(day), exc_info=True,
                   action="retried on the next pass")

@@ -30,7 +30,7 @@ from datetime import date, datetime, timedelta
 
 from inboxcrm.app.importer import feed, resolve_mailbox
 from inboxcrm.clock import Clock, utcnow
-from inboxcrm.core.leases import mailbox_resource
+from inboxcrm.core.leases import Holder, mailbox_resource
 from inboxcrm.errors import Invalid, LeaseLost
 from inboxcrm.logs import event
 from inboxcrm.mail import imap
@@ -38,7 +38,7 @@ from inboxcrm.mail.imap import FolderInfo, ImapError, ImapMessage, ImapSettings
 from inboxcrm.mail.oauth import GrantRevoked, OAuthError
 from inboxcrm.store import mailbox_state
 from inboxcrm.store.db import Session, sessionmaker, transaction
-from inboxcrm.store.lease_queries import hold
+from inboxcrm.store.lease_queries import acquired, hold
 from inboxcrm.store.mailbox_state import folder_position
 from inboxcrm.store.models import FolderPosition
 from inboxcrm.store.records import stored_locations
@@ -111,7 +111,7 @@ def unchanged(position: FolderPosition | None, info: FolderInfo) -> bool:
 def sync_mailbox(factory: sessionmaker[Session], config, name: str, now: Clock = utcnow,
                  progress: Callable[[int], None] | None = None, stop: threading.Event | None = None,
                  environ: Mapping[str, str] = os.environ, parse_workers: int | None = -1,
-                 holder: str | None = None, lease_ttl: float = 0.0) -> SyncReport:
+                 holder: Holder | None = None, lease_ttl: float = 0.0) -> SyncReport:
     """One pass over the mailbox's folders. Records success or failure on the mailbox row;
     on failure re-raises the ImapError after recording it.
 
@@ -119,19 +119,21 @@ def sync_mailbox(factory: sessionmaker[Session], config, name: str, now: Clock =
     workers for a backlog of at least ``BULK`` messages (a first backfill), none for the few
     messages of a routine pass, where starting a process would cost more than it saves.
 
-    ``holder``: the daemon whose lease on the mailbox this pass works under. Every transaction
-    that moves a folder's position renews the lease for ``lease_ttl`` seconds only while that
-    daemon still holds it, else raises LeaseLost and rolls back: a daemon that stalled past its
-    lease (and lost the mailbox to another) cannot record a message the other records too. None
-    (``poll``): no lease, as with one process."""
+    ``holder``: the daemon process whose lease on the mailbox this pass works under. Every
+    transaction that writes to the mailbox's rows renews the lease for ``lease_ttl`` seconds only
+    while that process still holds the very lease the pass began with, else raises LeaseLost and
+    rolls back: a daemon that stalled past its lease (and lost the mailbox to another, perhaps to
+    get it back later) cannot record a message the other records too, nor move a position back.
+    None (``poll``): no lease, as with one process."""
     with factory() as session:
         info = resolve_mailbox(session, name)
         settings = load_settings(session, name)
+        since = acquired(session, mailbox_resource(info.id), holder) if holder is not None else None
     report = SyncReport(name)
 
     def fence(session: Session) -> None:
         if holder is not None:
-            hold(session, mailbox_resource(info.id), holder, lease_ttl)
+            hold(session, mailbox_resource(info.id), holder, lease_ttl, since)
 
     try:
         client = imap.connect(settings, environ, what=f"mailbox {name}")
@@ -144,7 +146,7 @@ def sync_mailbox(factory: sessionmaker[Session], config, name: str, now: Clock =
                     break
                 position = known.get(folder.name)
                 if unchanged(position, folder):
-                    _note_unchanged(factory, info.id, folder, now())
+                    _note_unchanged(factory, info.id, folder, now(), fence)
                     report.folders.append(FolderReport(folder.name, folder.role))
                     continue
                 report.folders.append(_sync_folder(factory, config, client, info, settings, folder, position,
@@ -152,11 +154,11 @@ def sync_mailbox(factory: sessionmaker[Session], config, name: str, now: Clock =
         finally:
             imap.close(client)
     except GrantRevoked as exc:
-        _record_revoked_grant(factory, config, info.id, name, exc, now())
+        _record_revoked_grant(factory, config, info.id, name, exc, now(), fence)
         event(log, logging.DEBUG, "sync-failed", mailbox=name, stage=exc.stage, error=str(exc))
         raise
     except (ImapError, OAuthError) as exc:  # OAuthError: TokenEndpointUnavailable, a refused client
-        _record_failure(factory, info.id, str(exc), now())
+        _record_failure(factory, info.id, str(exc), now(), fence)
         event(log, logging.DEBUG, "sync-failed", mailbox=name, stage=exc.stage, error=str(exc))
         raise
     except LeaseLost:
@@ -164,12 +166,12 @@ def sync_mailbox(factory: sessionmaker[Session], config, name: str, now: Clock =
     except Exception as exc:
         # Not the server's fault (the database, a bug): still shown in `status`, then raised.
         try:
-            _record_failure(factory, info.id, f"internal: {type(exc).__name__}: {exc}", now())
+            _record_failure(factory, info.id, f"internal: {type(exc).__name__}: {exc}", now(), fence)
         except Exception:  # noqa: BLE001 - the database itself may be what failed
             log.debug("could not record the failure", exc_info=True)
         raise
     report.total = sum(f.fetched for f in report.folders)
-    _record_success(factory, info.id, now())
+    _record_success(factory, info.id, now(), fence)
     return report
 
 
@@ -237,30 +239,37 @@ def _stored_copies(factory, mailbox_id: int) -> Callable[[list[str]], set[str]]:
     return ask
 
 
-def _note_unchanged(factory, mailbox_id: int, folder: FolderInfo, at: datetime) -> None:
+def _note_unchanged(factory, mailbox_id: int, folder: FolderInfo, at: datetime,
+                    fence: Callable[[Session], None]) -> None:
     """A folder with nothing new: its count and MODSEQ as seen now, and when we looked."""
     with transaction(factory) as session:
+        fence(session)
         row = folder_position(session, mailbox_id, folder.name)
         row.message_count, row.highest_modseq, row.updated_at = folder.messages, folder.highestmodseq, at
 
 
-def _record_success(factory, mailbox_id: int, at: datetime) -> None:
+def _record_success(factory, mailbox_id: int, at: datetime, fence: Callable[[Session], None]) -> None:
+    """``fence``: a stale daemon's pass (another works the mailbox now) must not write its
+    success or failure over the live one's, which ``status`` shows."""
     with transaction(factory) as session:
+        fence(session)
         mailbox_state.record_success(session, mailbox_id, at)
 
 
-def _record_failure(factory, mailbox_id: int, error: str, at: datetime) -> None:
+def _record_failure(factory, mailbox_id: int, error: str, at: datetime, fence: Callable[[Session], None]) -> None:
     with transaction(factory) as session:
+        fence(session)
         mailbox_state.record_failure(session, mailbox_id, error, at)
 
 
-def _record_revoked_grant(factory, config, mailbox_id: int, name: str, exc: GrantRevoked, at: datetime) -> None:
+def _record_revoked_grant(factory, config, mailbox_id: int, name: str, exc: GrantRevoked, at: datetime,
+                          fence: Callable[[Session], None]) -> None:
     """On record for ``status`` first, then the admin's email: an email that cannot be queued (the
     database, a template) is logged and never hides the revoked grant. The alert is keyed per day,
     so the next failed pass queues it if this one could not."""
     from inboxcrm.app.alerts import queue_grant_alert
 
-    _record_failure(factory, mailbox_id, f"{revoked_grant_text(name)} ({exc.detail})", at)
+    _record_failure(factory, mailbox_id, f"{revoked_grant_text(name)} ({exc.detail})", at, fence)
     try:
         with transaction(factory) as session:
             queue_grant_alert(session, config, at, name, str(exc))

@@ -59,6 +59,20 @@ class Plan:
 
 
 @dataclass(frozen=True)
+class Holder:
+    """Who works under a lease: a daemon's name and this very process's registration (its
+    ``daemons`` row: host, pid and when it registered). The name alone is not enough: after a
+    stall past its lease, a second process may have taken the name over, and both would pass a
+    check by name; nor are host and pid (two containers of one image are both pid 1 on a host
+    name they may share), but a registration's start is its own."""
+
+    name: str
+    host: str
+    pid: int
+    started_at: datetime
+
+
+@dataclass(frozen=True)
 class Seen:
     """A ``daemons`` row as registration needs it."""
 

@@ -38,14 +38,22 @@ def database_url(cfg: DatabaseConfig, environ: Environ = os.environ) -> URL:
     return url.set(password=cfg.password.resolve(environ)) if cfg.password else url
 
 
+# The daemon runs up to 32 passes at once (its scheduler's threads), and a pass holds a connection
+# through each commit group, while its messages download: with SQLAlchemy's default 5 + 10, passes
+# waited up to 30 s for a connection and failed. Connections beyond 5 close when they come back,
+# so a quiet daemon keeps 5 (see docs/operations.md, "PostgreSQL connections").
+POOL = {"pool_size": 5, "max_overflow": 30}
+
+
 def make_engine(url: URL | str) -> Engine:
     """An engine with the settings the pipeline relies on for each backend.
 
     A URL inboxcrm cannot use, or a SQLite file it cannot create or write, is refused here with
     what would work, rather than as a driver's traceback at the first query."""
     url = _usable_url(url)
-    try:
-        engine = create_engine(url, future=True)  # loads the driver; connects only when first used
+    in_memory = url.get_backend_name() == "sqlite" and url.database in (None, "", ":memory:")
+    try:  # loads the driver; connects only when first used
+        engine = create_engine(url, future=True, **({} if in_memory else POOL))
     except (NoSuchModuleError, ImportError) as e:
         raise Invalid(f'{_setting(url)}: no database driver "{url.get_driver_name()}" for {url.get_backend_name()} '
                       f"is installed ({e}); expected {VALID_URLS}") from None

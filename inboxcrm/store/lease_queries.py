@@ -12,10 +12,12 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import case, delete, func, insert, literal, select, text, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
 from inboxcrm.clock import utcnow
-from inboxcrm.errors import LeaseLost
+from inboxcrm.core.leases import Holder, Seen
+from inboxcrm.errors import DaemonRefused, LeaseLost
+from inboxcrm.store.db import make_engine, session_factory
 from inboxcrm.store.models import Daemon, Lease, Mailbox
 
 
@@ -42,22 +44,47 @@ def daemons(session: Session) -> list[Daemon]:
     return list(session.scalars(select(Daemon).order_by(Daemon.name)))
 
 
-def register(session: Session, name: str, host: str, pid: int, now: datetime, ttl: float) -> None:
-    """This process as daemon ``name``: a new row, or the old one of that name taken over (the
-    caller checked that it may, with ``core.leases.refusal``)."""
-    row = session.scalar(select(Daemon).where(Daemon.name == name))
-    if row is None:
-        row = Daemon(name=name)
-        session.add(row)
-    row.host, row.pid, row.started_at, row.seen_at = host, pid, now, now
-    row.expires_at = now + timedelta(seconds=ttl)
-    session.flush()  # a race for the same name fails here, on the unique name
+def register(session: Session, name: str, host: str, pid: int, now: datetime, ttl: float,
+             replacing: Seen | None = None) -> Holder:
+    """This process as daemon ``name``: a new row, the registration the fence checks.
+    ``replacing``: the row of that name (expired, or left by a dead process of this host) that
+    ``core.leases.refusal`` looked at and allowed to take over.
+
+    Both steps are conditional, so of two processes starting at once under one name one wins and
+    the other gets DaemonRefused: the old row is deleted only if it is still the one seen (the
+    second finds it gone), and the new row's INSERT meets the unique name. On PostgreSQL that
+    DELETE also waits for the old process's fenced transactions (``hold`` locks the row), so none
+    of them commits once the name has a new owner."""
+    if replacing is not None:
+        gone = session.execute(delete(Daemon).where(Daemon.name == name, Daemon.host == replacing.host,
+                                                    Daemon.pid == replacing.pid, Daemon.seen_at == replacing.seen_at)
+                               .execution_options(synchronize_session=False))
+        if gone.rowcount != 1:
+            raise DaemonRefused(_raced(name))
+    row = Daemon(name=name, host=host, pid=pid, started_at=now, seen_at=now, expires_at=now + timedelta(seconds=ttl))
+    try:
+        with session.begin_nested():
+            session.add(row)
+    except IntegrityError:
+        raise DaemonRefused(_raced(name)) from None
+    return Holder(name, host, pid, now)
 
 
-def renew_daemon(session: Session, name: str, host: str, pid: int, now: datetime, ttl: float) -> bool:
+def _raced(name: str) -> str:
+    return (f'another process registered as daemon "{name}" at the same moment; stop one of them, or give this '
+            f"one another name with --id NAME or [daemon] id (letters, digits, '.', '_' or '-', starting with a "
+            f"letter or digit)")
+
+
+def _registration(holder: Holder):
+    return (Daemon.name == holder.name) & (Daemon.host == holder.host) & (Daemon.pid == holder.pid) \
+        & (Daemon.started_at == holder.started_at)
+
+
+def renew_daemon(session: Session, holder: Holder, now: datetime, ttl: float) -> bool:
     """Still alive; False when the row is no longer this process's (deleted, or taken over by
     another process of the same name after it expired)."""
-    done = session.execute(update(Daemon).where(Daemon.name == name, Daemon.host == host, Daemon.pid == pid)
+    done = session.execute(update(Daemon).where(_registration(holder))
                            .values(seen_at=now, expires_at=now + timedelta(seconds=ttl))
                            .execution_options(synchronize_session=False))
     return done.rowcount == 1
@@ -67,11 +94,30 @@ def name_taken(session: Session, name: str) -> bool:
     return session.scalar(select(Daemon.id).where(Daemon.name == name)) is not None
 
 
-def unregister(session: Session, name: str, host: str, pid: int) -> None:
-    """A clean stop: every lease of ``name`` and its row go, so the others take over at once."""
-    session.execute(delete(Lease).where(Lease.holder == name).execution_options(synchronize_session=False))
-    session.execute(delete(Daemon).where(Daemon.name == name, Daemon.host == host, Daemon.pid == pid)
-                    .execution_options(synchronize_session=False))
+def unregister(session: Session, holder: Holder) -> None:
+    """A clean stop: every lease of ``holder`` and its row go, so the others take over at once;
+    nothing, when another process has the name now (the leases are that one's)."""
+    gone = session.execute(delete(Daemon).where(_registration(holder))
+                           .execution_options(synchronize_session=False))
+    if gone.rowcount == 1:
+        session.execute(delete(Lease).where(Lease.holder == holder.name).execution_options(synchronize_session=False))
+
+
+def own_pool(factory: sessionmaker[Session]) -> sessionmaker[Session]:
+    """The same database through a connection pool of its own, for the daemon's lease tick. The
+    sync passes hold the shared pool's connections while they download mail (a commit group's
+    transaction spans its messages' fetch), so with more passes running than the pool has
+    connections, a tick queued behind them for the pool's timeout would let the leases of a live
+    daemon expire. An in-memory SQLite database cannot be opened twice: it keeps the shared pool."""
+    engine = factory.kw["bind"]
+    if engine.dialect.name == "sqlite" and engine.url.database in (None, "", ":memory:"):
+        return factory
+    return session_factory(make_engine(engine.url))
+
+
+def close_own_pool(own: sessionmaker[Session], shared: sessionmaker[Session]) -> None:
+    if own is not shared:
+        own.kw["bind"].dispose()
 
 
 # -- leases --------------------------------------------------------------------------------------
@@ -104,8 +150,10 @@ def take(session: Session, candidates: list[tuple[str, int | None]], count: int,
     if count <= 0 or not names:
         return []
     takeable = (Lease.holder == holder) | (Lease.expires_at < now)
+    # SKIP LOCKED: a row locked by a fenced commit in progress (its holder is alive and writing)
+    # is not free; waiting for it would stall this tick, and with it this daemon's renewals.
     free = set(session.scalars(select(Lease.resource).where(Lease.resource.in_(names), takeable)
-                               .order_by(Lease.resource).with_for_update()))
+                               .order_by(Lease.resource).with_for_update(skip_locked=True)))
     existing = set(session.scalars(select(Lease.resource).where(Lease.resource.in_(names))))
     chosen = [(r, mailbox_id) for r, mailbox_id in candidates if r in free or r not in existing][:count]
     renewed = sorted(r for r, _ in chosen if r in free)
@@ -133,13 +181,40 @@ def release(session: Session, resources: list[str], holder: str) -> None:
                         .execution_options(synchronize_session=False))
 
 
-def hold(session: Session, resource: str, holder: str, ttl: float) -> None:
+def acquired(session: Session, resource: str, holder: Holder) -> datetime:
+    """When ``holder`` took ``resource``: the token a pass reads as it starts and hands to ``hold``.
+    Raises LeaseLost when this process does not hold it, so a pass that has no lease never starts."""
+    since = session.scalar(select(Lease.acquired_at).join(Daemon, Daemon.name == Lease.holder).where(
+        Lease.resource == resource, _registration(holder)))
+    if since is None:
+        raise LeaseLost(f"{resource} is not held by daemon {holder.name!r} (this process's registration)")
+    return since
+
+
+def hold(session: Session, resource: str, holder: Holder, ttl: float, since: datetime | None = None) -> None:
     """The fence: renews ``resource`` if ``holder`` still has it, else raises LeaseLost, so the
-    transaction this runs in (a group of records and its position) rolls back. One statement:
-    on PostgreSQL the expiry is computed by the server."""
+    transaction this runs in (a group of records and its position) rolls back.
+
+    Three things are checked. The name holds the lease. The name's registration is still this
+    process's: another process may have taken the name over after this one stalled past its
+    expiry; on PostgreSQL the row is locked (FOR KEY SHARE) until this transaction ends, so such a
+    takeover's DELETE waits instead of slipping in before the commit, while this daemon's own
+    renewals (an UPDATE of other columns) do not. And ``since``: the lease is still the one taken
+    when the pass began (``acquired``), not one that went to another daemon and came back, whose
+    newer work the stale pass would undo."""
+    mine = select(Daemon.id).where(_registration(holder))
+    if _postgres(session):
+        mine = mine.with_for_update(read=True, key_share=True)
+    if session.scalar(mine) is None:
+        raise LeaseLost(f"daemon {holder.name!r} was taken over by another process (or its registration deleted): "
+                        f"{resource} is not this process's any more")
     expires = (func.clock_timestamp() + timedelta(seconds=ttl)) if _postgres(session) \
         else utcnow() + timedelta(seconds=ttl)
-    done = session.execute(update(Lease).where(Lease.resource == resource, Lease.holder == holder)
-                           .values(expires_at=expires).execution_options(synchronize_session=False))
+    held = update(Lease).where(Lease.resource == resource, Lease.holder == holder.name)
+    if since is not None:
+        held = held.where(Lease.acquired_at == since)
+    done = session.execute(held.values(expires_at=expires).execution_options(synchronize_session=False))
     if done.rowcount != 1:
-        raise LeaseLost(f"{resource} is no longer held by daemon {holder!r}: another daemon took it over")
+        raise LeaseLost(f"{resource} is no longer held by daemon {holder.name!r}"
+                        f"{'' if since is None else ' under the lease this pass began with'}: another daemon took it "
+                        f"over")
