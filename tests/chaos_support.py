@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import random
+import re
 import shutil
 import signal
 import subprocess
@@ -20,9 +21,9 @@ from datetime import UTC, datetime
 from email.utils import format_datetime
 from pathlib import Path
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
-from inboxcrm.store.models import Daemon, Lease
+from inboxcrm.store.models import Daemon, FolderPosition, Lease
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -59,8 +60,21 @@ class DaemonProcess:
             self.process.send_signal(signal.SIGKILL)
         self.process.wait()
 
+    def freeze(self) -> None:
+        """SIGSTOP: the process keeps its pid, its sockets and any open transaction but runs
+        nothing, as a paused VM or a process stuck in swap; ``thaw`` lets it go on where it was."""
+        self.process.send_signal(signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        self.process.send_signal(signal.SIGCONT)
+
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def events(self, since: int = 0) -> list[dict[str, str]]:
+        """The log's events from character ``since`` on (``len(log())`` at some moment), as
+        key -> value, ``at`` the line's time: what the daemon did after that moment, in order."""
+        return [parse_event(line) for line in self.log()[since:].splitlines() if " event=" in line]
 
     def tail(self, lines: int = 25) -> str:
         return "\n".join(self.log().splitlines()[-lines:])
@@ -121,6 +135,109 @@ class Cluster:
         where.mkdir(parents=True, exist_ok=True)
         for daemon in self.started:
             shutil.copy(daemon.log_path, where / daemon.log_path.name)
+
+
+_PAIR = re.compile(r'(\w+)=("(?:[^"\\]|\\.)*"|\S*)')
+
+
+def parse_event(line: str) -> dict[str, str]:
+    """One logfmt line of inboxcrm.logs: its key=value pairs (quotes undone), ``at`` its time."""
+    stamp, _, rest = line.partition(" ")
+    pairs = {key: value[1:-1].replace('\\"', '"') if value.startswith('"') else value
+             for key, value in _PAIR.findall(rest)}
+    return {"at": stamp, **pairs}
+
+
+# -- what a process has open in PostgreSQL -----------------------------------------------------------
+
+def client_ports(pid: int) -> set[int]:
+    """The local TCP ports of ``pid``'s sockets (Linux /proc): pg_stat_activity.client_port tells
+    which PostgreSQL backends serve that process, even while it is stopped."""
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue  # closed meanwhile
+        if target.startswith("socket:["):
+            inodes.add(target[len("socket:["):-1])
+    ports = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[9] in inodes:
+                ports.add(int(fields[1].rsplit(":", 1)[1], 16))
+    return ports
+
+
+@dataclass(frozen=True)
+class Backend:
+    """A PostgreSQL backend serving one process: its transaction (``xid`` once it wrote), what it
+    does, and the tables it has written in that transaction."""
+
+    pid: int
+    xid: int | None
+    state: str
+    waiting: bool  # on a lock
+    query: str
+    written: frozenset[str]
+
+
+def backends(session, ports: set[int]) -> list[Backend]:
+    rows = session.execute(text(
+        "SELECT a.pid, a.backend_xid::text::bigint, a.state, a.wait_event_type = 'Lock', a.query,"
+        "  array(SELECT c.relname::text FROM pg_locks l JOIN pg_class c ON c.oid = l.relation"
+        "        WHERE l.pid = a.pid AND l.mode = 'RowExclusiveLock' AND l.granted)"
+        " FROM pg_stat_activity a WHERE a.datname = current_database() AND a.client_port = ANY(:ports)"),
+        {"ports": sorted(ports)})
+    return [Backend(pid, xid, state or "", bool(waiting), query or "", frozenset(written))
+            for pid, xid, state, waiting, query, written in rows]
+
+
+def transaction_status(session, xid: int) -> str:
+    """"in progress", "committed" or "aborted": the fate of a transaction seen open earlier (the
+    32-bit xid made whole with the current epoch, as nothing here runs four billion transactions)."""
+    return session.scalar(text(
+        "SELECT txid_status(((pg_snapshot_xmax(pg_current_snapshot())::text::bigint >> 32) << 32) + :xid)"),
+        {"xid": xid})
+
+
+class PositionWatch:
+    """Reads every folder position every 50 ms in a thread of its own, and keeps each move
+    backwards: what a writer that lost its mailbox leaves when it commits anyway."""
+
+    def __init__(self, factory):
+        self.factory, self.samples = factory, 0
+        self.backwards: list[str] = []
+        self.errors: list[str] = []
+        self._last: dict[tuple[int, str], int] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="positions", daemon=True)
+
+    def __enter__(self) -> PositionWatch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.05):
+            try:
+                with self.factory() as session:
+                    rows = session.execute(select(FolderPosition.mailbox_id, FolderPosition.folder,
+                                                  FolderPosition.last_uid)).all()
+            except Exception as exc:  # noqa: BLE001 - reported by the test, which fails on any
+                self.errors.append(f"{type(exc).__name__}: {exc}")
+                continue
+            self.samples += 1
+            for mailbox, folder, last in rows:
+                before = self._last.get((mailbox, folder), 0)
+                if (last or 0) < before:
+                    self.backwards.append(f"mailbox {mailbox} {folder}: last_uid {before} -> {last} "
+                                          f"at {datetime.now(UTC):%H:%M:%S.%f}")
+                self._last[(mailbox, folder)] = max(before, last or 0)
 
 
 # -- who works which mailbox -----------------------------------------------------------------------
