@@ -423,3 +423,41 @@ def test_a_leased_job_asked_for_again_stops_when_its_lease_is_gone(factory):
 
     daemon._guarded("notify", job)
     assert runs == [0] and "notify" not in daemon._jobs_running and not daemon._jobs_again
+
+
+def test_a_job_asked_for_again_before_it_starts_runs_once_without_a_skipped_run(factory, caplog):
+    """Passes finishing together ask for the notify job while it still waits for a thread of the
+    pool (busy with passes): one run, not one "skipped" warning per pass."""
+    from apscheduler.executors.pool import ThreadPoolExecutor
+    from apscheduler.schedulers.background import BackgroundScheduler
+
+    daemon = _holding_notify(factory)
+    # One thread, kept busy: the notify job, once submitted, waits in the pool as it does when
+    # 32 passes run.
+    daemon.scheduler = BackgroundScheduler(timezone=UTC, executors={"default": ThreadPoolExecutor(1)},
+                                           job_defaults={"coalesce": True, "max_instances": 1})
+    busy, release, started = threading.Event(), threading.Event(), threading.Event()
+    runs: list[int] = []
+
+    def job() -> None:
+        runs.append(len(runs))
+        started.set()
+
+    daemon.scheduler.start()
+    try:
+        daemon.scheduler.add_job(lambda: (busy.set(), release.wait(10)), id="pass", name="pass")
+        assert busy.wait(10)
+        daemon.scheduler.add_job(lambda: daemon._guarded("notify", job), id="notify", name="notify",
+                                 trigger="interval", seconds=3600, next_run_time=None)
+        with caplog.at_level(logging.WARNING):
+            for _ in range(20):  # twenty passes recorded mail while the pool was busy
+                daemon._run_now("notify")
+                time.sleep(0.02)  # the scheduler's thread submits what each request asked for
+            release.set()
+            assert started.wait(10)
+            time.sleep(0.3)
+        assert runs == [0]
+        assert not [r for r in caplog.records if "skipped" in r.getMessage()]
+    finally:
+        release.set()
+        daemon.scheduler.shutdown(wait=True)

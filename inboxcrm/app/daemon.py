@@ -199,6 +199,7 @@ class Daemon:
         self._leaving: dict[str, _Box] = {}  # mailboxes given up while a pass still ran
         self._jobs_running: set[str] = set()
         self._jobs_again: set[str] = set()  # asked for while running: one more round when it ends
+        self._jobs_asked: set[str] = set()  # asked for and not started yet: asking again adds nothing
         self._next_tick = 0.0  # time.monotonic() of the next lease tick
         self._tick_soon = False  # a pass lost its lease: look at once
         self._short = False  # the last tick lost races for free leases: the next comes soon
@@ -474,15 +475,21 @@ class Daemon:
             self._run_now("outbox")  # the answer to a command email, while the rep still looks
 
     def _run_now(self, job_id: str) -> None:
-        """A job asked for while it runs goes round once more when it ends: APScheduler would
-        skip the run (one instance at a time) and log a warning for each of hundreds of passes."""
+        """A job asked for while it runs goes round once more when it ends, and one asked for again
+        before it starts (waiting for a thread of the pool, busy with passes) is not asked twice:
+        APScheduler would skip the run (one instance at a time) and log a warning for each of
+        hundreds of passes."""
         with self._active:
             if job_id in self._jobs_running:
                 self._jobs_again.add(job_id)
                 return
-        job = self.scheduler.get_job(job_id)
-        if job is not None and not self.stop.is_set():
-            job.modify(next_run_time=utcnow())
+            if job_id in self._jobs_asked:
+                return
+            job = self.scheduler.get_job(job_id)
+            if job is None or self.stop.is_set():
+                return
+            self._jobs_asked.add(job_id)
+        job.modify(next_run_time=utcnow())
 
     def _failed(self, box: _Box, exc: BaseException) -> None:
         box.failures += 1
@@ -653,6 +660,7 @@ class Daemon:
     def _guarded(self, job: str, fn: Callable[[], Any]) -> None:
         leased = _LEASED_JOBS.get(job)
         with self._active:
+            self._jobs_asked.discard(job)  # a request from now on is one more round
             self._jobs_running.add(job)
         try:
             with self._job():
