@@ -25,6 +25,15 @@ from inboxcrm.store.db import transaction
 from inboxcrm.store.models import FolderPosition, Mailbox, Message, OutboxMessage
 
 NOW = datetime.now(UTC).replace(microsecond=0)
+
+
+@pytest.fixture(autouse=True)
+def _now():
+    """The health rule compares with the real clock, so NOW is taken as each test starts, not as
+    the module is imported: the full suite reached this file 16 minutes after collecting it, when
+    a mailbox "failing for 5 minutes" had been failing for 21."""
+    global NOW
+    NOW = datetime.now(UTC).replace(microsecond=0)
 STATUSES = {"processed": 3, "noise": 2, "quarantined": 1, "refused": 2}
 
 
