@@ -564,7 +564,7 @@ class Daemon:
                     event(log, logging.INFO, "idle-watching", mailbox=box.name, folder=folder)
                     # mail that came while the connection was down, or since the pass before the
                     # first connection: IDLE announces only what comes after it
-                    if watched_before or self._missed_before_idle(box.name, folder, known):
+                    if watched_before or self._missed_before_idle(box.name, watched):
                         self.trigger(box.name)
                     failures, watched_before = 0, True
                     self._count_idle(+1)
@@ -587,13 +587,14 @@ class Daemon:
                       stage=getattr(exc, "stage", None), reason=_reason(exc), retry_in=f"{delay:.0f}s")
                 box.quit.wait(delay)
 
-    def _missed_before_idle(self, name: str, folder: str, uidnext: int | None) -> bool:
-        """The server has handed out a UID since the last completed pass over ``folder``."""
+    def _missed_before_idle(self, name: str, watched) -> bool:
+        """The folder changed since the last completed pass over it (the sync's own rule)."""
         from inboxcrm.app.importer import resolve_mailbox
+        from inboxcrm.app.sync import unchanged
 
         with self.factory() as session:
-            position = folder_positions(session, resolve_mailbox(session, name).id).get(folder)
-        return uidnext is not None and (position is None or position.uidnext is None or position.uidnext < uidnext)
+            position = folder_positions(session, resolve_mailbox(session, name).id).get(watched.name)
+        return not unchanged(position, watched)
 
     def _idle_loop(self, box: _Box, client, folder: str, known: int | None) -> None:
         from inboxcrm.mail import imap
