@@ -43,6 +43,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # this tree's code, without installing
 sys.path.insert(0, str(ROOT / "bench"))
 
+from imap_bench import percentile
 from import_bench import TEAM, throwaway_database
 
 HISTORY = 10  # messages already in each INBOX (and half as many in Sent): the first pass reads them
@@ -375,11 +376,6 @@ def measure(server, work: Path, label: str, url: str, users: list, args) -> Figu
 
 
 # -- the table -------------------------------------------------------------------------------
-
-def percentile(values: list[float], p: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))] if ordered else float("nan")
-
 
 ROWS = [  # (label, how to read it from Figures, format, per mailbox: show (full - base) / added)
     ("start -> all IDLE up (s)", lambda f: f.start_seconds, "{:.1f}", True),

@@ -130,8 +130,9 @@ def run_child(args: list[str]) -> tuple[dict, float, float]:
 
 
 def percentile(values: list[float], p: float) -> float:
+    """Nearest-rank; NaN for no values (a run that recorded nothing prints "nan", not a traceback)."""
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
+    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))] if ordered else float("nan")
 
 
 def main() -> None:
