@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime
+from functools import cache
 from typing import Any, TypeVar
 
 from sqlalchemy import Table, bindparam, cast, func, insert, select
@@ -105,6 +106,13 @@ def add_notes(conn: Connection, notes: Sequence[dict[str, Any]]) -> None:
     insert_rows(conn, Note.__table__, notes)
 
 
+@cache
+def _one_row_insert(table: Table, ids: bool):
+    """Built once per table: the intake writes one lead per new sender, and building the statement
+    anew each time cost as much as running it (SQLite)."""
+    return insert(table).returning(table.c.id) if ids else insert(table)
+
+
 def insert_rows(db: Connection | Session, table: Table, rows: Sequence[dict[str, Any]], ids: bool = False) -> list[int]:
     """Inserts many rows of one shape at the speed of the driver, not of SQLAlchemy's per-row
     work (which took most of a 100,000-row import), and returns their ids in their order when
@@ -118,8 +126,7 @@ def insert_rows(db: Connection | Session, table: Table, rows: Sequence[dict[str,
         return []
     conn = db.connection() if isinstance(db, Session) else db
     if len(rows) == 1:
-        statement = insert(table).returning(table.c.id) if ids else insert(table)
-        result = conn.execute(statement, rows[0])
+        result = conn.execute(_one_row_insert(table, ids), rows[0])
         return [result.scalar_one()] if ids else []
     if conn.dialect.name == "postgresql":
         return _insert_unnest(conn, table, rows, ids)

@@ -160,37 +160,22 @@ Written = tuple[dict[str, int], list[int], list[int | None], list[str], list[int
 the contact's name, the fit score and the deal."""
 
 
-@cache
-def _one_row_insert(table: Table, ids: bool):
-    return insert(table).returning(table.c.id) if ids else insert(table)
-
-
-def _insert_rows(db: Session | Connection, table: Table, rows: Sequence[dict[str, Any]], ids: bool = False) -> list[int]:
-    """``insert_rows``, with a one-row statement built once: the intake writes one lead per new
-    sender, and building the statement anew each time cost as much as running it (SQLite)."""
-    if len(rows) != 1:
-        return insert_rows(db, table, rows, ids)
-    conn = db.connection() if isinstance(db, Session) else db
-    result = conn.execute(_one_row_insert(table, ids), rows[0])
-    return [result.scalar_one()] if ids else []
-
-
 def _insert_leads(db: Session | Connection, now: datetime, leads: Sequence[NewLead], when: datetime) -> Written:
     made_companies = _insert_companies(db, now, leads)
-    made_contacts = iter(_insert_rows(db, Contact.__table__, [_contact_row(lead, made_companies, when)
-                                                          for lead in leads if lead.contact_id is None], ids=True))
+    made_contacts = iter(insert_rows(db, Contact.__table__, [_contact_row(lead, made_companies, when)
+                                                         for lead in leads if lead.contact_id is None], ids=True))
     contact_ids = [lead.contact_id if lead.contact_id is not None else next(made_contacts) for lead in leads]
     addresses = [dict(contact_id=pk, address=lead.prospect.email)
                  for lead, pk in zip(leads, contact_ids) if lead.contact_id is None]
     if addresses:
-        _insert_rows(db, ContactAddress.__table__, addresses)
+        insert_rows(db, ContactAddress.__table__, addresses)
     names = _complete_contacts(db, leads, contact_ids, made_companies)
     company_ids = [_company_of(lead, made_companies) for lead in leads]
     fits = [scoring.fit_points(company_id is not None, lead.score_points)
             for lead, company_id in zip(leads, company_ids)]
-    deal_ids = _insert_rows(db, Deal.__table__, [_deal_row(lead, contact_id, company_id, fit, when) for
-                                                lead, contact_id, company_id, fit in
-                                                zip(leads, contact_ids, company_ids, fits)], ids=True)
+    deal_ids = insert_rows(db, Deal.__table__, [_deal_row(lead, contact_id, company_id, fit, when) for
+                                               lead, contact_id, company_id, fit in
+                                               zip(leads, contact_ids, company_ids, fits)], ids=True)
     return made_companies, contact_ids, company_ids, names, fits, deal_ids
 
 
@@ -254,7 +239,7 @@ def _insert_companies(db: Session | Connection, now: datetime, leads: Sequence[N
     for lead in leads:
         if lead.company_id is None and lead.company_domain and lead.company_domain not in wanted:
             wanted[lead.company_domain] = _company_name(lead)
-    ids = _insert_rows(db, Company.__table__, [dict(domain=domain, name=name, created_at=now)
+    ids = insert_rows(db, Company.__table__, [dict(domain=domain, name=name, created_at=now)
                                               for domain, name in wanted.items()], ids=True)
     return dict(zip(wanted, ids))
 
