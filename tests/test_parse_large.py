@@ -17,12 +17,15 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from inboxcrm.core import parse as parse_module
 from inboxcrm.core.parse import (
     SKELETON_FROM,
     STRIP_FROM,
     TEXT_PART_LIMIT,
+    _Scanner,
     parse,
     skeleton,
 )
@@ -247,3 +250,20 @@ def test_small_parts_and_ordinary_mail_are_untouched():
     raw = message(b"--BB\n" + TEXT + b"--BB\n" + attachment("small.pdf", STRIP_FROM / 2 / 1024 / 1024) + b"--BB--\n")
     text, stripped = skeleton(raw)
     assert text == raw and stripped == {}
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.sampled_from([b"--BB", b"--BB--", b"--BBX", b"--AA", b" --BB", b"x--BB", b"--BB \r", b"--BB--\t",
+                                 b"text", b"", b"-", b"--", b"--B", b"\r"]), max_size=12),
+       st.lists(st.sampled_from([b"BB", b"AA"]), min_size=1, max_size=2, unique=True),
+       st.integers(min_value=0, max_value=80))
+def test_the_next_boundary_is_the_one_the_boundary_pattern_finds(lines, boundaries, start):
+    """The skeleton skips to lines starting with "--" instead of searching every position; it
+    must find exactly the line the boundary pattern would (else parts are cut in the wrong place)."""
+    raw = b"\n".join(lines)
+    scanner = _Scanner(raw)
+    scanner.boundaries = boundaries
+    scanner.compile()
+    start = min(start, len(raw))
+    expected = scanner.pattern.search(raw, start)
+    assert scanner.next_boundary(start) == (expected.start() if expected else len(raw))

@@ -529,9 +529,21 @@ class _Scanner:
                         if self.boundaries else None)
 
     def next_boundary(self, pos: int) -> int:
-        """Where the next line matching an open boundary starts, or the end of the message."""
-        found = self.pattern.search(self.raw, pos) if self.pattern is not None else None
-        return found.start() if found else len(self.raw)
+        """Where the next line matching an open boundary starts, or the end of the message: what
+        ``self.pattern.search(raw, pos)`` finds. Only lines starting with "--" can match, and
+        ``bytes.find`` skips to them; the pattern's own search tried every position of a megabyte
+        attachment (11 of a large message's 15 ms, import_bench profile)."""
+        raw = self.raw
+        if self.pattern is None:
+            return len(raw)
+        if self.pattern.match(raw, pos):  # "^": only where a line starts
+            return pos
+        at = pos
+        while (found := raw.find(b"\n--", at)) >= 0:
+            if self.pattern.match(raw, found + 1):
+                return found + 1
+            at = found + 1
+        return len(raw)
 
     def boundary(self, pos: int) -> tuple[int, bool]:
         """At a boundary line (or the end): closes what it ends; (where to go on, whether a part
