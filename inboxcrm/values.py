@@ -60,7 +60,7 @@ class Email:
     content_type: str = "text/plain"
     report_type: str = ""
     attachments: tuple[Attachment, ...] = ()
-    defects: tuple[str, ...] = ()
+    defects: tuple[str, ...] = ()  # the MIME structure's, by mail-parser (parse reads addresses and dates)
     size: int = 0
     # X-Original-From, read like From: the author a mailing list (a Google Group) names when it
     # rewrites From to its own address. Only classify's list-relay rule trusts it, and only for
