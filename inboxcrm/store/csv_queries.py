@@ -17,6 +17,7 @@ from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session, aliased
 
+from inboxcrm.store.db import driver_rows
 from inboxcrm.store.models import Company, ContactAddress, Deal, Note, Rep, RepAddress, Stage
 
 CHUNK = 1000
@@ -107,10 +108,12 @@ def add_notes(conn: Connection, notes: Sequence[dict[str, Any]]) -> None:
 
 
 @cache
-def _one_row_insert(table: Table, ids: bool):
-    """Built once per table: the intake writes one lead per new sender, and building the statement
-    anew each time cost as much as running it (SQLite)."""
-    return insert(table).returning(table.c.id) if ids else insert(table)
+def _one_row_insert(table: Table, columns: tuple[str, ...], ids: bool):
+    """Built once per shape: the intake writes one lead per new sender, and building the statement
+    anew each time cost as much as running it (SQLite). Its columns are named, so that the driver
+    (``driver_rows``) is given them all."""
+    statement = insert(table).values({c: bindparam(c, type_=table.c[c].type) for c in columns})
+    return statement.returning(table.c.id) if ids else statement
 
 
 def insert_rows(db: Connection | Session, table: Table, rows: Sequence[dict[str, Any]], ids: bool = False) -> list[int]:
@@ -126,8 +129,8 @@ def insert_rows(db: Connection | Session, table: Table, rows: Sequence[dict[str,
         return []
     conn = db.connection() if isinstance(db, Session) else db
     if len(rows) == 1:
-        result = conn.execute(_one_row_insert(table, ids), rows[0])
-        return [result.scalar_one()] if ids else []
+        made = driver_rows(conn, _one_row_insert(table, tuple(rows[0]), ids), rows[0])
+        return [made[0][0]] if ids else []
     if conn.dialect.name == "postgresql":
         return _insert_unnest(conn, table, rows, ids)
     made: list[int] = []

@@ -19,7 +19,7 @@ from datetime import date, datetime
 from functools import cache
 from typing import Any
 
-from sqlalchemy import String, Table, bindparam, insert, select, update
+from sqlalchemy import String, bindparam, insert, select, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.util import identity_key
@@ -28,6 +28,7 @@ from inboxcrm.core import scoring
 from inboxcrm.core.addresses import company_name
 from inboxcrm.store import audit
 from inboxcrm.store.csv_queries import insert_rows
+from inboxcrm.store.db import driver_rows
 from inboxcrm.store.models import Company, Contact, ContactAddress, Deal, StageChange
 from inboxcrm.values import Address
 
@@ -190,8 +191,8 @@ def _insert_new_contact_lead_postgresql(conn: Connection, now: datetime, lead: N
     deal = _deal_row(lead, None, None, fit, when)
     params = {**_prefixed("company_", company), **_prefixed("contact_", contact), **_prefixed("deal_", deal),
               "address": lead.prospect.email}
-    contact_id, company_id, deal_id = conn.execute(
-        _new_contact_lead_postgresql(tuple(company), tuple(contact), tuple(deal)), params).one()
+    (contact_id, company_id, deal_id), = driver_rows(
+        conn, _new_contact_lead_postgresql(tuple(company), tuple(contact), tuple(deal)), params)
     return ({domain: company_id} if domain else {}), [contact_id], [company_id], [contact["name"]], [fit], [deal_id]
 
 

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from functools import cache, lru_cache
+from functools import cache, cached_property, lru_cache
 from typing import Any, Iterable, Sequence
 
 from sqlalchemy import String, Table, bindparam, exists, func, insert, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session, aliased
 
 from inboxcrm.core import nurture, sales
@@ -26,7 +27,7 @@ from inboxcrm.core.match import ContactInfo
 from inboxcrm.core.parse import header_summary
 from inboxcrm.core.sales import PIPELINE_ACTOR
 from inboxcrm.store import audit, leads, nurture_queries
-from inboxcrm.store.db import insert_new
+from inboxcrm.store.db import driver_rows
 from inboxcrm.store.models import (
     AuditEntry,
     Company,
@@ -86,10 +87,12 @@ def mailbox_info(session: Session, name: str) -> MailboxInfo | None:
                        default_source=row.default_source, policy=row.new_sender_policy, created_at=row.created_at)
 
 
-def _by_id(model):
-    """UPDATE model SET <the keys passed> WHERE id = :pk, compiled once and cached."""
+@cache
+def _by_id(model, columns: tuple[str, ...]):
+    """UPDATE model SET <columns> WHERE id = :pk, built once per shape."""
     table = model.__table__
-    return update(table).where(table.c.id == bindparam("pk"))
+    return update(table).where(table.c.id == bindparam("pk")).values(
+        {column: bindparam(column, type_=table.c[column].type) for column in columns})
 
 
 # Lookups run for every message: built once, so each call only binds its parameters.
@@ -154,71 +157,15 @@ _RECENT_COMMANDS = select(func.count(Message.id)).where(
     or_(Message.status == "command", Message.reason.in_(("refused-burst", "refused-token"))),
     Message.from_address == bindparam("address"), Message.received_at >= bindparam("since"))
 _INSERT_RAW = insert(MessageRaw.__table__)
-_INSERT_COPY = insert(MessageCopy.__table__)
 _NEW_MESSAGE_COLUMNS = ("message_id", "synthetic_id", "sha256", "size", "truncated", "received_at", "status",
                         "subject", "from_address")
 _COPY_COLUMNS = ("mailbox_id", "folder", "location", "seen_at", "gmail_thread_id", "gmail_labels")
+_INSERT_COPY = insert(MessageCopy.__table__).values(
+    {c: bindparam(c, type_=MessageCopy.__table__.c[c].type) for c in ("message_id", *_COPY_COLUMNS)})
 _BLOB_HANDLE_BYTES = 1024 * 1024  # below this the driver's copy is not worth a second statement
 _INSERTS: dict[type, object] = {}
 # Per message on the hot path; a mailbox's mail comes from few domains (as normalize_domain's cache).
 _registrable_domain = lru_cache(maxsize=8192)(registrable_domain)
-_UPDATES: dict[type, object] = {}
-
-
-@dataclass(frozen=True)
-class _DriverStatement:
-    """A statement compiled once for the driver, with its types' conversions (``UTCDateTime``,
-    JSON) looked up once: see ``_run``."""
-
-    sql: str
-    binds: tuple[tuple[str, Any, Any], ...]  # (name, bind processor or None, value when not given)
-    results: tuple[Any, ...]  # a result processor or None per column
-
-
-_DRIVER_STATEMENTS: dict[int, tuple[object, _DriverStatement]] = {}
-
-
-def _driver_statement(conn: Connection, stmt) -> _DriverStatement:
-    found = _DRIVER_STATEMENTS.get(id(stmt))
-    if found is not None:
-        return found[1]
-    dialect = conn.dialect
-    compiled = stmt.compile(dialect=dialect)
-    binds = tuple((name, bind.type.dialect_impl(dialect).bind_processor(dialect), bind.value)
-                  for name, bind in compiled.binds.items())
-    columns = stmt.selected_columns if hasattr(stmt, "selected_columns") else ()
-    results = tuple(column.type.dialect_impl(dialect).result_processor(dialect, None) for column in columns)
-    prepared = _DriverStatement(compiled.string, binds, results)
-    _DRIVER_STATEMENTS[id(stmt)] = (stmt, prepared)  # holds the statement, so its id stays its own
-    return prepared
-
-
-def _run(conn: Connection, stmt, params: dict[str, Any]) -> list[tuple] | None:
-    """PostgreSQL: one of the hot path's statements straight through the driver's cursor, within
-    the session's transaction. SQLAlchemy's execution spent about 90 us of CPU on each statement
-    around the driver's 30 us, and the importing process shares its core with the server; here a
-    statement is compiled once and its values converted as SQLAlchemy would. Driver errors are
-    raised as SQLAlchemy's (``DATABASE_FAILURES`` stops the intake as before). Returns the rows of
-    a statement that returns any."""
-    prepared = _driver_statement(conn, stmt)
-    values = {name: (value if process is None else process(value))
-              for name, process, default in prepared.binds for value in (params.get(name, default),)}
-    driver = conn.connection.driver_connection
-    dbapi = conn.dialect.loaded_dbapi
-    try:
-        with driver.cursor() as cursor:
-            cursor.execute(prepared.sql, values)
-            if cursor.description is None:
-                return None
-            rows = cursor.fetchall()
-    except dbapi.Error as e:
-        if conn.dialect.is_disconnect(e, driver, None):
-            conn.invalidate(e)
-        raise DBAPIError.instance(prepared.sql, values, e, dbapi.Error) from e
-    if any(prepared.results):
-        return [tuple(value if process is None else process(value)
-                      for process, value in zip(prepared.results, row)) for row in rows]
-    return rows
 
 
 def stored_locations(session: Session, mailbox_id: int, locations: Sequence[str]) -> set[str]:
@@ -230,15 +177,23 @@ def stored_locations(session: Session, mailbox_id: int, locations: Sequence[str]
 
 
 @cache
+def _new_message(dialect: str):
+    """INSERT ... ON CONFLICT (message_id) DO NOTHING RETURNING id: one round trip that both
+    writes a new message and says whether its Message-ID was stored already (no id back)."""
+    messages = Message.__table__
+    dialect_insert = postgresql_insert if dialect == "postgresql" else sqlite_insert
+    return (dialect_insert(messages).values({c: bindparam(c, type_=messages.c[c].type) for c in _NEW_MESSAGE_COLUMNS})
+            .on_conflict_do_nothing(index_elements=["message_id"]).returning(messages.c.id))
+
+
+@cache
 def _save_new_postgresql(keep_raw: bool):
     """PostgreSQL: the message row, its bytes and its copy in one statement (data-modifying CTEs),
     where three round trips were a fifth of a new message's statements. The bytes and the copy go
     in only when the message is new; a Message-ID stored already returns no id, and the copy is
     then recorded as on SQLite."""
-    messages, raw, copies = Message.__table__, MessageRaw.__table__, MessageCopy.__table__
-    new = (postgresql_insert(messages)
-           .values({c: bindparam(c, type_=messages.c[c].type) for c in _NEW_MESSAGE_COLUMNS})
-           .on_conflict_do_nothing(index_elements=["message_id"]).returning(messages.c.id).cte("new"))
+    raw, copies = MessageRaw.__table__, MessageCopy.__table__
+    new = _new_message("postgresql").cte("new")
     copy = insert(copies).from_select(
         ["message_id", *_COPY_COLUMNS],
         select(new.c.id, *(bindparam(c, type_=copies.c[c].type) for c in _COPY_COLUMNS))).cte("copy")
@@ -312,20 +267,19 @@ class Store:
     _deals: dict[int, sales.DealState] = field(default_factory=dict)  # read with the lookups that found them
     _threadless: str | None = None  # Message-ID of the new message just saved with no Gmail thread id
 
-    @property
+    @cached_property
     def conn(self) -> Connection:
-        """The session's connection: Core statements skip the ORM's per-statement overhead."""
+        """The session's connection: Core statements skip the ORM's per-statement overhead. Asked
+        for once: a Store lives within one transaction, and asking the session each time was 4% of
+        the importing process."""
         return self.session.connection()
 
     def _one(self, stmt):
         return self.conn.execute(stmt).first()
 
     def _rows(self, stmt, params: dict[str, Any]) -> Sequence[tuple]:
-        """A hot statement's rows: on PostgreSQL through the driver (``_run``)."""
-        conn = self.conn
-        if conn.dialect.name == "postgresql":
-            return _run(conn, stmt, params) or ()
-        return conn.execute(stmt, params).all()
+        """A hot statement's rows, through the driver (``db.driver_rows``)."""
+        return driver_rows(self.conn, stmt, params) or ()
 
     # -- lookups -----------------------------------------------------------------------
     def deal_for_thread(self, message_ids: Sequence[str]) -> int | None:
@@ -385,10 +339,7 @@ class Store:
         return self.conn.execute(stmt, values).scalar_one()
 
     def _update(self, model, pk: int, **values) -> None:
-        stmt = _UPDATES.get(model)
-        if stmt is None:
-            stmt = _UPDATES[model] = _by_id(model)
-        self.conn.execute(stmt, {"pk": pk, **values})  # SET takes the columns named in the parameters
+        self._rows(_by_id(model, tuple(values)), {"pk": pk, **values})
 
     def save_raw(self, raw: RawMessage, mailbox_id: int, message_id: str, synthetic: bool,
                  sha256: str, keep_raw: bool = True) -> tuple[StoredMessage, bool]:
@@ -404,25 +355,23 @@ class Store:
                     gmail_thread_id=gmail.thread_id if gmail else None,
                     gmail_labels=list(gmail.labels) if gmail else None)
         if self.conn.dialect.name == "postgresql":
-            rows = _run(self.conn, _save_new_postgresql(keep_raw), dict(values, **copy, data=raw.data))
-            pk = rows[0][0] if rows else None
-            copied = pk is not None
+            rows = self._rows(_save_new_postgresql(keep_raw), dict(values, **copy, data=raw.data))
+            copied = bool(rows)
         else:
-            pk = self.conn.scalar(insert_new(self.conn.dialect.name, Message.__table__, "message_id"), values)
+            rows = self._rows(_new_message(self.conn.dialect.name), values)
             copied = False
-            if pk is not None and keep_raw:
-                self._insert_raw(pk, raw.data)
-        is_new = pk is not None
+            if rows and keep_raw:
+                self._insert_raw(rows[0][0], raw.data)
+        is_new = bool(rows)
         if is_new:
-            stored = StoredMessage(pk, message_id, "pending", None)
+            stored = StoredMessage(rows[0][0], message_id, "pending", None)
             self._threadless = None if copy["gmail_thread_id"] else message_id
         else:
-            row = self.conn.execute(_MESSAGE_BY_ID, {"mid": message_id}).first()
+            row = self._rows(_MESSAGE_BY_ID, {"mid": message_id})[0]
             stored = StoredMessage(row[0], message_id, row[1], row[2], row[3])
-        known = copied or (not is_new and self.conn.scalar(
-            _COPY, {"mailbox_id": mailbox_id, "location": raw.location}) is not None)
+        known = copied or (not is_new and bool(self._rows(_COPY, {"mailbox_id": mailbox_id, "location": raw.location})))
         if not known:
-            self.conn.execute(_INSERT_COPY, dict(copy, message_id=stored.id))
+            self._rows(_INSERT_COPY, dict(copy, message_id=stored.id))
         return stored, is_new
 
     def _insert_raw(self, pk: int, data: bytes) -> None:
@@ -448,7 +397,7 @@ class Store:
         for i, (_, pk, values) in enumerate(updates):
             params[f"pk_{i}"] = pk
             params.update({f"{column}_{i}": value for column, value in values.items()})
-        _run(self.conn, _updates_postgresql(tuple((model, tuple(values)) for model, _, values in updates)), params)
+        self._rows(_updates_postgresql(tuple((model, tuple(values)) for model, _, values in updates)), params)
 
     def update_message(self, pk: int, **values) -> None:
         self._update(Message, pk, **values)
