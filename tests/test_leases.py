@@ -423,6 +423,35 @@ def test_two_daemons_share_six_mailboxes_and_one_takes_all_when_the_other_dies(t
         assert lease_queries.leases(session) == []
 
 
+def test_a_pass_stopped_by_the_fence_runs_again_at_the_next_tick_while_the_lease_is_held(team, dovecot, factory,
+                                                                                          monkeypatch):
+    """A pass whose lease changed hands meanwhile (and came back, or never left: a renewal late
+    on a loaded machine) commits nothing; the mail it would have recorded must not then wait
+    for the next poll interval (300 s here) with no IDLE watcher, which starts after a pass."""
+    from inboxcrm.app import sync as sync_module
+
+    user = dovecot.add_user("rep0", "pw")
+    add_imap(team, dovecot, user, "box0")
+    dovecot.append(user, "INBOX", [_lead(1)])
+    passes = []
+
+    def fenced_once(*args, **kwargs):
+        passes.append(time.monotonic())
+        if len(passes) == 1:
+            raise LeaseLost("box0 changed hands during this pass")
+        return sync_mailbox(*args, **kwargs)
+
+    monkeypatch.setattr(sync_module, "sync_mailbox", fenced_once)
+    daemon = _daemon(factory, "mail-1")
+    thread = _serve(daemon)
+    try:
+        eventually(lambda: _count(factory, Message.id) == 1, timeout=3 * LEASE_SECONDS,
+                   what="the message recorded by the pass after the fenced one")
+    finally:
+        _stop(daemon, thread)
+    assert len(passes) >= 2 and passes[1] - passes[0] <= LEASE_SECONDS
+
+
 def _count(factory, column) -> int:
     with factory() as session:
         return session.scalar(select(func.count(column)))

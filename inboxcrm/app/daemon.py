@@ -142,6 +142,9 @@ class _Box:
     revoked: bool = False
     grant_file: tuple | None = None
     closed: bool = False  # its lease is given up: no pass may start any more
+    # Its last pass met the fence (the lease changed hands, maybe back to us): if the lease is
+    # held at the next tick, the pass runs again then, not at the next interval.
+    fenced: bool = False
 
     def close_if_idle(self) -> bool:
         """No pass runs and none will start: the mailbox may go to another daemon."""
@@ -368,6 +371,9 @@ class Daemon:
             event(log, logging.INFO, "mailbox-removed" if name not in wanted else "mailbox-changed", mailbox=name)
         new = 0  # mailboxes added in this call, for their first passes' spread
         for name, connection in wanted.items():
+            if name in self.boxes and self.boxes[name].fenced:
+                self.boxes[name].fenced = False
+                self.trigger(name)
             if name in self.boxes or self._still_leaving(name):
                 continue
             box = self.boxes[name] = _Box(name, connection)
@@ -443,6 +449,7 @@ class Daemon:
                                           holder=self.holder, lease_ttl=self._lease_ttl())
                 except LeaseLost as exc:
                     event(log, logging.INFO, "lease-lost", mailbox=name, daemon=self.name, reason=str(exc))
+                    box.fenced = True
                     self._tick_soon = True  # stop its job and watcher now, not at the next tick
                     self._wake.set()
                     return
@@ -450,8 +457,9 @@ class Daemon:
                     self._failed(box, exc)
                     return
                 self._succeeded(box, report)
-                with box.lock:
+                with box.lock:  # decided and ended under one lock: a trigger now sees it ended
                     if not box.again.is_set():
+                        box.running = False
                         return
         finally:
             with box.lock:

@@ -27,7 +27,7 @@ from inboxcrm.store.records import mailbox_info
 from inboxcrm.store.team_queries import mailbox_names
 from inboxcrm.values import RawMessage
 
-GROUP_MESSAGES = 500
+GROUP_MESSAGES = 100
 GROUP_BYTES = 32 * 1024 * 1024
 GROUP_SECONDS = 1.0
 
