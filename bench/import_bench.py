@@ -7,7 +7,9 @@ then, each in its own child process so peak RSS is measured per phase:
             raw stored, parsed, classified, matched, routed, applied; one transaction each)
 With --postgres the import runs a second time, into a throw-away PostgreSQL database.
 Prints msg/s of each, the ratio to the baseline (aim >= 0.80 on each backend), PostgreSQL's rate
-against SQLite's in the same run (aim >= 0.80) and peak RSS of the import (aim < 200 MB).
+against SQLite's in the same run (aim >= 0.80), peak RSS of the import (aim < 200 MB), and the CPU
+time per message of the importing process, its parse workers and (PostgreSQL on this machine)
+the server's processes: on a small server these share the same cores.
 
     python bench/import_bench.py [--messages 10000] [--attachment-kb 1024] [--keep DIR] [--postgres [URL]]
 """
@@ -123,9 +125,36 @@ def phase_import(folder: str, db: str, workers: int | None) -> dict:
                            "commands": {"address": f"crm@{TEAM}",
                                         "token_key_file": str(Path(folder).parent / "reply-token.key"),
                                         "trusted_authserv_ids": [AUTHSERV]}}, None)
+    server = postgres_cpu_seconds() if engine.dialect.name == "postgresql" else None
+    own, children = cpu_seconds(resource.RUSAGE_SELF), cpu_seconds(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     report = import_path(factory, config, "sales", Path(folder), parse_workers=workers)
-    return {"messages": report.total, "seconds": time.perf_counter() - t0, "counts": dict(report.counts)}
+    seconds = time.perf_counter() - t0
+    cpu = {"importing process": cpu_seconds(resource.RUSAGE_SELF) - own,
+           "parse workers": cpu_seconds(resource.RUSAGE_CHILDREN) - children}
+    if server is not None:  # read before the engine lets its connection go
+        cpu["PostgreSQL server"] = postgres_cpu_seconds() - server
+    return {"messages": report.total, "seconds": seconds, "counts": dict(report.counts), "cpu": cpu}
+
+
+def cpu_seconds(who: int) -> float:
+    usage = resource.getrusage(who)
+    return usage.ru_utime + usage.ru_stime
+
+
+def postgres_cpu_seconds() -> float:
+    """CPU time of the PostgreSQL server's processes on this machine (its backends included), from
+    /proc: where the import's CPU goes when the server shares the machine. 0 where /proc says nothing."""
+    total = 0.0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue  # gone meanwhile
+        if "(postgres)" in text:
+            fields = text.rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
 
 
 def run_child(args: list[str]) -> tuple[dict, float, float]:
@@ -187,6 +216,8 @@ def main() -> None:
         print(f"inboxcrm  import {label:<10} : {rate:6.0f} msg/s ({imp['seconds']:.1f} s), ratio {rate / base_rate:.2f}x "
               f"(aim >= {AIM:.2f}); peak RSS {rss:.0f} MB main + {worker_rss:.0f} MB per parse worker (aim < 200 MB)")
         print(f"          outcomes          : {imp['counts']}")
+        print("          CPU per message   : " + ", ".join(f"{who} {seconds / imp['messages'] * 1e3:.2f} ms"
+                                                           for who, seconds in imp["cpu"].items()))
     if (line := backend_ratio(rates, 28)) is not None:
         print(line)
     print(f"cpu cores                   : {os.cpu_count()}")
