@@ -37,6 +37,9 @@ import pytest
 
 DOVECOT = os.environ.get("INBOXCRM_TEST_DOVECOT", "/usr/sbin/dovecot")
 START_TIMEOUT = 10.0
+# A fresh server's ports are free when chosen, but an outgoing connection may take one before
+# Dovecot binds it (both come from the ephemeral range): a new server gets new ports.
+START_ATTEMPTS = 3
 APPEND_BATCH = 100  # MULTIAPPEND: ~1,950 msg/s against ~260 msg/s one APPEND per message
 # Folder -> SPECIAL-USE attribute (RFC 6154), as a real server declares them.
 FOLDERS = {"Sent": "\\Sent", "Archive": "\\All", "Junk": "\\Junk", "Drafts": "\\Drafts"}
@@ -216,9 +219,9 @@ class Dovecot:
         if self.running:
             return
         # stdin/stdout/stderr redirected: the master and its log process keep them open.
-        self.process = subprocess.Popen([DOVECOT, "-F", "-c", str(self.config)], stdin=subprocess.DEVNULL,
-                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                        start_new_session=True)
+        with open(self.root / "dovecot.stderr", "ab") as errors:  # what it says before its log is up
+            self.process = subprocess.Popen([DOVECOT, "-F", "-c", str(self.config)], stdin=subprocess.DEVNULL,
+                                            stdout=subprocess.DEVNULL, stderr=errors, start_new_session=True)
         deadline = time.monotonic() + START_TIMEOUT
         while True:
             try:
@@ -227,7 +230,9 @@ class Dovecot:
             except Exception as exc:  # noqa: BLE001 - anything but a LOGIN means "not up yet"
                 if self.process.poll() is not None or time.monotonic() > deadline:
                     self.kill()
-                    raise RuntimeError(f"dovecot did not start: {exc}; log: {self.log()[-2000:]}") from None
+                    said = (self.root / "dovecot.stderr").read_text(errors="replace").strip()
+                    raise RuntimeError(f"dovecot did not start: {exc}; stderr: {said[-1000:]}; "
+                                       f"log: {self.log()[-2000:]}") from None
                 time.sleep(0.01)
 
     @property
@@ -354,13 +359,16 @@ def started(tls_files, introspection_url: str | None = None) -> Dovecot:
 
     if not os.path.exists(DOVECOT):
         server_missing("Dovecot", f"{DOVECOT} is not installed (apt-get install dovecot-imapd)")
-    server = Dovecot(tls_files, introspection_url)
-    try:
-        server.start()
-    except (RuntimeError, OSError) as exc:
-        server.close()
-        server_missing("Dovecot", str(exc).splitlines()[0])
-    return server
+    failures = []
+    for _ in range(START_ATTEMPTS):
+        server = Dovecot(tls_files, introspection_url)
+        try:
+            server.start()
+            return server
+        except (RuntimeError, OSError) as exc:
+            server.close()
+            failures.append(str(exc).splitlines()[0])
+    server_missing("Dovecot", " / ".join(failures))
 
 
 @pytest.fixture(name="dovecot")
