@@ -386,16 +386,20 @@ def _body(raw: bytes, start: int = 0) -> tuple[str, tuple[Attachment, ...], tupl
 
 
 _BODY_HEADERS = frozenset(("content-type", "content-transfer-encoding", "content-disposition", "content-id"))
+_TRIM_HEADERS_UP_TO = 200  # each deletion scans every header: hostile mail must not make it quadratic
 
 
 def _body_only(data: bytes) -> Message:
     """The message as mail-parser reads it (``message_from_bytes``), without the top-level
     headers that say nothing about the body. mail-parser reads a part only through these four
     headers, but reads every address and date header of the message too (a fifth of a small
-    message's parse, import_bench profile), which ``parse`` does itself with the header registry."""
+    message's parse, import_bench profile), which ``parse`` does itself with the header registry.
+    A message with more headers than any real one is given whole: mail-parser reads those in
+    one pass, and deleting them name by name would take a pass per name."""
     message = message_from_bytes(data)
-    for name in {key.lower() for key in message.keys()} - _BODY_HEADERS:
-        del message[name]
+    if len(message) <= _TRIM_HEADERS_UP_TO:
+        for name in {key.lower() for key in message.keys()} - _BODY_HEADERS:
+            del message[name]
     return message
 
 
