@@ -17,7 +17,7 @@ from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session, aliased
 
-from inboxcrm.store.db import driver_rows
+from inboxcrm.store.db import column_binds, driver_rows
 from inboxcrm.store.models import Company, ContactAddress, Deal, Note, Rep, RepAddress, Stage
 
 CHUNK = 1000
@@ -112,7 +112,7 @@ def _one_row_insert(table: Table, columns: tuple[str, ...], ids: bool):
     """Built once per shape: the intake writes one lead per new sender, and building the statement
     anew each time cost as much as running it (SQLite). Its columns are named, so that the driver
     (``driver_rows``) is given them all."""
-    statement = insert(table).values({c: bindparam(c, type_=table.c[c].type) for c in columns})
+    statement = insert(table).values(column_binds(table, columns))
     return statement.returning(table.c.id) if ids else statement
 
 

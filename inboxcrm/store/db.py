@@ -12,9 +12,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
-from sqlalchemy import URL, Engine, Table, create_engine, event, inspect, make_url, text
+from sqlalchemy import URL, Engine, Table, bindparam, create_engine, event, inspect, make_url, text
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection, Dialect
@@ -204,13 +204,21 @@ def is_current(engine: Engine) -> bool:
     return current_revision(engine) == head_revision()
 
 
+def column_binds(table: Table, columns: Iterable[str]) -> dict[str, Any]:
+    """A bind parameter per column, named and typed as the column: for a statement that names
+    its columns, as one run by ``driver_rows`` must (it fills in no others but their defaults)."""
+    return {column: bindparam(column, type_=table.c[column].type) for column in columns}
+
+
 @cache
-def insert_new(dialect: str, table: Table, key: str):
+def insert_new(dialect: str, table: Table, key: str, columns: tuple[str, ...] = ()):
     """INSERT ... ON CONFLICT (key) DO NOTHING RETURNING id, built once per table: one round trip
     that both writes a new row and says whether the key existed (no id back), on both backends.
-    The raw message store and the outbox both decide "once" this way."""
+    The raw message store and the outbox both decide "once" this way. ``columns``: the ones it
+    names (``column_binds``), for ``driver_rows``; none, for SQLAlchemy's execution."""
     dialect_insert = postgresql_insert if dialect == "postgresql" else sqlite_insert
-    return dialect_insert(table).on_conflict_do_nothing(index_elements=[key]).returning(table.c.id)
+    statement = dialect_insert(table).values(column_binds(table, columns)) if columns else dialect_insert(table)
+    return statement.on_conflict_do_nothing(index_elements=[key]).returning(table.c.id)
 
 
 # -- the hot path's statements on the driver's cursor ------------------------------------------------

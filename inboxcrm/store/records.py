@@ -14,8 +14,6 @@ from functools import cache, cached_property, lru_cache
 from typing import Any, Iterable, Sequence
 
 from sqlalchemy import String, Table, bindparam, exists, func, insert, or_, select, update
-from sqlalchemy.dialects.postgresql import insert as postgresql_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session, aliased
@@ -27,7 +25,7 @@ from inboxcrm.core.match import ContactInfo
 from inboxcrm.core.parse import header_summary
 from inboxcrm.core.sales import PIPELINE_ACTOR
 from inboxcrm.store import audit, leads, nurture_queries
-from inboxcrm.store.db import driver_rows
+from inboxcrm.store.db import column_binds, driver_rows, insert_new
 from inboxcrm.store.models import (
     AuditEntry,
     Company,
@@ -91,8 +89,7 @@ def mailbox_info(session: Session, name: str) -> MailboxInfo | None:
 def _by_id(model, columns: tuple[str, ...]):
     """UPDATE model SET <columns> WHERE id = :pk, built once per shape."""
     table = model.__table__
-    return update(table).where(table.c.id == bindparam("pk")).values(
-        {column: bindparam(column, type_=table.c[column].type) for column in columns})
+    return update(table).where(table.c.id == bindparam("pk")).values(column_binds(table, columns))
 
 
 # Lookups run for every message: built once, so each call only binds its parameters.
@@ -160,8 +157,7 @@ _INSERT_RAW = insert(MessageRaw.__table__)
 _NEW_MESSAGE_COLUMNS = ("message_id", "synthetic_id", "sha256", "size", "truncated", "received_at", "status",
                         "subject", "from_address")
 _COPY_COLUMNS = ("mailbox_id", "folder", "location", "seen_at", "gmail_thread_id", "gmail_labels")
-_INSERT_COPY = insert(MessageCopy.__table__).values(
-    {c: bindparam(c, type_=MessageCopy.__table__.c[c].type) for c in ("message_id", *_COPY_COLUMNS)})
+_INSERT_COPY = insert(MessageCopy.__table__).values(column_binds(MessageCopy.__table__, ("message_id", *_COPY_COLUMNS)))
 _BLOB_HANDLE_BYTES = 1024 * 1024  # below this the driver's copy is not worth a second statement
 _INSERTS: dict[type, object] = {}
 # Per message on the hot path; a mailbox's mail comes from few domains (as normalize_domain's cache).
@@ -177,26 +173,16 @@ def stored_locations(session: Session, mailbox_id: int, locations: Sequence[str]
 
 
 @cache
-def _new_message(dialect: str):
-    """INSERT ... ON CONFLICT (message_id) DO NOTHING RETURNING id: one round trip that both
-    writes a new message and says whether its Message-ID was stored already (no id back)."""
-    messages = Message.__table__
-    dialect_insert = postgresql_insert if dialect == "postgresql" else sqlite_insert
-    return (dialect_insert(messages).values({c: bindparam(c, type_=messages.c[c].type) for c in _NEW_MESSAGE_COLUMNS})
-            .on_conflict_do_nothing(index_elements=["message_id"]).returning(messages.c.id))
-
-
-@cache
 def _save_new_postgresql(keep_raw: bool):
     """PostgreSQL: the message row, its bytes and its copy in one statement (data-modifying CTEs),
     where three round trips were a fifth of a new message's statements. The bytes and the copy go
     in only when the message is new; a Message-ID stored already returns no id, and the copy is
     then recorded as on SQLite."""
     raw, copies = MessageRaw.__table__, MessageCopy.__table__
-    new = _new_message("postgresql").cte("new")
+    new = insert_new("postgresql", Message.__table__, "message_id", _NEW_MESSAGE_COLUMNS).cte("new")
     copy = insert(copies).from_select(
         ["message_id", *_COPY_COLUMNS],
-        select(new.c.id, *(bindparam(c, type_=copies.c[c].type) for c in _COPY_COLUMNS))).cte("copy")
+        select(new.c.id, *column_binds(copies, _COPY_COLUMNS).values())).cte("copy")
     statement = select(new.c.id).add_cte(copy)
     if keep_raw:
         statement = statement.add_cte(insert(raw).from_select(
@@ -273,9 +259,6 @@ class Store:
         for once: a Store lives within one transaction, and asking the session each time was 4% of
         the importing process."""
         return self.session.connection()
-
-    def _one(self, stmt):
-        return self.conn.execute(stmt).first()
 
     def _rows(self, stmt, params: dict[str, Any]) -> Sequence[tuple]:
         """A hot statement's rows, through the driver (``db.driver_rows``)."""
@@ -358,7 +341,8 @@ class Store:
             rows = self._rows(_save_new_postgresql(keep_raw), dict(values, **copy, data=raw.data))
             copied = bool(rows)
         else:
-            rows = self._rows(_new_message(self.conn.dialect.name), values)
+            new = insert_new(self.conn.dialect.name, Message.__table__, "message_id", _NEW_MESSAGE_COLUMNS)
+            rows = self._rows(new, values)
             copied = False
             if rows and keep_raw:
                 self._insert_raw(rows[0][0], raw.data)
