@@ -7,13 +7,16 @@ import logging
 import math
 import os
 import socket
+import sys
 import threading
 import time
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.orm import Session
 
 from inboxcrm.app.daemon import Daemon
 from inboxcrm.app.sync import sync_mailbox
@@ -287,6 +290,53 @@ def test_a_takeover_waits_for_the_old_process_fenced_transaction(factory):
         lease_queries.hold(session, box, old, 60.0)
 
 
+@pytest.mark.parametrize("engine", ["postgresql"], indirect=True)
+def test_a_holder_stalled_between_its_fence_and_its_commit_loses_the_lease_after_its_time(factory):
+    """A daemon frozen (a paused VM) or cut off after its fence and before its COMMIT keeps the
+    lease row locked, and takers skip a locked row: without a bound the mailbox would wait for it
+    as long as the stall lasts. The server ends such a transaction once it has sat idle for the
+    lease time, nothing it wrote is kept, and another daemon takes the lease."""
+    box_id = _mailbox(factory)
+    box = sharing.mailbox_resource(box_id)
+    old = _registered(factory, "mail-1")
+    _take(factory, box, "mail-1", ttl=1.0, mailbox_id=box_id)
+    stalled = factory()
+    stalled.begin()
+    stalled.add(Mailbox(name="written-before-the-stall", role="capture", created_at=NOW))
+    lease_queries.hold(stalled, box, old, 1.0)
+    stalled.flush()
+    began = time.monotonic()
+    taken = eventually(lambda: _take(factory, box, "mail-2", mailbox_id=box_id), timeout=15)
+    waited = time.monotonic() - began
+    assert taken == [box] and 0.9 < waited < 10, f"taken after {waited:.1f} s"
+    with pytest.raises(DBAPIError, match="idle-in-transaction timeout"):
+        stalled.commit()
+    stalled.close()
+    for _ in range(8):  # every pooled connection works: the ended one was thrown away, not reused
+        with factory() as session:
+            assert session.scalar(select(Mailbox.id).where(Mailbox.name == "written-before-the-stall")) is None
+
+
+@pytest.mark.parametrize("engine", ["postgresql"], indirect=True)
+def test_a_transaction_may_wait_before_its_fence_and_the_bound_ends_with_it(factory):
+    """A commit group downloads its messages inside its transaction: only after the fence is its
+    idle time bounded, and the bound does not stay on the pooled connection."""
+    box_id = _mailbox(factory)
+    box = sharing.mailbox_resource(box_id)
+    holder = _registered(factory, "mail-1")
+    _take(factory, box, "mail-1", mailbox_id=box_id)
+    with factory.kw["bind"].connect() as connection, Session(bind=connection) as session:
+        with session.begin():
+            session.add(Mailbox(name="written-slowly", role="capture", created_at=NOW))
+            session.flush()
+            time.sleep(1.5)  # longer than the lease time below: a slow download
+            lease_queries.hold(session, box, holder, 1.0)
+            assert session.scalar(text("SHOW idle_in_transaction_session_timeout")) == "1s"
+        assert session.scalar(text("SHOW idle_in_transaction_session_timeout")) == "0"  # same connection
+    with factory() as session:
+        assert session.scalar(select(Mailbox.id).where(Mailbox.name == "written-slowly")) is not None
+
+
 def test_the_fence_refuses_a_lease_that_went_away_and_came_back(factory):
     """A pass stalled; the mailbox went to mail-2, which moved it on, then came back to mail-1.
     The stale pass holds the token of the lease it began with, which is not this one."""
@@ -326,13 +376,19 @@ def test_registration_renewal_and_a_clean_stop(factory):
 
 # -- the fence in a real sync --------------------------------------------------------------------
 
-def test_a_pass_whose_lease_was_taken_records_nothing_and_is_no_failure(team, dovecot, factory):
+def _inbox_with_three_leads(team, dovecot, factory):
+    """A config and the id of mailbox "inbox": alice's IMAP INBOX, with three new leads in it."""
     alice = dovecot.add_user("alice", "pw")
     dovecot.append(alice, "INBOX", [_lead(i) for i in range(3)])
     add_imap(team, dovecot, alice, "inbox")
     config = build_config({"team": {"domains": ["acme.example"]}}, None)
     with factory() as session:
         box_id = session.scalar(select(Mailbox.id).where(Mailbox.name == "inbox"))
+    return config, box_id
+
+
+def test_a_pass_whose_lease_was_taken_records_nothing_and_is_no_failure(team, dovecot, factory):
+    config, box_id = _inbox_with_three_leads(team, dovecot, factory)
     one, two = _registered(factory, "mail-1"), _registered(factory, "mail-2")
     _take(factory, sharing.mailbox_resource(box_id), "mail-2", mailbox_id=box_id)
     with pytest.raises(LeaseLost):
@@ -344,6 +400,31 @@ def test_a_pass_whose_lease_was_taken_records_nothing_and_is_no_failure(team, do
     report = sync_mailbox(factory, config, "inbox", environ={}, holder=two, lease_ttl=30.0, parse_workers=0)
     assert report.total == 3  # the holder's pass records them, once
     sync_mailbox(factory, config, "inbox", environ={}, parse_workers=0)  # poll: no lease, as ever
+
+
+@pytest.mark.parametrize("engine", ["postgresql"], indirect=True)
+def test_a_pass_stalled_after_its_fence_until_another_took_the_mailbox_is_lost_not_failed(team, dovecot, factory):
+    """The server ends the stalled transaction (the fence's bound), the other daemon takes the
+    mailbox, and the pass's COMMIT then fails: the daemon must read that as a lease lost (retry
+    when the lease comes back), not as a failure of the mailbox to back off from and show."""
+    config, box_id = _inbox_with_three_leads(team, dovecot, factory)
+    box = sharing.mailbox_resource(box_id)
+    one, _ = _registered(factory, "mail-1"), _registered(factory, "mail-2")
+    _take(factory, box, "mail-1", ttl=1.0, mailbox_id=box_id)
+    taken = []
+
+    def clock() -> datetime:
+        if sys._getframe(1).f_code.co_name == "checkpoint" and not taken:  # after the fence
+            time.sleep(1.5)  # frozen past the lease time the fence renewed
+            taken.append(_take(factory, box, "mail-2", ttl=30.0, mailbox_id=box_id))
+        return datetime.now(UTC)
+
+    with pytest.raises(LeaseLost, match="the pass had stopped on .*idle-in-transaction timeout"):
+        sync_mailbox(factory, config, "inbox", now=clock, environ={}, holder=one, lease_ttl=1.0, parse_workers=0)
+    assert taken == [[box]]
+    with factory() as session:
+        assert session.scalar(select(func.count(Message.id))) == 0
+        assert session.get(Mailbox, box_id).failures == 0
 
 
 # -- daemons sharing real mailboxes -------------------------------------------------------------

@@ -164,9 +164,13 @@ def sync_mailbox(factory: sessionmaker[Session], config, name: str, now: Clock =
     except LeaseLost:
         raise  # not a failure of the mailbox: another daemon works it now
     except Exception as exc:
-        # Not the server's fault (the database, a bug): still shown in `status`, then raised.
+        # Not the server's fault (the database, a bug): still shown in `status`, then raised. When
+        # the fence refuses even that, the mailbox is another daemon's now and what failed was this
+        # stale pass (the server ends a transaction left idle past its fence, say): lost, not failed.
         try:
             _record_failure(factory, info.id, f"internal: {type(exc).__name__}: {exc}", now(), fence)
+        except LeaseLost as lost:
+            raise LeaseLost(f"{lost} (the pass had stopped on {type(exc).__name__}: {exc})") from exc
         except Exception:  # noqa: BLE001 - the database itself may be what failed
             log.debug("could not record the failure", exc_info=True)
         raise

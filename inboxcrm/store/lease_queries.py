@@ -201,9 +201,19 @@ def hold(session: Session, resource: str, holder: Holder, ttl: float, since: dat
     takeover's DELETE waits instead of slipping in before the commit, while this daemon's own
     renewals (an UPDATE of other columns) do not. And ``since``: the lease is still the one taken
     when the pass began (``acquired``), not one that went to another daemon and came back, whose
-    newer work the stale pass would undo."""
+    newer work the stale pass would undo.
+
+    On PostgreSQL the lease row stays locked until this transaction ends, and a taker skips a
+    locked row (``take``). So from here on the transaction may sit idle for ``ttl`` at most: a
+    holder frozen or cut off between its fence and its COMMIT (a paused VM, a lost network) has
+    its session ended by the server once the lease it just renewed has run out, instead of
+    keeping the mailbox from every other daemon for as long as the stall lasts. Before the fence
+    a transaction may wait longer (a commit group downloads its messages); after it only the
+    last statements and the COMMIT remain."""
     mine = select(Daemon.id).where(_registration(holder))
     if _postgres(session):
+        session.execute(text("SELECT set_config('idle_in_transaction_session_timeout', :ms, true)"),
+                        {"ms": str(max(1, round(ttl * 1000)))})
         mine = mine.with_for_update(read=True, key_share=True)
     if session.scalar(mine) is None:
         raise LeaseLost(f"daemon {holder.name!r} was taken over by another process (or its registration deleted): "
