@@ -8,13 +8,14 @@ from datetime import UTC, datetime
 
 import pytest
 from click.testing import CliRunner
-from sqlalchemy import func, insert, select
+from sqlalchemy import func, insert, select, text
 
 from inboxcrm.cli import main
 from inboxcrm.config import DatabaseConfig
 from inboxcrm.errors import Invalid
 from inboxcrm.secret import SecretRef
 from inboxcrm.store.db import (
+    TCP_SETTINGS,
     database_url,
     make_engine,
     session_factory,
@@ -25,6 +26,21 @@ from inboxcrm.store.models import Rep
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 SECRET = "s3cr3t-Pa55"
+
+
+@pytest.mark.parametrize("engine", ["postgresql"], indirect=True)
+def test_the_server_looks_for_a_vanished_client_within_a_minute(engine):
+    """A daemon's machine gone or its network cut: with the system's default (two hours of
+    silence before the first probe) its open transaction, and the rows a daemon taking over its
+    mailbox waits for, would stay locked that long. Each of our connections sets its own."""
+    assert engine.url.host == "127.0.0.1"  # TCP: on a Unix socket the server ignores them
+    with engine.connect() as connection:
+        settings = dict(connection.execute(text("SELECT name, setting FROM pg_settings WHERE name = ANY(:names)"),
+                                           {"names": list(TCP_SETTINGS)}).all())
+    assert settings == TCP_SETTINGS
+    idle, interval, count = (int(TCP_SETTINGS[k]) for k in ("tcp_keepalives_idle", "tcp_keepalives_interval",
+                                                            "tcp_keepalives_count"))
+    assert idle + interval * count <= 60 and int(TCP_SETTINGS["tcp_user_timeout"]) <= 60_000
 
 
 def test_the_database_password_is_resolved_only_when_connecting():

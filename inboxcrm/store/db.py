@@ -92,12 +92,23 @@ def make_engine(url: URL | str) -> Engine:
     return engine
 
 
+# The server notices a client that vanished (its machine gone, the network cut) within about a
+# minute, instead of the system's two hours: the transaction it had open ends, and with it the
+# locks a daemon taking over its mailbox would wait for (the rows of the messages it was
+# recording). Ignored on a Unix socket; tcp_user_timeout only where the server has it (12+).
+TCP_SETTINGS = {"tcp_keepalives_idle": "30", "tcp_keepalives_interval": "10", "tcp_keepalives_count": "3",
+                "tcp_user_timeout": "60000"}
+
+
 def _postgresql_session(dbapi_conn, _record) -> None:  # pragma: no cover - exercised by every test
     """lz4 for values PostgreSQL compresses, where the server has it (PostgreSQL 14 and later,
     built with lz4). The default, pglz, spent about 35 ms of server CPU on each 1 MB message
     trying to compress its base64 attachment and failing (lz4: 6 ms); on the import benchmark
-    that was more than all the intake's statements together."""
+    that was more than all the intake's statements together. And ``TCP_SETTINGS``."""
     with dbapi_conn.cursor() as cur:
+        cur.execute("SELECT set_config(s.name, v.value, false) FROM pg_settings s"
+                    " JOIN unnest(%s::text[], %s::text[]) AS v(name, value) ON v.name = s.name",
+                    (list(TCP_SETTINGS), list(TCP_SETTINGS.values())))
         cur.execute("SELECT enumvals FROM pg_settings WHERE name = 'default_toast_compression'")
         row = cur.fetchone()
         if row is not None and "lz4" in (row[0] or ()):
