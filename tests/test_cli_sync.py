@@ -3,11 +3,14 @@ naming exactly what is wrong, ``poll --once`` with its figures, ``status`` and `
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
-from inboxcrm.store.db import session_factory
-from inboxcrm.store.models import AuditEntry, Deal, Mailbox
+from inboxcrm.core.leases import mailbox_resource
+from inboxcrm.store import lease_queries
+from inboxcrm.store.db import session_factory, transaction
+from inboxcrm.store.models import AuditEntry, Daemon, Deal, FolderPosition, Mailbox, Message
 
 from .conftest import mail, refused
 from .dovecot import dovecot_server  # noqa: F401 - registers the fixture "dovecot"
@@ -117,6 +120,31 @@ def test_poll_once_syncs_reports_and_a_failing_mailbox_does_not_stop_the_others(
     again = team("poll", "--once", "a-inbox")  # exit 0: only the healthy one
     assert again.stdout == "a-inbox: 0 new messages\n  INBOX (\\Inbox): 0 messages\n  Sent (\\Sent): 0 messages\n"
     assert "has no IMAP connection" in refused(team, "poll", "--once", "sales")
+
+
+def test_poll_leaves_a_mailbox_a_running_daemon_works_to_it(team, dovecot, engine):
+    """A pass beside the daemon's would run under no lease: ``poll`` says who works the mailbox
+    and touches nothing, and works it again once that daemon is gone."""
+    alice = dovecot.add_user("alice", "pw")
+    dovecot.append(alice, "INBOX", [LEAD])
+    add_imap(team, dovecot, alice, "inbox")
+    factory = session_factory(engine)
+    with transaction(factory) as session:
+        box_id = session.scalar(select(Mailbox.id).where(Mailbox.name == "inbox"))
+        now = lease_queries.db_now(session)
+        lease_queries.register(session, "d1", "crm", 4242, now, 30)
+        assert lease_queries.take(session, [(mailbox_resource(box_id), box_id)], 1, "d1", now, 30)
+
+    result = team("poll", "--once")
+    assert 'inbox: left to daemon "d1" (host crm, pid 4242), which works it now (see "inboxcrm status")\n' \
+           in result.stdout
+    with factory() as session:
+        assert session.scalar(select(func.count(Message.id))) == 0
+        assert session.scalar(select(func.count(FolderPosition.id))) == 0
+
+    with transaction(factory) as session:  # d1 stopped renewing: gone (kill -9) and its lease with it
+        session.execute(update(Daemon).values(expires_at=lease_queries.db_now(session) - timedelta(seconds=1)))
+    assert "inbox: 1 new message\n" in team("poll", "--once", "inbox").stdout
 
 
 def test_status_shows_positions_backlog_and_a_loud_failing_mark(team, dovecot, tmp_path):

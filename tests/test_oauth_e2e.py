@@ -273,7 +273,8 @@ def test_a_revoked_grant_is_loud_once_and_retried_when_authorized_again(
         status = team("status", code=1).stdout
         assert REVOKED.format(name="alice-oauth") in status and "invalid_grant" in status
         assert status.count("FAILING (") == 1
-        team("poll", "--once", "alice-oauth", code=1)  # another process meets it too: still one email
+        beside = team("poll", "--once", "alice-oauth").stdout  # not a second pass beside the daemon's
+        assert beside.startswith('alice-oauth: left to daemon "') and "which works it now" in beside
         with session_factory(engine)() as session:
             alerts = session.scalars(select(OutboxMessage).where(OutboxMessage.to_address == ADMIN)).all()
         assert len(alerts) == 1 and "alice-oauth" in alerts[0].subject

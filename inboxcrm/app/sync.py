@@ -38,7 +38,7 @@ from inboxcrm.mail.imap import FolderInfo, ImapError, ImapMessage, ImapSettings
 from inboxcrm.mail.oauth import GrantRevoked, OAuthError
 from inboxcrm.store import mailbox_state
 from inboxcrm.store.db import Session, sessionmaker, transaction
-from inboxcrm.store.lease_queries import acquired, hold
+from inboxcrm.store.lease_queries import acquired, hold, live_holder
 from inboxcrm.store.mailbox_state import folder_position
 from inboxcrm.store.models import FolderPosition
 from inboxcrm.store.records import stored_locations
@@ -66,6 +66,15 @@ class SyncReport:
 def imap_mailboxes(session: Session) -> list[str]:
     """Names of the mailboxes the daemon syncs (those with a connection), by name."""
     return list(mailbox_state.imap_connections(session))
+
+
+def daemon_working(session: Session, name: str) -> str | None:
+    """The live daemon that works mailbox ``name`` now, described, or None. ``poll`` leaves such
+    a mailbox to it: a pass of its own beside the daemon's runs under no lease, so its commits
+    could set the folder's position back behind the daemon's (which then reads those messages
+    again) and make both wait on each other's messages."""
+    holder = live_holder(session, resolve_mailbox(session, name).id)
+    return None if holder is None else f'daemon "{holder.name}" (host {holder.host}, pid {holder.pid})'
 
 
 def load_settings(session: Session, name: str) -> ImapSettings:

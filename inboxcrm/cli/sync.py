@@ -42,12 +42,16 @@ def mailbox_test(app: App, name: str) -> None:
 
 def _poll_pass(app: App, names: list[str]) -> list[str]:
     """One pass over ``names``; prints each folder's figures; returns the names that failed."""
-    from inboxcrm.app.sync import sync_mailbox
+    from inboxcrm.app.sync import daemon_working, sync_mailbox
 
     failed = []
     factory = app.factory()
     live = sys.stderr.isatty()
     for name in names:
+        working = app.read(daemon_working, name)
+        if working is not None:
+            echo(f'{name}: left to {working}, which works it now (see "inboxcrm status")')
+            continue
         seen = 0
 
         def progress(n: int, name: str = name) -> None:
@@ -85,6 +89,8 @@ def poll(app: App, name: str | None, once: bool) -> None:
     """Sync mailbox NAME (default: every IMAP mailbox) in the foreground, with progress.
 
     A failing mailbox is reported and the others still run; the exit status is 1 if any failed.
+    A mailbox that a running daemon works now (`inboxcrm run`, its lease) is left to it and
+    said so: its passes record the mail.
     """
     from inboxcrm.app.sync import imap_mailboxes, load_settings
 

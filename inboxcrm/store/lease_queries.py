@@ -132,6 +132,13 @@ def leases(session: Session) -> list[Lease]:
     return list(session.scalars(select(Lease).order_by(Lease.resource)))
 
 
+def live_holder(session: Session, mailbox_id: int) -> Daemon | None:
+    """The daemon working ``mailbox_id`` now: its lease and its registration both unexpired."""
+    now = db_now(session)
+    return session.scalar(select(Daemon).join(Lease, Lease.holder == Daemon.name).where(
+        Lease.mailbox_id == mailbox_id, Lease.expires_at > now, Daemon.expires_at > now))
+
+
 def renew_held(session: Session, holder: str, now: datetime, ttl: float) -> None:
     session.execute(update(Lease).where(Lease.holder == holder)
                     .values(expires_at=now + timedelta(seconds=ttl)).execution_options(synchronize_session=False))
