@@ -12,6 +12,7 @@ time per message of the importing process, its parse workers and (PostgreSQL on 
 the server's processes: on a small server these share the same cores.
 
     python bench/import_bench.py [--messages 10000] [--attachment-kb 1024] [--keep DIR] [--postgres [URL]]
+                                 [--rounds N]
 """
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ import os
 import random
 import resource
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -174,6 +176,9 @@ def main() -> None:
                         help="also import into a throw-away database on this PostgreSQL server "
                              "(default: %(const)s)")
     parser.add_argument("--workers", type=int, help="parse workers (default: inboxcrm's own choice)")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="measure baseline and imports this many times over, each ratio within its round, "
+                             "and print the medians (a noisy machine's speed drifts between runs)")
     parser.add_argument("--phase", choices=["baseline", "import"], help=argparse.SUPPRESS)
     parser.add_argument("--folder", help=argparse.SUPPRESS)
     parser.add_argument("--db", help=argparse.SUPPRESS)
@@ -194,25 +199,46 @@ def main() -> None:
     print(f"generated {args.messages} messages ({size:.0f} MB, 5% with a {args.attachment_kb} KB attachment) "
           f"in {time.perf_counter() - t0:.1f} s")
     try:
-        base, base_rss, _ = run_child(["--phase", "baseline", "--folder", str(mail)])
-        db = work / "bench.db"
-        db.unlink(missing_ok=True)
-        runs = [("SQLite", str(db))]
-        if args.postgres:
-            runs.append(("PostgreSQL", args.postgres))
-        results = []
-        for label, target in runs:
-            with throwaway_database(target) as url:
-                results.append((label, *run_child(["--phase", "import", "--folder", str(mail), "--db", url]
-                                                          + (["--workers", str(args.workers)] if args.workers is not None else []))))
+        rounds = [measure_round(mail, work, args) for _ in range(args.rounds)]
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
-    base_rate = base["messages"] / base["seconds"]
+    for number, (base, base_rss, results) in enumerate(rounds, 1):
+        if args.rounds > 1:
+            print(f"-- round {number} of {args.rounds}")
+        report_round(base, base_rss, results)
+    if args.rounds > 1:
+        report_medians(rounds)
+    print(f"cpu cores                   : {os.cpu_count()}")
+
+
+def measure_round(mail: Path, work: Path, args) -> tuple[dict, float, list]:
+    """The baseline, then each backend's import, back to back: on a shared machine whose speed
+    drifts by the minute, a ratio is only as good as the time between its two figures."""
+    base, base_rss, _ = run_child(["--phase", "baseline", "--folder", str(mail)])
+    db = work / "bench.db"
+    db.unlink(missing_ok=True)
+    runs = [("SQLite", str(db))]
+    if args.postgres:
+        runs.append(("PostgreSQL", args.postgres))
+    results = []
+    for label, target in runs:
+        with throwaway_database(target) as url:
+            results.append((label, *run_child(["--phase", "import", "--folder", str(mail), "--db", url]
+                                              + (["--workers", str(args.workers)] if args.workers is not None else []))))
+    return base, base_rss, results
+
+
+def rates_of(base: dict, results: list) -> tuple[float, dict[str, float]]:
+    return base["messages"] / base["seconds"], {label: imp["messages"] / imp["seconds"]
+                                                for label, imp, _, _ in results}
+
+
+def report_round(base: dict, base_rss: float, results: list) -> None:
+    base_rate, rates = rates_of(base, results)
     print(f"baseline  mail-parser loop  : {base_rate:6.0f} msg/s ({base['seconds']:.1f} s), peak RSS {base_rss:.0f} MB")
-    rates = {}
     for label, imp, rss, worker_rss in results:
-        rate = rates[label] = imp["messages"] / imp["seconds"]
+        rate = rates[label]
         print(f"inboxcrm  import {label:<10} : {rate:6.0f} msg/s ({imp['seconds']:.1f} s), ratio {rate / base_rate:.2f}x "
               f"(aim >= {AIM:.2f}); peak RSS {rss:.0f} MB main + {worker_rss:.0f} MB per parse worker (aim < 200 MB)")
         print(f"          outcomes          : {imp['counts']}")
@@ -220,7 +246,21 @@ def main() -> None:
                                                            for who, seconds in imp["cpu"].items()))
     if (line := backend_ratio(rates, 28)) is not None:
         print(line)
-    print(f"cpu cores                   : {os.cpu_count()}")
+
+
+def report_medians(rounds: list) -> None:
+    """Each ratio's median over the rounds, every round's ratio taken within that round."""
+    per_round = [rates_of(base, results) for base, _, results in rounds]
+    print(f"-- medians of {len(rounds)} rounds")
+    for label in per_round[0][1]:
+        ratios = [rates[label] / base_rate for base_rate, rates in per_round]
+        print(f"{'import ' + label + ' / baseline':<28}: {statistics.median(ratios):.2f}x "
+              f"(rounds: {' '.join(f'{r:.2f}' for r in ratios)}; aim >= {AIM:.2f})")
+    both = [rates for _, rates in per_round if "SQLite" in rates and "PostgreSQL" in rates]
+    if both:
+        ratios = [rates["PostgreSQL"] / rates["SQLite"] for rates in both]
+        print(f"{'PostgreSQL / SQLite':<28}: {statistics.median(ratios):.2f}x "
+              f"(rounds: {' '.join(f'{r:.2f}' for r in ratios)}; aim >= {AIM:.2f})")
 
 
 @contextlib.contextmanager
