@@ -290,6 +290,20 @@ def test_a_takeover_waits_for_the_old_process_fenced_transaction(factory):
         lease_queries.hold(session, box, old, 60.0)
 
 
+def _taken_over_from(stalled, factory, box_id: int) -> None:
+    """``stalled`` (a session of mail-1 that locked the lease row of mailbox ``box_id`` for a
+    lease of one second, then went quiet) loses its transaction to the server after that second,
+    and mail-2 then takes the lease."""
+    box = sharing.mailbox_resource(box_id)
+    began = time.monotonic()
+    taken = eventually(lambda: _take(factory, box, "mail-2", mailbox_id=box_id), timeout=15)
+    waited = time.monotonic() - began
+    assert taken == [box] and 0.9 < waited < 10, f"taken after {waited:.1f} s"
+    with pytest.raises(DBAPIError, match="idle-in-transaction timeout"):
+        stalled.commit()
+    stalled.close()
+
+
 @pytest.mark.parametrize("engine", ["postgresql"], indirect=True)
 def test_a_holder_stalled_between_its_fence_and_its_commit_loses_the_lease_after_its_time(factory):
     """A daemon frozen (a paused VM) or cut off after its fence and before its COMMIT keeps the
@@ -305,16 +319,31 @@ def test_a_holder_stalled_between_its_fence_and_its_commit_loses_the_lease_after
     stalled.add(Mailbox(name="written-before-the-stall", role="capture", created_at=NOW))
     lease_queries.hold(stalled, box, old, 1.0)
     stalled.flush()
-    began = time.monotonic()
-    taken = eventually(lambda: _take(factory, box, "mail-2", mailbox_id=box_id), timeout=15)
-    waited = time.monotonic() - began
-    assert taken == [box] and 0.9 < waited < 10, f"taken after {waited:.1f} s"
-    with pytest.raises(DBAPIError, match="idle-in-transaction timeout"):
-        stalled.commit()
-    stalled.close()
+    _taken_over_from(stalled, factory, box_id)
     for _ in range(8):  # every pooled connection works: the ended one was thrown away, not reused
         with factory() as session:
             assert session.scalar(select(Mailbox.id).where(Mailbox.name == "written-before-the-stall")) is None
+
+
+@pytest.mark.parametrize("engine", ["postgresql"], indirect=True)
+def test_a_daemon_frozen_in_its_lease_tick_loses_the_tick_after_the_lease_time(factory):
+    """A tick renews every lease of its daemon in one transaction, locking their rows: frozen
+    there (a paused VM), the daemon would keep all its mailboxes from the others for as long as
+    it stays frozen. Its own pool's transactions end once idle for the lease time."""
+    box_id = _mailbox(factory)
+    box = sharing.mailbox_resource(box_id)
+    _registered(factory, "mail-1")
+    _take(factory, box, "mail-1", ttl=1.0, mailbox_id=box_id)
+    ticks = lease_queries.own_pool(factory, 1.0)
+    try:
+        frozen = ticks()
+        frozen.begin()
+        lease_queries.renew_held(frozen, "mail-1", lease_queries.db_now(frozen), 1.0)
+        _taken_over_from(frozen, factory, box_id)
+        with transaction(ticks) as session:  # the pool goes on: the ended connection was thrown away
+            assert lease_queries.renew_daemon(session, _registered(factory, "mail-3"), lease_queries.db_now(session), 30)
+    finally:
+        lease_queries.close_own_pool(ticks, factory)
 
 
 @pytest.mark.parametrize("engine", ["postgresql"], indirect=True)

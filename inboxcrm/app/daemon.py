@@ -701,7 +701,7 @@ class Daemon:
         """Refuses the start (DaemonRefused) when another live daemon has our name, or on SQLite
         when any other daemon is alive."""
         if self._ticks is self.factory:
-            self._ticks = lease_queries.own_pool(self.factory)
+            self._ticks = lease_queries.own_pool(self.factory, self._lease_ttl())
         with transaction(self._ticks) as session:
             now = lease_queries.db_now(session)
             seen = [sharing.Seen(d.name, d.host, d.pid, d.seen_at, d.expires_at)

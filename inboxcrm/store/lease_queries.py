@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from sqlalchemy import case, delete, func, insert, literal, select, text, update
+from sqlalchemy import case, delete, event, func, insert, literal, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -103,16 +103,31 @@ def unregister(session: Session, holder: Holder) -> None:
         session.execute(delete(Lease).where(Lease.holder == holder.name).execution_options(synchronize_session=False))
 
 
-def own_pool(factory: sessionmaker[Session]) -> sessionmaker[Session]:
+def own_pool(factory: sessionmaker[Session], idle_seconds: float) -> sessionmaker[Session]:
     """The same database through a connection pool of its own, for the daemon's lease tick. The
     sync passes hold the shared pool's connections while they download mail (a commit group's
     transaction spans its messages' fetch), so with more passes running than the pool has
     connections, a tick queued behind them for the pool's timeout would let the leases of a live
-    daemon expire. An in-memory SQLite database cannot be opened twice: it keeps the shared pool."""
+    daemon expire. An in-memory SQLite database cannot be opened twice: it keeps the shared pool.
+
+    On PostgreSQL a transaction of this pool may sit idle for ``idle_seconds`` (the leases' time)
+    at most: a tick renews every lease of its daemon in one transaction, locking their rows,
+    which the other daemons' ticks skip while they are locked. A daemon frozen in the middle of
+    a tick (a paused VM) would otherwise keep every mailbox it held from the others for as long
+    as it stays frozen; now the server ends the tick's transaction once those leases have run out."""
     engine = factory.kw["bind"]
     if engine.dialect.name == "sqlite" and engine.url.database in (None, "", ":memory:"):
         return factory
-    return session_factory(make_engine(engine.url))
+    own = make_engine(engine.url)
+    if own.dialect.name == "postgresql":
+        timeout = str(max(1, round(idle_seconds * 1000)))
+
+        @event.listens_for(own, "connect")
+        def _bounded_idle(dbapi_conn, _record) -> None:  # pragma: no cover - exercised by the daemon tests
+            with dbapi_conn.cursor() as cur:
+                cur.execute("SELECT set_config('idle_in_transaction_session_timeout', %s, false)", (timeout,))
+            dbapi_conn.commit()
+    return session_factory(own)
 
 
 def close_own_pool(own: sessionmaker[Session], shared: sessionmaker[Session]) -> None:
