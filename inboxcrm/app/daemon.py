@@ -657,8 +657,9 @@ class Daemon:
 
     def _job_fence(self, resource: str) -> Callable[[Session], None] | None:
         """For a run of a leased job: raises LeaseLost now if this process does not hold
-        ``resource``, else returns the fence its transactions call first (``lease_queries.hold``
-        with the lease as it is now, so one that changed hands since fails too). None for a
+        ``resource``, else returns the fence its transactions call last, just before their
+        commit (``lease_queries.hold`` with the lease as it is now, so one that changed hands
+        since fails too; it locks the lease row until the commit). None for a
         daemon not registered (a test driving the jobs by hand): no lease, as with ``poll``."""
         if self.holder is None:
             return None
