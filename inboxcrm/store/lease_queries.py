@@ -103,6 +103,13 @@ def unregister(session: Session, holder: Holder) -> None:
         session.execute(delete(Lease).where(Lease.holder == holder.name).execution_options(synchronize_session=False))
 
 
+def _idle_ms(seconds: float) -> str:
+    """``idle_in_transaction_session_timeout`` for a bound of ``seconds``: the lease tick's whole
+    session (``own_pool``), or a fenced transaction from its fence on (``hold``). Never 0, which
+    would turn the bound off."""
+    return str(max(1, round(seconds * 1000)))
+
+
 def own_pool(factory: sessionmaker[Session], idle_seconds: float) -> sessionmaker[Session]:
     """The same database through a connection pool of its own, for the daemon's lease tick. The
     sync passes hold the shared pool's connections while they download mail (a commit group's
@@ -120,12 +127,11 @@ def own_pool(factory: sessionmaker[Session], idle_seconds: float) -> sessionmake
         return factory
     own = make_engine(engine.url)
     if own.dialect.name == "postgresql":
-        timeout = str(max(1, round(idle_seconds * 1000)))
-
         @event.listens_for(own, "connect")
         def _bounded_idle(dbapi_conn, _record) -> None:  # pragma: no cover - exercised by the daemon tests
             with dbapi_conn.cursor() as cur:
-                cur.execute("SELECT set_config('idle_in_transaction_session_timeout', %s, false)", (timeout,))
+                cur.execute("SELECT set_config('idle_in_transaction_session_timeout', %s, false)",
+                            (_idle_ms(idle_seconds),))
             dbapi_conn.commit()
     return session_factory(own)
 
@@ -235,7 +241,7 @@ def hold(session: Session, resource: str, holder: Holder, ttl: float, since: dat
     mine = select(Daemon.id).where(_registration(holder))
     if _postgres(session):
         session.execute(text("SELECT set_config('idle_in_transaction_session_timeout', :ms, true)"),
-                        {"ms": str(max(1, round(ttl * 1000)))})
+                        {"ms": _idle_ms(ttl)})
         mine = mine.with_for_update(read=True, key_share=True)
     if session.scalar(mine) is None:
         raise LeaseLost(f"daemon {holder.name!r} was taken over by another process (or its registration deleted): "
